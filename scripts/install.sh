@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install pace-worker and the ICAMS stack (python-ace/pacemaker, tensorpotential, TensorFlow).
+#
+#   scripts/install.sh            # CPU: virtual environment in .venv, no CUDA wheels
+#   scripts/install.sh --gpu      # same, plus tensorflow[and-cuda] (the Docker image uses this)
+#   scripts/install.sh --system   # into the current interpreter instead of .venv (Docker)
+#
+# tensorpotential declares tensorflow[and-cuda] on Linux; it is installed with --no-deps after
+# its real needs (listed in pyproject.toml), so the CPU install never downloads CUDA.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${PACE_WORKER_VENV:-.venv}"
+extras="test"
+use_venv=1
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) extras="test,gpu" ;;
+    --system) use_venv=0 ;;
+    *) echo "install.sh: unknown option '$arg' (use --gpu and/or --system)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$use_venv" = 1 ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  py="$venv/bin/python"
+else
+  py="$(command -v python3)"
+fi
+
+"$py" -m pip install -q --upgrade pip
+"$py" -m pip install -q -c constraints.txt -e ".[${extras}]"
+"$py" -m pip install -q -c constraints.txt --no-deps "tensorpotential==0.6.2.1"
+"$py" - <<'PY'
+import importlib.metadata as md
+for name in ("python-ace", "tensorpotential", "tensorflow", "tf_keras", "numpy", "pandas"):
+    print(f"  {name:16s} {md.version(name)}")
+cuda = [d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower().startswith("nvidia-")]
+print(f"  CUDA wheels      {len(cuda)}")
+PY
+echo "pace-worker installed ($py)"

@@ -1,0 +1,140 @@
+"""Active sets (``.asi``) and extrapolation grades γ, computed with pyace.
+
+The active set of a potential over a set of structures is chosen with MaxVol on the linear
+B-projections of all their atoms (``pace_activeset --all-atoms``): every atom used for the
+active set then has γ ≤ ``gamma_tolerance`` by construction. pacemaker's ``pace_activeset``
+leaves atoms with large force errors out by default, which lets some training atoms exceed
+γ = 1; here every training atom counts, so a training structure never looks extrapolative.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from ase import Atoms
+
+from pace_worker.errors import InputError
+from pace_worker.stack import import_pyace
+
+PROJECTIONS_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of B-projections held at once before batching
+
+
+class ActiveSetUnavailable(Exception):
+    """The data cannot determine an active set (fewer atoms of an element than functions)."""
+
+
+@dataclass
+class ActiveSet:
+    """Pseudo-inverses of the active-set matrices, per element (``{symbol: [n_funcs, n_funcs]}``)."""
+
+    inverse: dict[str, np.ndarray]
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **self.inverse)
+
+
+def load_bbasis(potential_yaml: Path):
+    import_pyace()
+    from pyace import ACEBBasisSet, BBasisConfiguration
+
+    return ACEBBasisSet(BBasisConfiguration(str(potential_yaml)))
+
+
+def functions_per_element(bbasis) -> dict[str, int]:
+    from pyace.activelearning import compute_number_of_functions
+
+    return dict(zip(bbasis.elements_name, compute_number_of_functions(bbasis)))
+
+
+def _environments(bbasis, structures: list[Atoms]):
+    from pyace import aseatoms_to_atomicenvironment
+
+    return [aseatoms_to_atomicenvironment(a, cutoff=bbasis.cutoffmax,
+                                          elements_mapper_dict=bbasis.elements_to_index_map) for a in structures]
+
+
+def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tolerance: float = 1.01,
+                       maxvol_iters: int = 300, memory_limit: int = PROJECTIONS_MEMORY_LIMIT) -> ActiveSet:
+    """MaxVol active set of the potential over all atoms of ``structures``."""
+    bbasis = load_bbasis(potential_yaml)
+    from pyace.activelearning import (compute_A_active_inverse, compute_active_set_by_batches,
+                                      compute_B_projections)
+    from pyace.activelearning import compute_active_set as maxvol_active_set
+
+    nfuncs = functions_per_element(bbasis)
+    counts = {el: 0 for el in bbasis.elements_name}
+    for a in structures:
+        for s in a.get_chemical_symbols():
+            counts[s] = counts.get(s, 0) + 1
+    short = {el: (counts.get(el, 0), n) for el, n in nfuncs.items() if counts.get(el, 0) < n}
+    if short:
+        detail = ", ".join(f"{el}: {c} atoms < {n} functions" for el, (c, n) in short.items())
+        raise ActiveSetUnavailable(f"too few atoms to determine the active set ({detail})")
+
+    envs = _environments(bbasis, structures)
+    required = sum(counts[el] * nfuncs[el] * 8 for el in nfuncs)
+    names = bbasis.elements_name
+    if required <= memory_limit:
+        projections = compute_B_projections(bbasis, envs)
+        active = maxvol_active_set(projections, tol=gamma_tolerance, max_iters=maxvol_iters)
+    else:
+        n_batches = max(2, math.ceil(required / memory_limit))
+        _, active, _ = compute_active_set_by_batches(bbasis, envs, structure_ind_list=list(range(len(envs))),
+                                                     n_batches=n_batches, gamma_tolerance=gamma_tolerance,
+                                                     maxvol_iters=maxvol_iters)
+    inverse = compute_A_active_inverse(active)
+    return ActiveSet({names[st]: inv for st, inv in inverse.items()})
+
+
+def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> ActiveSet:
+    """Read an ``.asi`` and check it belongs to the potential (elements and matrix shapes)."""
+    asi_path = Path(asi_path)
+    if not asi_path.is_file():
+        raise InputError(f"active set '{asi_path}' does not exist")
+    try:
+        data = np.load(asi_path)
+        inverse = {k: np.asarray(data[k]) for k in data.keys()}
+    except Exception as exc:
+        raise InputError(f"active set '{asi_path}' is not a readable .asi file ({type(exc).__name__}); "
+                         "recompute it with pace_activeset or pace-worker train")
+    bbasis = bbasis or load_bbasis(potential_yaml)
+    nfuncs = functions_per_element(bbasis)
+    if set(inverse) != set(nfuncs):
+        raise InputError(f"active set '{asi_path}' has elements {sorted(inverse)} but potential '{potential_yaml}' "
+                         f"has {sorted(nfuncs)}; it belongs to another potential")
+    for el, n in nfuncs.items():
+        if inverse[el].shape != (n, n):
+            raise InputError(f"active set '{asi_path}': element {el} has shape {inverse[el].shape}, potential "
+                             f"'{potential_yaml}' needs ({n}, {n}); it belongs to another potential")
+    return ActiveSet(inverse)
+
+
+def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: list[Atoms],
+                     bbasis=None) -> np.ndarray:
+    """Max extrapolation grade γ of each structure (γ of an atom = max |B·A⁻¹|)."""
+    bbasis = bbasis or load_bbasis(potential_yaml)
+    from pyace.activelearning import compute_B_projections
+
+    if not structures:
+        return np.zeros(0)
+    envs = _environments(bbasis, structures)
+    projections, owner = compute_B_projections(bbasis, envs, structure_ind_list=list(range(len(envs))))
+    gamma = np.zeros(len(structures))
+    for st, proj in projections.items():
+        if len(proj) == 0:
+            continue
+        g = np.abs(proj @ active_set.inverse[bbasis.elements_name[st]]).max(axis=1)
+        np.maximum.at(gamma, owner[st], g)
+    return gamma
+
+
+def optional_gammas(potential_yaml: Optional[Path], asi_path: Optional[Path], structures: list[Atoms]):
+    """γ per structure, or None when no potential/active set is given."""
+    if potential_yaml is None or asi_path is None:
+        return None
+    bbasis = load_bbasis(potential_yaml)
+    return structure_gammas(potential_yaml, load_active_set(asi_path, potential_yaml, bbasis), structures, bbasis)

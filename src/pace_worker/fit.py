@@ -1,0 +1,118 @@
+"""Running pacemaker in its own working folder, in a child process.
+
+A child process keeps pacemaker's global side effects (root logging, TensorFlow globals,
+the current directory it writes everything into) out of the worker, lets the device be
+chosen before TensorFlow starts, and can be stopped cleanly. Its output goes to
+``pacemaker.out`` in the working folder; pacemaker's own ``log.txt`` is there too. On a
+terminal a progress bar follows the optimizer's iterations; in logs it stays quiet.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from pace_worker._pacemaker_child import NO_GPU_EXIT
+from pace_worker.config import MetaConfig
+from pace_worker.errors import FitError, InputError
+from pace_worker.progress import Progress
+
+log = logging.getLogger(__name__)
+
+ITERATION_LINE = re.compile(r"Iteration\s+#(\d+)\s+\(\d+ evals\):\s+Loss:\s+([0-9.eE+-]+)")
+OUTPUT_NAME = "pacemaker.out"
+
+
+@dataclass
+class FitRun:
+    """What one pacemaker run left behind."""
+
+    workdir: Path
+    wall_time_s: float
+    device: dict = field(default_factory=dict)
+    iterations: int = 0
+
+    @property
+    def output_potential(self) -> Path:
+        return self.workdir / "output_potential.yaml"
+
+
+def child_environment(meta: MetaConfig) -> dict:
+    """Environment of the fit process: device visibility and threads are fixed before TF starts."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    if meta.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif meta.gpu_index is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(meta.gpu_index)
+    if meta.threads:
+        for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = str(meta.threads)
+    env["PACE_WORKER_CHILD"] = json.dumps({"device": meta.device, "threads": meta.threads})
+    # the child must import this very package, installed or not
+    src = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _last_error_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no output"
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line.strip()):
+            return line.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input.yaml",),
+                  maxiter: Optional[int] = None, show_progress: Optional[bool] = None) -> FitRun:
+    """Run ``pacemaker <args>`` in ``workdir``; raise FitError if it fails."""
+    workdir = Path(workdir)
+    out_path = workdir / OUTPUT_NAME
+    cmd = [sys.executable, "-m", "pace_worker._pacemaker_child", *args]
+    log.info("pacemaker starts in %s (device %s)", workdir, meta.device)
+    start = time.perf_counter()
+    iterations = 0
+    with open(out_path, "a") as out, Progress("fitting", total=maxiter, enabled=show_progress) as bar:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(line)
+                match = ITERATION_LINE.search(line)
+                if match:
+                    iterations = int(match.group(1))
+                    bar.update(iterations, loss=float(match.group(2)))
+            proc.wait()
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    wall = time.perf_counter() - start
+    device = {}
+    if (workdir / "device.json").is_file():
+        device = json.loads((workdir / "device.json").read_text())
+    if proc.returncode == NO_GPU_EXIT:
+        raise InputError(f"meta_config device: {meta.device} asks for a GPU but TensorFlow sees none; "
+                         "set device: auto (GPU when present) or cpu")
+    if proc.returncode != 0:
+        raise FitError(f"pacemaker failed (exit {proc.returncode}): {_last_error_line(out_path)}; "
+                       f"full output in {out_path}")
+    if not (workdir / "output_potential.yaml").is_file():
+        raise FitError(f"pacemaker finished without writing output_potential.yaml; see {out_path}")
+    log.info("pacemaker finished in %.1f s after %d iterations", wall, iterations)
+    return FitRun(workdir=workdir, wall_time_s=wall, device=device, iterations=iterations)
