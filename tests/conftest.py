@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny EMT-labelled datasets and real pacemaker fits run once per session."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import pytest
+
+from pace_worker.toy_data import emt_dataset
+
+REPO = Path(__file__).resolve().parent.parent
+MAIN = REPO / "src" / "main.py"
+
+# a tiny basis and few optimizer steps: each fit takes ~30-45 s on 2 cores, mostly TF tracing
+TINY_CONFIG = """\
+cutoff: 4.5
+data: {test_size: 0.2}
+potential:
+  functions:
+    number_of_functions_per_element: 12
+    ALL: {nradmax_by_orders: [6, 3, 2], lmax_by_orders: [0, 2, 1]}
+fit: {maxiter: 12}
+backend: {batch_size: 50, display_step: 5}
+"""
+
+META = "device: cpu\nthreads: 2\nlog_level: INFO\nsome_other_worker_setting: {a: 1}\n"
+
+
+def run_cli(*args, cwd=None, timeout=600, env=None):
+    """``python src/main.py <args>`` exactly as the orchestrator calls it."""
+    full_env = {**os.environ, "PACE_WORKER_NO_PROGRESS": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(MAIN), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=full_env)
+
+
+def write_dataset(path: Path, atoms) -> Path:
+    ase.io.write(str(path), atoms, format="extxyz")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cu_structures():
+    return emt_dataset("Cu", n=14, seed=1)
+
+
+@pytest.fixture(scope="session")
+def cold_run(tmp_path_factory, cu_structures):
+    """A cold fit (iteration 1) on 14 Cu cells, one of them energy-only."""
+    root = tmp_path_factory.mktemp("cold")
+    structures = [a.copy() for a in cu_structures]
+    for a, src in zip(structures, cu_structures):
+        a.calc = src.calc
+    energy_only = structures[3].copy()
+    energy_only.info["energy"] = cu_structures[3].get_potential_energy()
+    structures[3] = energy_only
+    dataset = write_dataset(root / "train.xyz", structures)
+    (root / "config.yaml").write_text(TINY_CONFIG)
+    (root / "meta.yaml").write_text(META)
+    proc = run_cli("train", "--config", root / "config.yaml", "--meta-config", root / "meta.yaml",
+                   "--dataset", dataset, "--iteration", 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"root": root, "dataset": dataset, "proc": proc,
+            "metrics": json.loads((root / "train_metrics.json").read_text())}
