@@ -127,7 +127,9 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pace-worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="pace-worker", description="The Pacemaker (ACE) worker of an active-learning pipeline.",
+        epilog="Exit status: 0 ok, 1 the work failed, 2 bad input, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"pace-worker {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for command in COMMANDS:

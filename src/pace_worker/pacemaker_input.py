@@ -82,8 +82,8 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
     """The complete pacemaker input (as a dict to dump to ``input.yaml``).
 
     ``potential`` is a dict (a basis to build, maybe with ``initial_potential``) or the path
-    of a B-basis YAML (pacemaker's ``-p``). ``reference_energy`` ``None`` leaves it out (used
-    on warm start, where pacemaker takes it from the previous potential's metadata).
+    of a B-basis YAML (pacemaker's ``-p``). ``reference_energy`` ``None`` leaves it out
+    (then the data must already be on the corrected scale).
     """
     data = {"filename": train_file}
     if test_file:

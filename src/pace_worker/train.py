@@ -215,7 +215,10 @@ def train(request: TrainRequest) -> TrainResult:
     check_elements(structures, elements, source)
 
     if data_opts.test_filename:
-        test_structures = read_labelled_structures(Path(data_opts.test_filename), data_opts.energy_key,
+        test_path = Path(data_opts.test_filename)
+        if not test_path.is_absolute() and request.config.source is not None:
+            test_path = Path(request.config.source).parent / test_path  # relative to config.yaml
+        test_structures = read_labelled_structures(test_path, data_opts.energy_key,
                                                    data_opts.forces_key, data_opts.stress_key, data_opts.min_distance)
         check_elements(test_structures, elements, source)
         train_idx, test_idx = list(range(len(structures))), []
@@ -281,23 +284,26 @@ def train(request: TrainRequest) -> TrainResult:
     attempt = int(state.get("attempt", 0)) + 1 if resume else 1
     state_path.write_text(json.dumps({"status": "running", "inputs": inputs_fp, "attempt": attempt}))
 
-    # reference energies: keep the scale of the potential we start from
+    # reference energies: keep the energy scale of the potential we start from
     reference_energy = data_opts.reference_energy
-    start_file = Path(potential) if isinstance(potential, str) else (
-        initial if initial is not None else None)
-    explicit_reference = "reference_energy" in data_opts.model_fields_set
-    if start_file is not None and not explicit_reference and potential_reference_energy(start_file) is not None:
-        reference_energy = None  # pacemaker reads it from the starting potential's metadata
+    start_file = Path(potential) if isinstance(potential, str) else initial
+    if start_file is not None and "reference_energy" not in data_opts.model_fields_set:
+        inherited = potential_reference_energy(start_file)
+        if inherited is not None:
+            reference_energy = inherited
 
     # 5. pacemaker's input files
+    # pacemaker joins train and test before weighting: both carry explicit weights or neither does
+    explicit_weights = bool(energy_only.any()) or bool(test_structures is not None and
+                                                       test_structures.energy_only.any())
     train_names = [f"{dataset_path.name}#{i}" for i in train_idx]
-    structures_dataframe(train_structures, train_names, bool(energy_only.any())).to_pickle(
+    structures_dataframe(train_structures, train_names, explicit_weights).to_pickle(
         iter_dir / "train.pckl.gzip", compression="gzip", protocol=4)
     test_file = None
     if test_structures is not None and len(test_structures):
         test_names = ([f"{dataset_path.name}#{i}" for i in test_idx] if test_idx else
-                      [f"{Path(data_opts.test_filename).name}#{i}" for i in range(len(test_structures))])
-        structures_dataframe(test_structures, test_names, bool(test_structures.energy_only.any())).to_pickle(
+                      [f"{test_path.name}#{i}" for i in range(len(test_structures))])
+        structures_dataframe(test_structures, test_names, explicit_weights).to_pickle(
             iter_dir / "test.pckl.gzip", compression="gzip", protocol=4)
         test_file = "test.pckl.gzip"
     fit_seed = settings.seed + request.iteration
@@ -355,6 +361,8 @@ def train(request: TrainRequest) -> TrainResult:
 
     losses = loss_history(iter_dir / "metrics.txt")
     energy_only_names = [n for n, e in zip(train_names, energy_only) if e]
+    if test_file:
+        energy_only_names += [n for n, e in zip(test_names, test_structures.energy_only) if e]
     metrics = {
         "schema": METRICS_SCHEMA,
         "iteration": request.iteration,
@@ -362,7 +370,7 @@ def train(request: TrainRequest) -> TrainResult:
         "fit_seed": fit_seed,
         "mode": mode,
         "train": errors_from_prediction_file(iter_dir / "train_pred.pckl.gzip", energy_only_names),
-        "test": errors_from_prediction_file(iter_dir / "test_pred.pckl.gzip"),
+        "test": errors_from_prediction_file(iter_dir / "test_pred.pckl.gzip", energy_only_names),
         "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
         "fit": {
             "optimizer": settings.fit.optimizer,
