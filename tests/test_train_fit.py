@@ -142,6 +142,19 @@ def test_bigger_config_basis_grows_the_initial_potential(cold_run, tmp_path):
     assert m["fit"]["initial_loss"] < cold_run["metrics"]["fit"]["initial_loss"] / 10
 
 
+def fit_processes_in(folder):
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "pace_worker._pacemaker_child" in " ".join(p.info["cmdline"] or []) and p.cwd() == str(folder):
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 def test_interrupted_iteration_leaves_outputs_untouched_and_resumes(cold_run, tmp_path):
     root = cold_run["root"]
     out = tmp_path
@@ -159,10 +172,11 @@ def test_interrupted_iteration_leaves_outputs_untouched_and_resumes(cold_run, tm
         time.sleep(0.5)
     assert interim.exists(), "the fit never saved an interim potential"
     time.sleep(2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # how an orchestrator stops a job
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
+    assert proc.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr and "terminated" in stderr
+    assert not fit_processes_in(out / "iterations" / "iter_003"), "the pacemaker process outlived the worker"
     assert {p.name: p.read_bytes() for p in out.glob("output_potential.*")} == before
     state = json.loads((out / "iterations" / "iter_003" / "state.json").read_text())
     assert state["status"] == "running"

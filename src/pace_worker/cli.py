@@ -8,7 +8,7 @@ errors into exit statuses:
 * 0 — success;
 * 1 — the work itself failed (e.g. pacemaker crashed); outputs untouched;
 * 2 — bad input (one line on stderr naming the file / structure / key and what to do);
-* 130 — interrupted.
+* 130 — interrupted (Ctrl-C), 143 — terminated (SIGTERM); a rerun resumes the fit.
 
 Spellings: a command may have aliases (``direct_sample`` / ``direct-sample``) and flags may
 have both ``_`` and ``-`` forms (``--n_samples`` / ``--n-samples``); see :func:`add_flag`.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,14 +52,28 @@ def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "config", type=Path, help="config.yaml (science: pacemaker and command settings)")
     add_flag(parser, "meta-config", type=Path, help="meta_config.yaml (environment: device, threads, folders)")
-    add_flag(parser, "output-dir", type=Path, default=None,
-             help="output folder (default: meta_config output_dir, else the input's folder)")
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
+
+
+def load_configs(args: argparse.Namespace):
+    """config.yaml and meta_config.yaml of a command; sets the log level from meta_config."""
+    from pace_worker.config import load_meta_config, load_worker_config
+
+    config = load_worker_config(args.config)
+    meta = load_meta_config(args.meta_config)
+    configure_logging(meta.log_level)
+    return config, meta
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 # ----------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
+    add_flag(parser, "output-dir", type=Path, default=None,
+             help="output folder (default: meta_config output_dir, else the dataset's folder)")
     add_flag(parser, "dataset", type=Path, required=True, help="labelled structures: extxyz (.xyz[.gz]) or .pckl.gzip")
     add_flag(parser, "iteration", type=int, required=True, help="active-learning iteration (archive folder and seed)")
     add_flag(parser, "initial-potential", type=Path, default=None,
@@ -69,12 +84,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pace_worker.config import load_meta_config, load_worker_config
     from pace_worker.train import TrainRequest, train
 
-    config = load_worker_config(args.config)
-    meta = load_meta_config(args.meta_config)
-    configure_logging(meta.log_level)
+    config, meta = load_configs(args)
     result = train(TrainRequest(dataset=args.dataset, iteration=args.iteration, config=config, meta=meta,
                                 initial_potential=args.initial_potential, potential_yaml=args.potential_yaml,
                                 asi=args.asi, output_dir=args.output_dir,
@@ -85,10 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def print_train_summary(result) -> None:
     m = result.metrics
-
-    def fmt(value, digits=2):
-        return "-" if value is None else f"{value:.{digits}f}"
-
+    fmt = _fmt
     print(f"iteration {m['iteration']} ({m['mode']}): {m['fit']['n_functions']} functions, "
           f"{m['fit']['iterations']} optimizer steps, {m['wall_time_s']:.1f} s, device {m['device'].get('used', '?')}")
     print(f"{'set':6s} {'structures':>10s} {'E RMSE meV/at':>14s} {'E MAE':>8s} {'F RMSE meV/A':>13s} {'F MAE':>8s}")
@@ -108,9 +117,47 @@ def print_train_summary(result) -> None:
             print(f"  {key:9s} {path}")
 
 
+# ----------------------------------------------------------------------------- validate
+def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_flags(parser)
+    add_flag(parser, "potential", type=Path, required=True, help="potential to test (.yace or B-basis .yaml)")
+    add_flag(parser, "output", type=Path, required=True,
+             help="metrics JSON; the CSV and PNGs are written next to it")
+    add_flag(parser, "test-set", type=Path, default=None,
+             help="test structures (default: config validate.test_set, else the test set train wrote)")
+    add_flag(parser, "asi", type=Path, default=None, help="active set for γ (default: the .asi next to the potential)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from pace_worker.validate import ValidateRequest, validate
+
+    config, meta = load_configs(args)
+    result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
+                                      asi=args.asi, config=config, meta=meta, plots=not args.no_plots,
+                                      show_progress=False if args.no_progress else None))
+    m = result.metrics
+    print(f"{m['test_set']['n_structures']} structures / {m['n_atoms']} atoms from {m['test_set']['path']} "
+          f"({m['test_set']['found_by']}); {m['timing']['atoms_per_s']:.0f} atoms/s")
+    print(f"{'group':16s} {'structures':>10s} {'E RMSE meV/at':>14s} {'F RMSE meV/A':>13s}")
+    rows = [("all", m)] + list(m["per_group"].items()) + [(f"low (<{m['low']['window_ev_per_atom']:g} eV)", m["low"])]
+    for name, s in rows:
+        print(f"{name:16s} {s['n_structures']:>10d} {_fmt(s['energy_rmse_mev_per_atom']):>14s} "
+              f"{_fmt(s['force_rmse_mev_per_A']):>13s}")
+    if m["gamma"]:
+        g = m["gamma"]
+        print(f"γ: max {g['max']:.2f}, {100 * g['fraction_above_1']:.0f}% of structures above 1, Spearman ρ(γ, "
+              f"force error) {_fmt(g['spearman_gamma_vs_force_rmse'])}")
+    for key, path in m["outputs"].items():
+        print(f"  {key:20s} {path}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("train", "fit an ACE potential with pacemaker (writes .yaml, .yace, .asi, metrics)",
             add_train_arguments, run_train),
+    Command("validate", "errors of a potential on a test set (JSON, per-structure CSV, PNG plots)",
+            add_validate_arguments, run_validate),
 ]
 
 
@@ -140,10 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (how orchestrators stop a job): unwinds like Ctrl-C, so the fit process is stopped
+    and no output is touched."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging("INFO")
+    signal.signal(signal.SIGTERM, _raise_terminated)
     prog = f"pace-worker {args.command}"
     try:
         return args._run(args)
@@ -154,8 +211,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{prog}: failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; outputs left as they were", file=sys.stderr)
+        print(f"{prog}: interrupted; outputs left as they were (rerun the same iteration to resume)",
+              file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{prog}: terminated; outputs left as they were (rerun the same iteration to resume)",
+              file=sys.stderr)
+        return 143
     except Exception as exc:  # a bug: one line, the traceback only on request
         if os.environ.get("PACE_WORKER_DEBUG"):
             raise

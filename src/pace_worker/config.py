@@ -245,6 +245,8 @@ class MetaConfig(BaseModel):
     output_dir: Optional[Path] = None
     work_dir: Optional[Path] = None
     log_level: str = "INFO"
+    workers: Optional[int] = Field(None, ge=1)
+    chunk_size: int = Field(16, ge=1)
 
     @field_validator("device")
     @classmethod

@@ -63,6 +63,18 @@ def child_environment(meta: MetaConfig) -> dict:
     return env
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the fit process gets SIGTERM if the worker dies (even by SIGKILL), so no orphaned
+    pacemaker keeps writing into an iteration folder that a rerun wants to use."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _last_error_line(path: Path) -> str:
     try:
         lines = path.read_text(errors="replace").strip().splitlines()
@@ -83,9 +95,11 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
     log.info("pacemaker starts in %s (device %s)", workdir, meta.device)
     start = time.perf_counter()
     iterations = 0
-    with open(out_path, "a") as out, Progress("fitting", total=maxiter, enabled=show_progress) as bar:
+    progress = Progress("fitting", total=maxiter, enabled=show_progress)
+    with open(out_path, "a", buffering=1) as out, progress as bar:
         proc = subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:

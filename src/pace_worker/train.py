@@ -39,34 +39,32 @@ the full ``maxiter``; the interrupted run's output is kept as ``pacemaker.out`` 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import yaml
 
-from pace_worker import activeset
+from pace_worker import activeset, potentials
 from pace_worker.atomic_io import publish, write_json_atomic
-from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError
 from pace_worker.fit import run_pacemaker
+from pace_worker.iteration_folder import IterationFolder, fingerprint
 from pace_worker.metrics import errors_from_prediction_file, loss_history
 from pace_worker.pacemaker_input import build_input, potential_section
 from pace_worker.split import stable_split
-from pace_worker.stack import import_pyace, stack_versions
-from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
+from pace_worker.stack import stack_versions
+from pace_worker.structures import (LabelledStructures, file_sha256, read_labelled_structures,
+                                    write_extxyz_atomic)
 
 log = logging.getLogger(__name__)
 
 METRICS_SCHEMA = "pace-worker/train_metrics/1"
 OUTPUT_STEM = "output_potential"
-INTERIM_POTENTIAL = "interim_potential_0.yaml"
 
 
 @dataclass
@@ -90,55 +88,77 @@ class TrainResult:
     metrics: dict
 
 
-# ----------------------------------------------------------------------------- small helpers
-def resolve_b_basis(path: Path, flag: str) -> Path:
-    """A B-basis .yaml for ``path``; a .yace is replaced by its sibling .yaml."""
+@dataclass
+class StartingPotentials:
+    """The potential files a request names, resolved to B-basis .yaml files."""
+
+    initial: Optional[Path] = None       # --initial-potential
+    given_basis: Optional[Path] = None   # --potential-yaml
+    config_basis: Optional[Path] = None  # config potential: <file>
+
+    @property
+    def previous(self) -> Optional[Path]:
+        """The potential an ``--asi`` belongs to."""
+        return self.initial or self.given_basis
+
+    def elements(self, settings: PacemakerSettings, data: LabelledStructures) -> tuple[list[str], str]:
+        """The elements the new potential covers, and where they come from (for messages)."""
+        for path, flag in ((self.given_basis, "--potential-yaml"), (self.initial, "--initial-potential"),
+                           (self.config_basis, "config potential")):
+            if path is not None:
+                return potentials.basis_elements(path), f"{flag} '{path}' elements"
+        if settings.potential is not None and not isinstance(settings.potential, str) \
+                and settings.potential.elements:
+            return list(settings.potential.elements), "config potential.elements"
+        return data.elements, "dataset elements"
+
+
+@dataclass
+class TrainingData:
+    """The dataset split into training and test structures, with pacemaker's structure names."""
+
+    dataset: LabelledStructures
+    train: LabelledStructures
+    test: Optional[LabelledStructures]
+    train_names: list[str]
+    test_names: list[str]
+    test_origin: list[int]  # index of each test structure in its file
+    split_rule: str
+
+    @property
+    def energy_only_names(self) -> list[str]:
+        names = [n for n, e in zip(self.train_names, self.train.energy_only) if e]
+        if self.test is not None:
+            names += [n for n, e in zip(self.test_names, self.test.energy_only) if e]
+        return names
+
+
+# ----------------------------------------------------------------------------- steps
+def config_relative(config: WorkerConfig, path) -> Path:
+    """A path from config.yaml: relative paths are relative to the config file's folder."""
     path = Path(path)
-    if path.suffix == ".yace":
-        sibling = path.with_suffix(".yaml")
-        if not sibling.is_file():
-            raise InputError(f"{flag} '{path}' is a .yace (C-tilde basis), which cannot be refitted, and no "
-                             f"'{sibling.name}' lies next to it; give the B-basis .yaml of that potential")
-        log.info("%s: using %s (the B-basis next to the .yace)", flag, sibling)
-        path = sibling
-    if not path.is_file():
-        raise InputError(f"{flag} '{path}' does not exist; give the B-basis .yaml of a pacemaker potential")
-    import_pyace()
-    from pyace import BBasisConfiguration
-
-    try:
-        BBasisConfiguration(str(path))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{flag} '{path}' is not a readable pacemaker B-basis YAML ({first})")
-    return path
+    if path.is_absolute() or config.source is None:
+        return path
+    return Path(config.source).parent / path
 
 
-def basis_elements(path: Path) -> list[str]:
-    from pyace import ACEBBasisSet, BBasisConfiguration
-
-    return list(ACEBBasisSet(BBasisConfiguration(str(path))).elements_name)
-
-
-def count_functions(potential) -> int:
-    """Total number of B-functions of a potential given as YAML path or pacemaker dict."""
-    from pyace import BBasisConfiguration
-    from pyace.basisextension import construct_bbasisconfiguration
-
-    if isinstance(potential, (str, Path)):
-        return BBasisConfiguration(str(potential)).total_number_of_functions
-    spec = {k: v for k, v in potential.items() if k != "initial_potential"}
-    try:
-        return construct_bbasisconfiguration(spec).total_number_of_functions
-    except Exception as exc:
-        raise InputError(f"config potential section cannot be built by pacemaker ({exc}); check potential.*")
-
-
-def potential_reference_energy(path: Path):
-    from pyace import BBasisConfiguration
-
-    meta = BBasisConfiguration(str(path)).metadata
-    return json.loads(meta["reference_energy"]) if "reference_energy" in meta else None
+def resolve_starting_potentials(request: TrainRequest) -> StartingPotentials:
+    settings = request.config.pacemaker
+    found = StartingPotentials(
+        initial=potentials.resolve_b_basis(request.initial_potential, "--initial-potential")
+        if request.initial_potential else None,
+        given_basis=potentials.resolve_b_basis(request.potential_yaml, "--potential-yaml")
+        if request.potential_yaml else None,
+        config_basis=potentials.resolve_b_basis(config_relative(request.config, settings.potential),
+                                                "config potential")
+        if isinstance(settings.potential, str) else None,
+    )
+    if request.asi is not None:
+        if found.previous is None:
+            raise InputError(f"--asi '{request.asi}' is the active set of a previous potential; give that potential "
+                             "with --initial-potential or --potential-yaml")
+        activeset.load_active_set(Path(request.asi), found.previous)
+    return found
 
 
 def check_elements(structures: LabelledStructures, allowed: list[str], source: str) -> None:
@@ -151,8 +171,73 @@ def check_elements(structures: LabelledStructures, allowed: list[str], source: s
                              "config.yaml or remove those structures")
 
 
-def structures_dataframe(structures: LabelledStructures, names: list[str], uniform_energy_only_weights: bool):
-    """pacemaker's DataFrame: ase_atoms, energy, forces, name (+ weights when energy-only data)."""
+def load_training_data(request: TrainRequest, starts: StartingPotentials) -> TrainingData:
+    """Read, check and split the data (everything that can be wrong is found here, before fitting)."""
+    settings = request.config.pacemaker
+    opts = settings.data
+    read = dict(energy_key=opts.energy_key, forces_key=opts.forces_key, stress_key=opts.stress_key,
+                min_distance=opts.min_distance)
+    dataset_path = Path(request.dataset)
+    dataset = read_labelled_structures(dataset_path, **read)
+    elements, source = starts.elements(settings, dataset)
+    check_elements(dataset, elements, source)
+    if opts.test_filename:
+        test_path = config_relative(request.config, opts.test_filename)
+        test = read_labelled_structures(test_path, **read)
+        check_elements(test, elements, source)
+        train_idx, test_origin, rule = list(range(len(dataset))), list(range(len(test))), "test_filename"
+        test_names = [f"{test_path.name}#{i}" for i in test_origin]
+    else:
+        train_idx, test_origin = stable_split(dataset.atoms, opts.test_size, settings.seed,
+                                              where=f"dataset '{dataset_path}'")
+        test = dataset.subset(test_origin) if test_origin else None
+        test_names, rule = [f"{dataset_path.name}#{i}" for i in test_origin], "stable content hash"
+    data = TrainingData(dataset=dataset, train=dataset.subset(train_idx), test=test,
+                        train_names=[f"{dataset_path.name}#{i}" for i in train_idx], test_names=test_names,
+                        test_origin=test_origin, split_rule=rule)
+    energy_only = data.train.energy_only
+    if energy_only.all():
+        raise InputError(f"dataset '{dataset_path}': no training structure has forces; ACE needs forces")
+    if energy_only.any() and settings.fit.weighting is not None:
+        raise InputError(f"dataset '{dataset_path}' has {int(energy_only.sum())} energy-only structure(s) (first: "
+                         f"{data.train_names[int(np.argmax(energy_only))]}); they need the default uniform "
+                         "weighting: remove fit.weighting from config.yaml or add forces")
+    return data
+
+
+def plan_start(settings: PacemakerSettings, starts: StartingPotentials, data: TrainingData):
+    """``(mode, potential)``: cold, warm (continue a potential) or grow (extend it to the target basis).
+
+    ``potential`` is what goes into pacemaker's ``potential`` section: a .yaml path or a dict.
+    """
+    elements, _ = starts.elements(settings, data.dataset)
+    per_element = data.train.atoms_per_element()
+    target: Union[str, dict]
+    if starts.given_basis is not None:
+        target = str(starts.given_basis.resolve())
+    elif starts.config_basis is not None:
+        target = str(starts.config_basis.resolve())
+    else:
+        target = potential_section(settings, elements, {el: max(per_element.get(el, 0), 1) for el in elements})
+    n_target = potentials.count_functions(target)  # builds the basis: config errors surface before the fit
+    if starts.initial is None:
+        return ("warm" if starts.given_basis is not None else "cold"), target
+    n_initial = potentials.count_functions(starts.initial)
+    if n_target > n_initial:
+        grown = {"filename": target} if isinstance(target, str) else dict(target)
+        grown["initial_potential"] = str(starts.initial.resolve())
+        log.info("growing the basis of %s from %d to %d functions (one ladder step, coefficients kept)",
+                 starts.initial, n_initial, n_target)
+        return "grow", grown
+    if n_target < n_initial:
+        log.info("the target basis (%d functions) is smaller than %s (%d): continuing with the latter",
+                 n_target, starts.initial, n_initial)
+    return "warm", str(starts.initial.resolve())
+
+
+def structures_dataframe(structures: LabelledStructures, names: list[str], explicit_weights: bool):
+    """pacemaker's DataFrame: ase_atoms, energy, forces, name (+ uniform weights, zero force
+    weight for energy-only structures, when ``explicit_weights``)."""
     import pandas as pd
 
     atoms = []
@@ -162,7 +247,7 @@ def structures_dataframe(structures: LabelledStructures, names: list[str], unifo
         atoms.append(copy)
     forces = [f if f is not None else np.zeros((len(a), 3)) for f, a in zip(structures.forces, atoms)]
     df = pd.DataFrame({"ase_atoms": atoms, "energy": structures.energies, "forces": forces, "name": names})
-    if uniform_energy_only_weights:
+    if explicit_weights:
         n = len(df)
         df["w_energy"] = 1.0 / n
         df["w_forces"] = [np.zeros(len(a)) if f is None else np.ones(len(a)) / n
@@ -170,8 +255,69 @@ def structures_dataframe(structures: LabelledStructures, names: list[str], unifo
     return df
 
 
-def fingerprint(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+def write_pacemaker_files(folder: Path, settings: PacemakerSettings, data: TrainingData, potential,
+                          reference_energy, seed: int, iteration: int) -> None:
+    """train.pckl.gzip, test.pckl.gzip and input.yaml in the iteration folder."""
+    # pacemaker joins train and test before weighting: both carry explicit weights or neither does
+    explicit = bool(data.train.energy_only.any()) or bool(data.test is not None and data.test.energy_only.any())
+    structures_dataframe(data.train, data.train_names, explicit).to_pickle(
+        folder / "train.pckl.gzip", compression="gzip", protocol=4)
+    test_file = None
+    if data.test is not None:
+        structures_dataframe(data.test, data.test_names, explicit).to_pickle(
+            folder / "test.pckl.gzip", compression="gzip", protocol=4)
+        test_file = "test.pckl.gzip"
+    pacemaker_input = build_input(settings, potential=potential, train_file="train.pckl.gzip", test_file=test_file,
+                                  seed=seed, reference_energy=reference_energy,
+                                  metadata={"pace_worker_iteration": str(iteration)})
+    (folder / "input.yaml").write_text(yaml.safe_dump(pacemaker_input, sort_keys=False))
+
+
+def inherited_reference_energy(settings: PacemakerSettings, potential, starts: StartingPotentials):
+    """Keep the energy scale of the potential a fit starts from, unless config sets one explicitly."""
+    start_file = Path(potential) if isinstance(potential, str) else starts.initial
+    if start_file is not None and "reference_energy" not in settings.data.model_fields_set:
+        inherited = potentials.reference_energy(start_file)
+        if inherited is not None:
+            return inherited
+    return settings.data.reference_energy
+
+
+def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStructures, config: WorkerConfig) -> dict:
+    """The new potential's .asi over its training structures; returns what the metrics report."""
+    start = time.perf_counter()
+    options = config.train
+    info: dict = {"gamma_tolerance": options.active_set_gamma_tolerance}
+    try:
+        active = activeset.compute_active_set(yaml_path, structures.atoms,
+                                              gamma_tolerance=options.active_set_gamma_tolerance,
+                                              maxvol_iters=options.maxvol_iters)
+        active.save(asi_path)
+        gamma = activeset.structure_gammas(yaml_path, active, structures.atoms)
+        info.update(written=True, train_gamma_max=float(gamma.max()),
+                    shape={el: list(m.shape) for el, m in active.inverse.items()})
+    except activeset.ActiveSetUnavailable as exc:
+        log.warning("no active set for the new potential: %s; output_potential.asi is removed", exc)
+        asi_path.unlink(missing_ok=True)
+        info.update(written=False, reason=str(exc))
+    info["wall_time_s"] = time.perf_counter() - start
+    return info
+
+
+def previous_potential_gamma(starts: StartingPotentials, asi: Optional[Path], data: TrainingData) -> Optional[dict]:
+    """How extrapolative the new training data were for the previous potential (``--asi``)."""
+    if asi is None:
+        return None
+    g = activeset.optional_gammas(starts.previous, Path(asi), data.train.atoms)
+    return {"potential": str(starts.previous), "asi": str(asi), "gamma_max": float(g.max()),
+            "n_structures": int(len(g)), "n_gamma_above_1": int((g > 1).sum()), "n_gamma_above_5": int((g > 5).sum())}
+
+
+def _file_info(path: Optional[Path]) -> Optional[dict]:
+    if path is None:
+        return None
+    path = Path(path)
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 # ----------------------------------------------------------------------------- the command
@@ -181,250 +327,84 @@ def train(request: TrainRequest) -> TrainResult:
     if request.iteration < 0:
         raise InputError(f"--iteration {request.iteration}: must be 0 or a positive whole number")
     settings = request.config.pacemaker
-    data_opts = settings.data
     dataset_path = Path(request.dataset)
     output_dir = Path(request.output_dir or request.meta.output_dir or dataset_path.resolve().parent)
     work_root = Path(request.meta.work_dir) if request.meta.work_dir else output_dir / "iterations"
-    iter_dir = work_root / f"iter_{request.iteration:03d}"
 
-    # 1. starting potentials and the previous active set
-    initial = resolve_b_basis(request.initial_potential, "--initial-potential") if request.initial_potential \
-        else None
-    given_basis = resolve_b_basis(request.potential_yaml, "--potential-yaml") if request.potential_yaml else None
-    previous = initial or given_basis
-    if request.asi is not None:
-        if previous is None:
-            raise InputError(f"--asi '{request.asi}' is the active set of a previous potential; give that potential "
-                             "with --initial-potential or --potential-yaml")
-        activeset.load_active_set(Path(request.asi), previous)
+    # everything that can be wrong with the input is found before the fit starts
+    starts = resolve_starting_potentials(request)
+    data = load_training_data(request, starts)
+    mode, potential = plan_start(settings, starts, data)
 
-    # 2. data: read and check everything before any fitting
-    structures = read_labelled_structures(dataset_path, data_opts.energy_key, data_opts.forces_key,
-                                          data_opts.stress_key, data_opts.min_distance)
-    if given_basis is not None:
-        elements, source = basis_elements(given_basis), f"--potential-yaml '{given_basis}' elements"
-    elif initial is not None:
-        elements, source = basis_elements(initial), f"--initial-potential '{initial}' elements"
-    elif isinstance(settings.potential, str):
-        elements, source = basis_elements(resolve_b_basis(Path(settings.potential), "config potential")), \
-            "config potential elements"
-    elif settings.potential is not None and settings.potential.elements:
-        elements, source = list(settings.potential.elements), "config potential.elements"
-    else:
-        elements, source = structures.elements, "dataset elements"
-    check_elements(structures, elements, source)
-
-    if data_opts.test_filename:
-        test_path = Path(data_opts.test_filename)
-        if not test_path.is_absolute() and request.config.source is not None:
-            test_path = Path(request.config.source).parent / test_path  # relative to config.yaml
-        test_structures = read_labelled_structures(test_path, data_opts.energy_key,
-                                                   data_opts.forces_key, data_opts.stress_key, data_opts.min_distance)
-        check_elements(test_structures, elements, source)
-        train_idx, test_idx = list(range(len(structures))), []
-    else:
-        train_idx, test_idx = stable_split(structures.atoms, data_opts.test_size, settings.seed,
-                                           where=f"dataset '{dataset_path}'")
-        test_structures = structures.subset(test_idx) if test_idx else None
-    train_structures = structures.subset(train_idx)
-    energy_only = train_structures.energy_only
-    if energy_only.all():
-        raise InputError(f"dataset '{dataset_path}': no training structure has forces; ACE needs forces")
-    if energy_only.any() and settings.fit.weighting is not None:
-        raise InputError(f"dataset '{dataset_path}' has {int(energy_only.sum())} energy-only structure(s) (first: "
-                         f"{train_idx[int(np.argmax(energy_only))]}); they need the default uniform weighting: "
-                         "remove fit.weighting from config.yaml or add forces")
-
-    # 3. the basis to fit and where it starts from
-    per_element = train_structures.atoms_per_element()
-    per_element.update({el: 0 for el in elements if el not in per_element})
-    target = str(given_basis) if given_basis else (
-        str(settings.potential) if isinstance(settings.potential, str) else
-        potential_section(settings, elements, {el: max(per_element[el], 1) for el in elements}))
-    mode, potential = "cold", target
-    if initial is not None:
-        n_initial, n_target = count_functions(initial), count_functions(target)
-        if n_target > n_initial:
-            mode = "grow"
-            potential = ({"filename": target} if isinstance(target, str) else dict(target))
-            potential["initial_potential"] = str(initial.resolve())
-            log.info("growing the basis of %s from %d to %d functions (one ladder step, coefficients kept)",
-                     initial, n_initial, n_target)
-        else:
-            mode, potential = "warm", str(initial.resolve())
-            if n_target < n_initial:
-                log.info("the target basis (%d functions) is smaller than %s (%d): continuing with the latter",
-                         n_target, initial, n_initial)
-    elif given_basis is not None:
-        mode, potential = "warm", str(given_basis.resolve())
-    elif not isinstance(target, str):
-        count_functions(target)  # builds the basis once: config errors surface before the fit
-
-    # 4. the iteration folder: fresh, replaced, or resumed
     dataset_sha = file_sha256(dataset_path)
-    inputs_fp = fingerprint({"dataset": dataset_sha, "config": request.config.model_dump(mode="json"),
-                             "initial": file_sha256(initial) if initial else None,
-                             "potential_yaml": file_sha256(given_basis) if given_basis else None,
-                             "iteration": request.iteration})
-    state_path = iter_dir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    resume = (state.get("status") == "running" and state.get("inputs") == inputs_fp
-              and (iter_dir / INTERIM_POTENTIAL).is_file())
-    if resume:
-        interim = iter_dir / f"resume_from_{int(state.get('attempt', 1))}.yaml"
-        shutil.copyfile(iter_dir / INTERIM_POTENTIAL, interim)
-        potential, mode = str(interim.resolve()), f"resume ({mode})"
-        log.info("iteration %d was interrupted: resuming from %s", request.iteration, interim.name)
-        for name in ("output_potential.yaml", "metrics.txt", "test_metrics.txt"):
-            (iter_dir / name).unlink(missing_ok=True)
-    elif iter_dir.exists():
-        log.info("replacing the archive of iteration %d (%s)", request.iteration, iter_dir)
-        shutil.rmtree(iter_dir)
-    iter_dir.mkdir(parents=True, exist_ok=True)
-    attempt = int(state.get("attempt", 0)) + 1 if resume else 1
-    state_path.write_text(json.dumps({"status": "running", "inputs": inputs_fp, "attempt": attempt}))
-
-    # reference energies: keep the energy scale of the potential we start from
-    reference_energy = data_opts.reference_energy
-    start_file = Path(potential) if isinstance(potential, str) else initial
-    if start_file is not None and "reference_energy" not in data_opts.model_fields_set:
-        inherited = potential_reference_energy(start_file)
-        if inherited is not None:
-            reference_energy = inherited
-
-    # 5. pacemaker's input files
-    # pacemaker joins train and test before weighting: both carry explicit weights or neither does
-    explicit_weights = bool(energy_only.any()) or bool(test_structures is not None and
-                                                       test_structures.energy_only.any())
-    train_names = [f"{dataset_path.name}#{i}" for i in train_idx]
-    structures_dataframe(train_structures, train_names, explicit_weights).to_pickle(
-        iter_dir / "train.pckl.gzip", compression="gzip", protocol=4)
-    test_file = None
-    if test_structures is not None and len(test_structures):
-        test_names = ([f"{dataset_path.name}#{i}" for i in test_idx] if test_idx else
-                      [f"{test_path.name}#{i}" for i in range(len(test_structures))])
-        structures_dataframe(test_structures, test_names, explicit_weights).to_pickle(
-            iter_dir / "test.pckl.gzip", compression="gzip", protocol=4)
-        test_file = "test.pckl.gzip"
+    folder = IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
+        "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
+        "initial": file_sha256(starts.initial) if starts.initial else None,
+        "potential_yaml": file_sha256(starts.given_basis) if starts.given_basis else None}))
+    if folder.resume_from is not None:
+        mode, potential = f"resume ({mode})", str(folder.resume_from.resolve())
     fit_seed = settings.seed + request.iteration
-    pacemaker_input = build_input(settings, potential=potential, train_file="train.pckl.gzip", test_file=test_file,
-                                  seed=fit_seed, reference_energy=reference_energy,
-                                  metadata={"pace_worker_iteration": str(request.iteration)})
-    (iter_dir / "input.yaml").write_text(yaml.safe_dump(pacemaker_input, sort_keys=False))
+    write_pacemaker_files(folder.path, settings, data, potential,
+                          inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
 
-    # 6. the fit
-    fit_run = run_pacemaker(iter_dir, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
+    fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
                             show_progress=request.show_progress)
 
-    # 7. .yace, active set, test set, metrics: all in the iteration folder first
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
+    # .yace, active set, test set, metrics: all in the iteration folder first
+    staged = {k: folder.path / f"{OUTPUT_STEM}.{k}" for k in ("yaml", "yace", "asi")}
+    n_functions = potentials.write_yace(staged["yaml"], staged["yace"])
+    active_info = write_active_set(staged["yaml"], staged["asi"], data.train, request.config)
+    staged["test_set"] = None
+    if data.test is not None:
+        staged["test_set"] = folder.path / "test_set.xyz"
+        test_atoms = data.test.labelled_atoms()
+        for atoms, origin in zip(test_atoms, data.test_origin):
+            atoms.info["dataset_index"] = int(origin)
+        write_extxyz_atomic(staged["test_set"], test_atoms)
+    if not active_info["written"]:
+        staged["asi"] = None
+    staged["metrics"] = folder.path / "train_metrics.json"
 
-    out_yaml = iter_dir / f"{OUTPUT_STEM}.yaml"
-    out_yace = iter_dir / f"{OUTPUT_STEM}.yace"
-    out_asi = iter_dir / f"{OUTPUT_STEM}.asi"
-    bconf = BBasisConfiguration(str(out_yaml))
-    ACEBBasisSet(bconf).to_ACECTildeBasisSet().save_yaml(str(out_yace))
-
-    t_as = time.perf_counter()
-    active_info: dict = {"gamma_tolerance": request.config.train.active_set_gamma_tolerance}
-    try:
-        active = activeset.compute_active_set(out_yaml, train_structures.atoms,
-                                              gamma_tolerance=request.config.train.active_set_gamma_tolerance,
-                                              maxvol_iters=request.config.train.maxvol_iters)
-        active.save(out_asi)
-        train_gamma = activeset.structure_gammas(out_yaml, active, train_structures.atoms)
-        active_info.update(written=True, train_gamma_max=float(train_gamma.max()),
-                           shape={el: list(m.shape) for el, m in active.inverse.items()})
-    except activeset.ActiveSetUnavailable as exc:
-        log.warning("no active set for the new potential: %s; output_potential.asi is removed", exc)
-        out_asi.unlink(missing_ok=True)
-        active_info.update(written=False, reason=str(exc))
-    active_info["wall_time_s"] = time.perf_counter() - t_as
-
-    out_test = None
-    if test_structures is not None and len(test_structures):
-        from pace_worker.structures import write_extxyz_atomic
-
-        out_test = iter_dir / "test_set.xyz"
-        test_atoms = test_structures.labelled_atoms()
-        for k, atoms in enumerate(test_atoms):
-            atoms.info["dataset_index"] = int(test_idx[k]) if test_idx else k
-        write_extxyz_atomic(out_test, test_atoms)
-
-    previous_gamma = None
-    if request.asi is not None:
-        g = activeset.optional_gammas(previous, Path(request.asi), train_structures.atoms)
-        previous_gamma = {"potential": str(previous), "asi": str(request.asi), "gamma_max": float(g.max()),
-                          "n_structures": int(len(g)), "n_gamma_above_1": int((g > 1).sum()),
-                          "n_gamma_above_5": int((g > 5).sum())}
-
-    losses = loss_history(iter_dir / "metrics.txt")
-    energy_only_names = [n for n, e in zip(train_names, energy_only) if e]
-    if test_file:
-        energy_only_names += [n for n, e in zip(test_names, test_structures.energy_only) if e]
+    losses = loss_history(folder.path / "metrics.txt")
+    final = {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
+                                                  ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
+                                                  ("yace", f"{OUTPUT_STEM}.yace"))}
     metrics = {
         "schema": METRICS_SCHEMA,
         "iteration": request.iteration,
         "seed": settings.seed,
         "fit_seed": fit_seed,
         "mode": mode,
-        "train": errors_from_prediction_file(iter_dir / "train_pred.pckl.gzip", energy_only_names),
-        "test": errors_from_prediction_file(iter_dir / "test_pred.pckl.gzip", energy_only_names),
+        "train": errors_from_prediction_file(folder.path / "train_pred.pckl.gzip", data.energy_only_names),
+        "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names),
         "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
-        "fit": {
-            "optimizer": settings.fit.optimizer,
-            "maxiter": settings.fit.maxiter,
-            "iterations": fit_run.iterations,
-            "initial_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None,
-            "n_functions": int(bconf.total_number_of_functions),
-            "wall_time_s": fit_run.wall_time_s,
-        },
-        "split": {"rule": "test_filename" if data_opts.test_filename else "stable content hash",
-                  "test_size": data_opts.test_size, "n_train": len(train_structures),
-                  "n_test": len(test_structures) if test_structures is not None else 0},
+        "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
+                "iterations": fit_run.iterations, "initial_loss": losses[0] if losses else None,
+                "final_loss": losses[-1] if losses else None, "n_functions": n_functions,
+                "wall_time_s": fit_run.wall_time_s},
+        "split": {"rule": data.split_rule, "test_size": settings.data.test_size, "n_train": len(data.train),
+                  "n_test": len(data.test) if data.test is not None else 0},
         "active_set": active_info,
-        "previous_potential_gamma": previous_gamma,
+        "previous_potential_gamma": previous_potential_gamma(starts, request.asi, data),
         "device": fit_run.device,
         "versions": stack_versions(),
         "inputs": {
             "dataset": {"path": str(dataset_path.resolve()), "sha256": dataset_sha,
-                        "n_structures": len(structures), "n_atoms": structures.n_atoms},
+                        "n_structures": len(data.dataset), "n_atoms": data.dataset.n_atoms},
             "config": _file_info(request.config.source),
-            "initial_potential": _file_info(initial),
-            "potential_yaml": _file_info(given_basis),
-            "asi": _file_info(Path(request.asi) if request.asi else None),
+            "initial_potential": _file_info(starts.initial),
+            "potential_yaml": _file_info(starts.given_basis),
+            "asi": _file_info(request.asi),
         },
-        "iteration_dir": str(iter_dir.resolve()),
+        "iteration_dir": str(folder.path.resolve()),
+        "outputs": {k: (str(final[k]) if staged[k] is not None else None) for k in final},
     }
-    files = {
-        "asi": output_dir / f"{OUTPUT_STEM}.asi",
-        "yaml": output_dir / f"{OUTPUT_STEM}.yaml",
-        "test_set": output_dir / "test_set.xyz",
-        "metrics": output_dir / "train_metrics.json",
-        "yace": output_dir / f"{OUTPUT_STEM}.yace",
-    }
-    metrics["outputs"] = {k: (str(v) if (k != "asi" or active_info["written"]) and (k != "test_set" or out_test)
-                              else None) for k, v in files.items()}
     metrics["wall_time_s"] = time.perf_counter() - t_start
-    write_json_atomic(iter_dir / "train_metrics.json", metrics)
+    write_json_atomic(staged["metrics"], metrics)
 
-    # 8. publish: stage everything, then rename (.asi before .yaml, .yace last)
-    publish({
-        files["asi"]: out_asi if active_info["written"] else None,
-        files["yaml"]: out_yaml,
-        files["test_set"]: out_test,
-        files["metrics"]: iter_dir / "train_metrics.json",
-        files["yace"]: out_yace,
-    })
-    state_path.write_text(json.dumps({"status": "completed", "inputs": inputs_fp, "attempt": attempt}))
-    return TrainResult(output_dir=output_dir, iteration_dir=iter_dir,
+    # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
+    # removes a stale file (an .asi of an older potential, a test set that no longer applies)
+    publish({final[k]: staged[k] for k in final})
+    folder.mark_completed()
+    return TrainResult(output_dir=output_dir, iteration_dir=folder.path,
                        files={k: Path(v) if v else None for k, v in metrics["outputs"].items()}, metrics=metrics)
-
-
-def _file_info(path: Optional[Path]) -> Optional[dict]:
-    if path is None:
-        return None
-    path = Path(path)
-    return {"path": str(path.resolve()), "sha256": file_sha256(path)}

@@ -1,0 +1,72 @@
+"""Evaluating a potential on structures with pyace's ``PyACECalculator``, chunk by chunk.
+
+:func:`load_potential` is the worker initializer (the potential is read once per process);
+:func:`predict_chunk` turns a chunk of structures into :class:`Prediction` objects (energy,
+forces, stress, per-atom γ when an active set is loaded). :func:`predict` runs the whole list
+through the shared :class:`~pace_worker.executor.ChunkExecutor`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from pace_worker.executor import ChunkExecutor
+
+_CALCULATOR = None  # one per worker process
+
+
+@dataclass
+class Prediction:
+    energy: float
+    forces: np.ndarray
+    stress: Optional[np.ndarray]
+    gamma: Optional[np.ndarray]  # per atom; None without an active set
+
+
+def make_calculator(potential: str, asi: Optional[str] = None):
+    from pace_worker.stack import import_pyace
+
+    import_pyace()
+    from pyace import PyACECalculator
+
+    calc = PyACECalculator(str(potential))
+    if asi is not None:
+        calc.set_active_set(str(asi))
+    return calc
+
+
+def load_potential(potential: str, asi: Optional[str] = None) -> None:
+    global _CALCULATOR
+    _CALCULATOR = make_calculator(potential, asi)
+
+
+def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
+    calc = _CALCULATOR
+    if calc is None:
+        raise RuntimeError("load_potential() was not called in this process")
+    with_gamma = calc.is_active_set_configured
+    out = []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        calc.calculate(atoms, properties=("energy", "forces"))
+        results = calc.results
+        out.append(Prediction(energy=float(results["energy"]), forces=np.array(results["forces"]),
+                              stress=np.array(results["stress"]) if "stress" in results else None,
+                              gamma=np.array(results["gamma"]) if with_gamma else None))
+    return out
+
+
+def predict(potential: Path, structures: Sequence[Atoms], asi: Optional[Path] = None,
+            executor: Optional[ChunkExecutor] = None) -> list[Prediction]:
+    """Predictions for all structures, in order."""
+    executor = executor or ChunkExecutor()
+    results: list[Prediction] = []
+    for chunk in executor.map(predict_chunk, list(structures), initializer=load_potential,
+                              initargs=(str(potential), str(asi) if asi else None), description="evaluating"):
+        results.extend(chunk)
+    return results

@@ -1,0 +1,81 @@
+"""Validation plots (PNG, matplotlib's Agg backend): parity of energies and forces, error vs γ."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _parity_axes(ax, ref, pred, label, unit):
+    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+    pad = 0.03 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, ls="--", zorder=0)
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_xlabel(f"reference {label} ({unit})")
+    ax.set_ylabel(f"predicted {label} ({unit})")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+
+
+def energy_parity(path: Path, ref_epa: np.ndarray, pred_epa: np.ndarray, groups: Sequence[str], rmse: float,
+                  title: str) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5.5, 5.2), dpi=130)
+    groups = np.asarray(groups, dtype=object)
+    for g in sorted(set(groups.tolist()), key=str):
+        m = groups == g
+        ax.scatter(ref_epa[m], pred_epa[m], s=14, alpha=0.8, label=f"{g} ({m.sum()})")
+    _parity_axes(ax, ref_epa, pred_epa, "energy", "eV/atom")
+    ax.set_title(f"{title}\nenergy RMSE {rmse:.2f} meV/atom", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", title="group (structures)", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def force_parity(path: Path, ref: np.ndarray, pred: np.ndarray, symbols: np.ndarray, rmse_by_element: dict,
+                 title: str) -> None:
+    """Force components, one colour per element; ``ref``/``pred`` shape [n_atoms, 3]."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5.5, 5.2), dpi=130)
+    for el in sorted(set(symbols.tolist())):
+        m = symbols == el
+        rmse = rmse_by_element[el]["force_rmse_mev_per_A"]
+        ax.scatter(ref[m].ravel(), pred[m].ravel(), s=4, alpha=0.5, label=f"{el}: RMSE {rmse:.0f} meV/Å")
+    _parity_axes(ax, ref.ravel(), pred.ravel(), "force component", "eV/Å")
+    ax.set_title(f"{title}\nforces (all Cartesian components)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", markerscale=3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def error_vs_gamma(path: Path, gamma_max: np.ndarray, force_rmse: np.ndarray, spearman: Optional[float],
+                   title: str) -> None:
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=130)
+    ax.scatter(gamma_max, force_rmse, s=16, alpha=0.8)
+    ax.axvline(1.0, color="tab:orange", ls="--", lw=1, label="γ = 1 (edge of the active set)")
+    positive = gamma_max[gamma_max > 0]
+    if len(positive) and positive.max() / positive.min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("max extrapolation grade γ of the structure")
+    ax.set_ylabel("force RMSE of the structure (meV/Å)")
+    rho = "n/a" if spearman is None else f"{spearman:.2f}"
+    ax.set_title(f"{title}\nSpearman ρ(γ, force error) = {rho}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

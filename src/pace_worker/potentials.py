@@ -1,0 +1,79 @@
+"""pacemaker potential files: B-basis ``.yaml`` (refittable, γ) and C-tilde ``.yace`` (LAMMPS)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Union
+
+from pace_worker.errors import InputError
+from pace_worker.stack import import_pyace
+
+log = logging.getLogger(__name__)
+
+
+def resolve_b_basis(path: Union[str, Path], what: str) -> Path:
+    """The B-basis .yaml for ``path``, checked to load; a .yace is replaced by its sibling .yaml.
+
+    ``what`` names the flag or key the path came from, for the error message.
+    """
+    path = Path(path)
+    if path.suffix == ".yace":
+        sibling = path.with_suffix(".yaml")
+        if not sibling.is_file():
+            raise InputError(f"{what} '{path}' is a .yace (C-tilde basis), which cannot be refitted nor give γ, and "
+                             f"no '{sibling.name}' lies next to it; give the B-basis .yaml of that potential")
+        log.info("%s: using %s (the B-basis next to the .yace)", what, sibling)
+        path = sibling
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' does not exist; give the B-basis .yaml of a pacemaker potential")
+    import_pyace()
+    from pyace import BBasisConfiguration
+
+    try:
+        BBasisConfiguration(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{what} '{path}' is not a readable pacemaker B-basis YAML ({first})")
+    return path
+
+
+def basis_elements(path: Path) -> list[str]:
+    import_pyace()
+    from pyace import ACEBBasisSet, BBasisConfiguration
+
+    return list(ACEBBasisSet(BBasisConfiguration(str(path))).elements_name)
+
+
+def count_functions(potential) -> int:
+    """Total number of B-functions of a potential given as a YAML path or a pacemaker dict."""
+    import_pyace()
+    from pyace import BBasisConfiguration
+    from pyace.basisextension import construct_bbasisconfiguration
+
+    if isinstance(potential, (str, Path)):
+        return BBasisConfiguration(str(potential)).total_number_of_functions
+    spec = {k: v for k, v in potential.items() if k != "initial_potential"}
+    try:
+        return construct_bbasisconfiguration(spec).total_number_of_functions
+    except Exception as exc:
+        raise InputError(f"config: pacemaker cannot build the potential section ({exc}); check potential.*")
+
+
+def reference_energy(path: Path):
+    """The reference energies pacemaker stored in a potential's metadata, or None."""
+    import_pyace()
+    from pyace import BBasisConfiguration
+
+    meta = BBasisConfiguration(str(path)).metadata
+    return json.loads(meta["reference_energy"]) if "reference_energy" in meta else None
+
+
+def write_yace(yaml_path: Path, yace_path: Path) -> int:
+    """Convert a B-basis .yaml to a .yace (what ``pace_yaml2yace`` does); returns the function count."""
+    import_pyace()
+    from pyace import ACEBBasisSet, BBasisConfiguration
+
+    bconf = BBasisConfiguration(str(yaml_path))
+    ACEBBasisSet(bconf).to_ACECTildeBasisSet().save_yaml(str(yace_path))
+    return int(bconf.total_number_of_functions)

@@ -1,0 +1,265 @@
+"""``validate``: errors of a potential on a test set, as JSON, a per-structure CSV and PNG plots.
+
+:func:`validate` is the pure core (a :class:`ValidateRequest` in, a :class:`ValidateResult`
+out); the CLI only parses flags and prints.
+
+Which test set (the first that exists wins)
+-------------------------------------------
+1. ``--test-set T``;
+2. ``validate.test_set`` in config.yaml (relative to the config file);
+3. the test set ``train`` recorded in ``train_metrics.json`` next to the potential;
+4. ``test_set.xyz`` next to the potential;
+otherwise an error that lists what was tried.
+
+Which active set (for γ)
+------------------------
+``--asi A`` > ``validate.asi`` in config.yaml > the ``.asi`` next to the potential's B-basis
+``.yaml``. γ needs the B-basis: for a ``.yace`` the ``.yaml`` beside it is used. When γ is
+computed, energies and forces come from that ``.yaml`` too (the ``.yace`` is its exact
+conversion); without an active set the given file itself is evaluated.
+
+Energy scale
+------------
+ACE predicts pacemaker's ``energy_corrected`` (reference energies removed). The reference
+energies stored in the potential's metadata (``reference_energy``) are removed from the test
+set's energies with pyace's own ``compute_corrected_energy``; without them energies are
+compared as given. The JSON says which (``energy_scale``).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pace_worker import activeset, potentials
+from pace_worker.atomic_io import atomic_output, write_json_atomic
+from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.errors import InputError
+from pace_worker.evaluation import make_calculator, predict
+from pace_worker.executor import ChunkExecutor
+from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
+from pace_worker.validation_metrics import compute_metrics
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "pace-worker/validation_metrics/1"
+
+
+@dataclass
+class ValidateRequest:
+    potential: Path
+    output: Path
+    test_set: Optional[Path] = None
+    asi: Optional[Path] = None
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    show_progress: Optional[bool] = None
+    plots: bool = True
+
+
+@dataclass
+class ValidateResult:
+    metrics: dict
+    files: dict[str, Path]
+
+
+# ----------------------------------------------------------------------------- finding inputs
+def _config_path(config: WorkerConfig, value) -> Path:
+    path = Path(value)
+    if not path.is_absolute() and config.source is not None:
+        path = Path(config.source).parent / path
+    return path
+
+
+def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
+    """The test set and the rule that found it (see the module docstring)."""
+    if request.test_set is not None:
+        return Path(request.test_set), "--test-set"
+    tried = []
+    configured = request.config.validate_.get("test_set")
+    if configured:
+        path = _config_path(request.config, configured)
+        if path.is_file():
+            return path, "config validate.test_set"
+        tried.append(f"config validate.test_set ({path})")
+    folder = Path(request.potential).parent
+    metrics_file = folder / "train_metrics.json"
+    if metrics_file.is_file():
+        try:
+            recorded = json.loads(metrics_file.read_text()).get("outputs", {}).get("test_set")
+        except (json.JSONDecodeError, AttributeError):
+            recorded = None
+        if recorded and Path(recorded).is_file():
+            return Path(recorded), "train_metrics.json"
+        tried.append(f"{metrics_file} (records {recorded or 'no test set'})")
+    else:
+        tried.append(f"{metrics_file} (missing)")
+    default = folder / "test_set.xyz"
+    if default.is_file():
+        return default, "test_set.xyz next to the potential"
+    tried.append(f"{default} (missing)")
+    raise InputError(f"no test set found for potential '{request.potential}'; tried --test-set (not given), "
+                     f"{'; '.join(tried)}; give one with --test-set")
+
+
+def resolve_potential(path: Path):
+    """``(given, b_basis_yaml_or_None, calculator)``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"potential '{path}' does not exist; give a .yace or .yaml written by train")
+    if path.suffix not in (".yace", ".yaml", ".yml"):
+        raise InputError(f"potential '{path}': expected a .yace or a .yaml (B-basis) file")
+    try:
+        calc = make_calculator(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"potential '{path}' cannot be loaded by pyace ({first}); is the file complete?")
+    b_basis = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
+    return path, (b_basis if b_basis.is_file() else None), calc
+
+
+def find_active_set(request: ValidateRequest, b_basis: Optional[Path]) -> Optional[Path]:
+    explicit = request.asi or request.config.validate_.get("asi")
+    if explicit:
+        asi = _config_path(request.config, explicit) if not request.asi else Path(request.asi)
+        if b_basis is None:
+            raise InputError(f"active set '{asi}' needs the B-basis .yaml of potential '{request.potential}' "
+                             "(γ cannot be computed from a .yace alone); put the .yaml next to it")
+    elif b_basis is not None and b_basis.with_suffix(".asi").is_file():
+        asi = b_basis.with_suffix(".asi")
+    else:
+        return None
+    activeset.load_active_set(asi, b_basis)  # shapes must match the potential
+    return asi
+
+
+def read_test_set(path: Path, request: ValidateRequest, elements: list[str]) -> LabelledStructures:
+    opts = request.config.pacemaker.data
+    structures = read_labelled_structures(path, opts.energy_key, opts.forces_key, opts.stress_key, min_distance=0)
+    if structures.energy_only.all():
+        raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
+                         "needs forces: name their key with data.forces_key in config.yaml")
+    allowed = set(elements)
+    for i, atoms in enumerate(structures.atoms):
+        missing = sorted(set(atoms.get_chemical_symbols()) - allowed)
+        if missing:
+            raise InputError(f"test set '{path}', structure {i}: element(s) {', '.join(missing)} not in the "
+                             f"potential (elements {sorted(allowed)}); remove those structures")
+    return structures
+
+
+def corrected_energies(structures: LabelledStructures, reference) -> np.ndarray:
+    """Test energies on the potential's scale, with pyace's own reference-energy correction."""
+    import pandas as pd
+    from pyace.process_df import compute_corrected_energy
+
+    df = pd.DataFrame({"ase_atoms": structures.atoms, "energy": structures.energies,
+                       "NUMBER_OF_ATOMS": [len(a) for a in structures.atoms]})
+    if isinstance(reference, str):
+        compute_corrected_energy(df, calculator_name=reference)
+    else:
+        compute_corrected_energy(df, esa_dict=reference)
+    return df["energy_corrected"].to_numpy(dtype=float)
+
+
+# ----------------------------------------------------------------------------- the command
+def validate(request: ValidateRequest) -> ValidateResult:
+    t_start = time.perf_counter()
+    given, b_basis, calc = resolve_potential(request.potential)
+    elements = list(calc.basis.elements_name)
+    test_path, rule = find_test_set(request)
+    asi = find_active_set(request, b_basis)
+    structures = read_test_set(test_path, request, elements)
+    evaluated = b_basis if asi is not None else given
+
+    reference = potentials.reference_energy(b_basis) if b_basis is not None else None
+    if reference is not None:
+        ref_energy = corrected_energies(structures, reference)
+        scale = "energy_corrected (reference_energy of the potential removed)"
+    else:
+        ref_energy, scale = structures.energies, "as given (the potential has no reference_energy metadata)"
+
+    executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
+    t_eval = time.perf_counter()
+    predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
+    eval_s = time.perf_counter() - t_eval
+
+    opts = request.config.validate_
+    group_key = opts.get("group_by", "config_type")
+    groups = [str(a.info.get(group_key, "all")) for a in structures.atoms]
+    gamma_max = np.array([p.gamma.max() for p in predictions]) if asi is not None else None
+    summary, table = compute_metrics(
+        symbols=[a.get_chemical_symbols() for a in structures.atoms], groups=groups, ref_energy=ref_energy,
+        pred_energy=np.array([p.energy for p in predictions]), ref_forces=structures.forces,
+        pred_forces=[p.forces for p in predictions],
+        ref_stress=structures.stresses or [None] * len(structures), pred_stress=[p.stress for p in predictions],
+        gamma_max=gamma_max, low_window=float(opts.get("low_window_ev_per_atom", 1.0)),
+        n_worst=int(opts.get("n_worst", 10)))
+
+    output = Path(request.output)
+    stem = output.with_suffix("")
+    files = {"json": output, "csv": Path(f"{stem}_per_structure.csv")}
+    write_csv(files["csv"], table, groups, group_key)
+    if request.plots:
+        files.update(make_plots(stem, structures, ref_energy, predictions, summary, table, groups, given.name))
+
+    n_atoms = structures.n_atoms
+    metrics = {
+        "schema": SCHEMA,
+        "potential": {"given": str(given.resolve()), "evaluated": str(Path(evaluated).resolve()),
+                      "b_basis": str(b_basis.resolve()) if b_basis else None,
+                      "asi": str(Path(asi).resolve()) if asi else None, "sha256": file_sha256(given),
+                      "elements": elements},
+        "test_set": {"path": str(test_path.resolve()), "found_by": rule, "sha256": file_sha256(test_path),
+                     "n_structures": len(structures), "n_atoms": n_atoms, "group_by": group_key},
+        "energy_scale": scale,
+        "reference_energy": reference,
+        **summary,
+        "timing": {"wall_time_s": time.perf_counter() - t_start, "evaluation_s": eval_s,
+                   "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
+                   "workers": executor.workers, "chunk_size": executor.chunk_size},
+        "outputs": {k: str(v.resolve()) for k, v in files.items()},
+    }
+    write_json_atomic(output, metrics)
+    return ValidateResult(metrics=metrics, files=files)
+
+
+def write_csv(path: Path, table: dict, groups: list[str], group_key: str) -> None:
+    columns = ["index", "n_atoms", group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
+               "force_max_error_mev_per_A", "gamma_max"]
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i in range(len(groups)):
+            gamma = "" if table["gamma_max"] is None else f"{table['gamma_max'][i]:.6g}"
+            writer.writerow([i, int(table["n_atoms"][i]), groups[i], f"{table['energy_error_mev_per_atom'][i]:.6g}",
+                             f"{table['force_rmse_mev_per_A'][i]:.6g}", f"{table['force_max_error_mev_per_A'][i]:.6g}",
+                             gamma])
+
+
+def make_plots(stem: Path, structures, ref_energy, predictions, summary, table, groups, title) -> dict:
+    from pace_worker import plots
+
+    n = np.array([len(a) for a in structures.atoms])
+    files = {"energy_parity": Path(f"{stem}_energy_parity.png"), "force_parity": Path(f"{stem}_force_parity.png")}
+    with atomic_output(files["energy_parity"]) as tmp:
+        plots.energy_parity(tmp, np.asarray(ref_energy) / n, np.array([p.energy for p in predictions]) / n, groups,
+                            summary["energy_rmse_mev_per_atom"], title)
+    with_f = [i for i, f in enumerate(structures.forces) if f is not None]
+    symbols = np.concatenate([structures.atoms[i].get_chemical_symbols() for i in with_f])
+    with atomic_output(files["force_parity"]) as tmp:
+        plots.force_parity(tmp, np.concatenate([structures.forces[i] for i in with_f]),
+                           np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
+                           title)
+    if table["gamma_max"] is not None:
+        files["force_error_vs_gamma"] = Path(f"{stem}_force_error_vs_gamma.png")
+        with atomic_output(files["force_error_vs_gamma"]) as tmp:
+            plots.error_vs_gamma(tmp, table["gamma_max"][with_f], table["force_rmse_mev_per_A"][with_f],
+                                 summary["gamma"]["spearman_gamma_vs_force_rmse"], title)
+    return files

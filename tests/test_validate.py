@@ -1,0 +1,152 @@
+"""validate on a potential fitted in the test session: exact against pacemaker, γ, outputs, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from conftest import run_cli, write_dataset
+from pace_worker.config import MetaConfig
+from pace_worker.toy_data import label_with_emt
+from pace_worker.validate import ValidateRequest, validate
+
+
+def run_validate(*args):
+    proc = run_cli("validate", *args)
+    return proc
+
+
+def test_default_call_finds_the_test_set_and_matches_pacemaker(cold_run, tmp_path):
+    root, train_metrics = cold_run["root"], cold_run["metrics"]
+    out = tmp_path / "validation_metrics.json"
+    proc = run_validate("--potential", root / "output_potential.yace", "--output", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads(out.read_text())
+    assert m["schema"] == "pace-worker/validation_metrics/1"
+    assert m["test_set"]["found_by"] == "train_metrics.json"
+    assert m["test_set"]["n_structures"] == train_metrics["test"]["n_structures"]
+    # same numbers as pacemaker's own test predictions (tensorpot), on the energy_corrected scale
+    assert m["energy_rmse_mev_per_atom"] == pytest.approx(train_metrics["test"]["energy_rmse_mev_per_atom"], rel=1e-6)
+    assert m["force_rmse_mev_per_A"] == pytest.approx(train_metrics["test"]["force_rmse_mev_per_A"], rel=1e-6)
+    assert m["energy_scale"].startswith("energy_corrected")
+    for key in ("json", "csv", "energy_parity", "force_parity", "force_error_vs_gamma"):
+        assert tmp_path.joinpath(m["outputs"][key]).stat().st_size > 0, key
+    with open(m["outputs"]["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == m["test_set"]["n_structures"]
+    assert {"index", "n_atoms", "config_type", "energy_error_mev_per_atom", "force_rmse_mev_per_A",
+            "force_max_error_mev_per_A", "gamma_max"} <= set(rows[0])
+
+
+def test_yace_and_yaml_give_the_same_metrics(cold_run, tmp_path):
+    root = cold_run["root"]
+    for name in ("output_potential.yaml", "output_potential.yace"):  # no .asi: each file is evaluated itself
+        shutil.copy(root / name, tmp_path / name)
+    results = {}
+    for suffix in ("yace", "yaml"):
+        results[suffix] = validate(ValidateRequest(potential=tmp_path / f"output_potential.{suffix}",
+                                                   output=tmp_path / f"{suffix}.json", test_set=root / "train.xyz",
+                                                   plots=False, meta=MetaConfig(workers=1))).metrics
+        assert results[suffix]["potential"]["evaluated"].endswith(suffix)
+        assert results[suffix]["gamma"] is None
+    for key in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_A", "force_max_abs_mev_per_A", "energy_r2"):
+        assert results["yace"][key] == pytest.approx(results["yaml"][key], rel=1e-6), key
+    assert results["yace"]["n_energy_only"] == 1  # structure 3 of the training file has no forces
+
+
+def test_gamma_separates_training_data_from_strained_cells(cold_run, tmp_path):
+    root = cold_run["root"]
+    train = validate(ValidateRequest(potential=root / "output_potential.yaml", output=tmp_path / "train.json",
+                                     test_set=root / "train.xyz", plots=False)).metrics
+    assert train["gamma"]["max"] <= 1.05
+    strained = []
+    for i, factor in enumerate((0.86, 0.9, 1.12, 1.18)):
+        atoms = bulk("Cu", "fcc", a=3.61 * factor, cubic=True)
+        atoms.rattle(0.02, seed=i)
+        strained.append(atoms)
+    far = validate(ValidateRequest(potential=root / "output_potential.yaml", output=tmp_path / "far.json",
+                                   test_set=write_dataset(tmp_path / "far.xyz", label_with_emt(strained)),
+                                   plots=True)).metrics
+    assert far["gamma"]["fraction_above_1"] == 1.0
+    assert far["gamma"]["max"] > 2
+    assert (tmp_path / "far_force_error_vs_gamma.png").stat().st_size > 0
+
+
+def test_results_do_not_depend_on_workers_or_chunks(cold_run, tmp_path):
+    root = cold_run["root"]
+    runs = [validate(ValidateRequest(potential=root / "output_potential.yaml", output=tmp_path / f"{w}_{c}.json",
+                                     test_set=root / "train.xyz", plots=False,
+                                     meta=MetaConfig(workers=w, chunk_size=c))).metrics
+            for w, c in ((1, 100), (2, 3))]
+    for key in ("energy_rmse_mev_per_atom", "force_rmse_mev_per_A", "worst", "per_group", "gamma"):
+        assert runs[0][key] == runs[1][key], key
+
+
+# ----------------------------------------------------------------------------- bad input
+def fails(*args, words=()):
+    proc = run_validate(*args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_potential(tmp_path):
+    fails("--potential", tmp_path / "none.yace", "--output", tmp_path / "m.json", words=("none.yace", "does not exist"))
+
+
+def test_corrupt_potential(cold_run, tmp_path):
+    text = (cold_run["root"] / "output_potential.yace").read_text()
+    (tmp_path / "half.yace").write_text(text[: len(text) // 2])
+    fails("--potential", tmp_path / "half.yace", "--output", tmp_path / "m.json", words=("half.yace", "cannot be loaded"))
+
+
+def test_no_test_set_found_lists_what_was_tried(cold_run, tmp_path):
+    shutil.copy(cold_run["root"] / "output_potential.yace", tmp_path / "p.yace")
+    line = fails("--potential", tmp_path / "p.yace", "--output", tmp_path / "m.json", words=("no test set found",))
+    assert "train_metrics.json" in line and "test_set.xyz" in line and "--test-set" in line
+
+
+def test_test_set_without_energy(cold_run, tmp_path, cu_structures):
+    atoms = [a.copy() for a in cu_structures[:3]]
+    for a, src in zip(atoms, cu_structures):
+        a.arrays["REF_forces"] = src.get_forces()
+        a.info["REF_energy"] = src.get_potential_energy()
+    del atoms[2].info["REF_energy"]
+    path = write_dataset(tmp_path / "t.xyz", atoms)
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", path, words=("structure 2", "no energy"))
+
+
+def test_test_set_without_forces(cold_run, tmp_path, cu_structures):
+    atoms = [a.copy() for a in cu_structures[:2]]
+    for a, src in zip(atoms, cu_structures):
+        a.info["energy"] = src.get_potential_energy()
+    path = write_dataset(tmp_path / "t.xyz", atoms)
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", path, words=("no forces",))
+
+
+def test_element_the_potential_lacks(cold_run, tmp_path):
+    al = label_with_emt([bulk("Al", "fcc", a=4.05, cubic=True)])
+    path = write_dataset(tmp_path / "al.xyz", al)
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", path, words=("structure 0", "Al", "not in the potential"))
+
+
+def test_empty_test_set(cold_run, tmp_path):
+    (tmp_path / "empty.xyz").write_text("")
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", tmp_path / "empty.xyz", words=("empty.xyz", "no structures"))
+
+
+def test_active_set_of_another_potential(cold_run, tmp_path):
+    np.savez(open(tmp_path / "other.asi", "wb"), Cu=np.eye(5))
+    fails("--potential", cold_run["root"] / "output_potential.yaml", "--output", tmp_path / "m.json",
+          "--asi", tmp_path / "other.asi", words=("other.asi", "shape (5, 5)", "another potential"))
