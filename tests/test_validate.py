@@ -59,10 +59,15 @@ def test_yace_and_yaml_give_the_same_metrics(cold_run, tmp_path):
 
 
 def test_gamma_separates_training_data_from_strained_cells(cold_run, tmp_path):
+    import ase.io
+
     root = cold_run["root"]
+    held_out = {a.info["dataset_index"] for a in ase.io.read(root / "test_set.xyz", index=":")}
+    training = [a for i, a in enumerate(ase.io.read(root / "train.xyz", index=":")) if i not in held_out]
     train = validate(ValidateRequest(potential=root / "output_potential.yaml", output=tmp_path / "train.json",
-                                     test_set=root / "train.xyz", plots=False)).metrics
-    assert train["gamma"]["max"] <= 1.05
+                                     test_set=write_dataset(tmp_path / "training.xyz", training),
+                                     plots=False)).metrics
+    assert train["gamma"]["max"] <= 1.05  # the active set was built over exactly these structures
     strained = []
     for i, factor in enumerate((0.86, 0.9, 1.12, 1.18)):
         atoms = bulk("Cu", "fcc", a=3.61 * factor, cubic=True)
@@ -103,8 +108,15 @@ def test_missing_potential(tmp_path):
 
 def test_corrupt_potential(cold_run, tmp_path):
     text = (cold_run["root"] / "output_potential.yace").read_text()
-    (tmp_path / "half.yace").write_text(text[: len(text) // 2])
-    fails("--potential", tmp_path / "half.yace", "--output", tmp_path / "m.json", words=("half.yace", "cannot be loaded"))
+    (tmp_path / "cut.yace").write_text(text[: int(len(text) * 0.3)])  # cut inside an entry
+    fails("--potential", tmp_path / "cut.yace", "--output", tmp_path / "m.json", words=("cut.yace", "cannot be loaded"))
+    # cut exactly after a line in the function list: pyace still loads it; the .yaml beside it tells
+    lines = text.splitlines(keepends=True)
+    first_function = next(i for i, line in enumerate(lines) if line.lstrip().startswith("- {mu0"))
+    shutil.copy(cold_run["root"] / "output_potential.yaml", tmp_path / "short.yaml")
+    (tmp_path / "short.yace").write_text("".join(lines[: first_function + 2]))
+    fails("--potential", tmp_path / "short.yace", "--output", tmp_path / "m.json",
+          words=("short.yace", "cannot be loaded", "differ from those of short.yaml"))
 
 
 def test_no_test_set_found_lists_what_was_tried(cold_run, tmp_path):

@@ -38,6 +38,33 @@ def resolve_b_basis(path: Union[str, Path], what: str) -> Path:
     return path
 
 
+def check_yace(path: Path) -> None:
+    """Raise unless ``path`` is a complete .yace.
+
+    pyace's C-tilde loader rejects a file cut inside an entry, but a file cut exactly at a line
+    boundary loads with fewer functions. So: every element must have functions, and when the
+    B-basis .yaml lies beside it (as ``train`` writes them), both must have the same rank-1
+    functions per element (rank-1 functions map one to one between the two bases).
+    """
+    import_pyace()
+    from pyace import ACEBBasisSet, BBasisConfiguration
+    from pyace.basis import ACECTildeBasisSet
+
+    basis = ACECTildeBasisSet(str(path))
+    empty = [el for el, rank1, higher in zip(basis.elements_name, basis.basis_rank1, basis.basis)
+             if len(rank1) + len(higher) == 0]
+    if empty:
+        raise ValueError(f"no functions for element(s) {', '.join(empty)}")
+    sibling = Path(path).with_suffix(".yaml")
+    if sibling.is_file():
+        b_basis = ACEBBasisSet(BBasisConfiguration(str(sibling)))
+        ours = dict(zip(basis.elements_name, (len(r) for r in basis.basis_rank1)))
+        theirs = dict(zip(b_basis.elements_name, (len(r) for r in b_basis.basis_rank1)))
+        if ours != theirs:
+            raise ValueError(f"its rank-1 functions {ours} differ from those of {sibling.name} {theirs}; "
+                             "the file is incomplete or belongs to another potential")
+
+
 def basis_elements(path: Path) -> list[str]:
     import_pyace()
     from pyace import ACEBBasisSet, BBasisConfiguration

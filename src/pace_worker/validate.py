@@ -116,7 +116,13 @@ def resolve_potential(path: Path):
     if path.suffix not in (".yace", ".yaml", ".yml"):
         raise InputError(f"potential '{path}': expected a .yace or a .yaml (B-basis) file")
     try:
+        if path.suffix == ".yace":
+            potentials.check_yace(path)
+        else:
+            potentials.resolve_b_basis(path, "potential")
         calc = make_calculator(str(path))
+    except InputError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"potential '{path}' cannot be loaded by pyace ({first}); is the file complete?")
