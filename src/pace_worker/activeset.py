@@ -8,6 +8,7 @@ leaves atoms with large force errors out by default, which lets some training at
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from ase import Atoms
 
 from pace_worker.errors import InputError
 from pace_worker.stack import import_pyace
+
+log = logging.getLogger(__name__)
 
 PROJECTIONS_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of B-projections held at once before batching
 
@@ -31,6 +34,7 @@ class ActiveSet:
     """Pseudo-inverses of the active-set matrices, per element (``{symbol: [n_funcs, n_funcs]}``)."""
 
     inverse: dict[str, np.ndarray]
+    regularized: bool = False  # MaxVol needed a tiny jitter of exactly degenerate projections
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:
@@ -78,16 +82,28 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     envs = _environments(bbasis, structures)
     required = sum(counts[el] * nfuncs[el] * 8 for el in nfuncs)
     names = bbasis.elements_name
+    regularized = False
     if required <= memory_limit:
         projections = compute_B_projections(bbasis, envs)
-        active = maxvol_active_set(projections, tol=gamma_tolerance, max_iters=maxvol_iters)
+        try:
+            active = maxvol_active_set({st: p.copy() for st, p in projections.items()}, tol=gamma_tolerance,
+                                       max_iters=maxvol_iters)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            # few, similar structures can make B-projections exactly linearly dependent, and MaxVol's
+            # LU start fails ("Input matrix must not be singular"); a jitter 1e-8 of the largest
+            # projection (seeded) breaks the tie without changing which environments are chosen
+            log.warning("MaxVol failed on degenerate projections (%s): retrying with a 1e-8 jitter", exc)
+            rng = np.random.default_rng(0)
+            jittered = {st: p + 1e-8 * np.abs(p).max() * rng.standard_normal(p.shape) for st, p in projections.items()}
+            active = maxvol_active_set(jittered, tol=gamma_tolerance, max_iters=maxvol_iters)
+            regularized = True
     else:
         n_batches = max(2, math.ceil(required / memory_limit))
         _, active, _ = compute_active_set_by_batches(bbasis, envs, structure_ind_list=list(range(len(envs))),
                                                      n_batches=n_batches, gamma_tolerance=gamma_tolerance,
                                                      maxvol_iters=maxvol_iters)
     inverse = compute_A_active_inverse(active)
-    return ActiveSet({names[st]: inv for st, inv in inverse.items()})
+    return ActiveSet({names[st]: inv for st, inv in inverse.items()}, regularized=regularized)
 
 
 def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> ActiveSet:

@@ -153,9 +153,47 @@ def run_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- sample
+def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    from pace_worker.sample import STRATEGIES
+
+    add_common_flags(parser)
+    add_flag(parser, "candidates", type=Path, required=True, help="pool of candidate structures (extxyz)")
+    add_flag(parser, "n_samples", type=int, required=True, help="number of structures to pick")
+    add_flag(parser, "output", type=Path, required=True, help="extxyz of the picks; the JSON report goes next to it")
+    add_flag(parser, "potential", type=Path, default=None,
+             help="B-basis .yaml (default: config sample.potential, else output_potential.yaml in the output folder)")
+    add_flag(parser, "asi", type=Path, default=None, help="active set (default: the .asi next to the potential)")
+    add_flag(parser, "strategy", choices=STRATEGIES, default=None, help="selection strategy (default: maxvol)")
+    add_flag(parser, "seed", type=int, default=None, help="seed of the random strategy (default: config or 42)")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from pace_worker.sample import SampleRequest, sample
+
+    config, meta = load_configs(args)
+    result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
+                                  potential=args.potential, asi=args.asi, strategy=args.strategy, seed=args.seed,
+                                  config=config, meta=meta, show_progress=False if args.no_progress else None))
+    r = result.report
+    pool = r["pool"]
+    print(f"{r['strategy']}: picked {r['n_picked']} of {pool['usable']} usable structures "
+          f"({pool['read']} read, {pool['duplicates']} duplicates, {pool['unknown_elements']} with unknown elements) "
+          f"in {r['wall_time_s']:.1f} s")
+    print(f"pool γ: median {r['pool_gamma']['percentiles']['50']:.2f}, max {r['pool_gamma']['percentiles']['100']:.2f}, "
+          f"{r['pool_gamma']['count_above']['1']} structures above 1")
+    for el, d in (r.get("logdet_per_element") or {}).items():
+        print(f"  {el}: log|det| of the active set {_fmt(d['before'])} -> {_fmt(d['after'])} "
+              f"(gain {d['gain']:.2f}, rank {d['rank']}/{d['size']})")
+    print(f"  structures {result.files['structures']}\n  report     {result.files['report']}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("train", "fit an ACE potential with pacemaker (writes .yaml, .yace, .asi, metrics)",
             add_train_arguments, run_train),
+    Command("sample", "pick the N candidates the potential is least sure about (γ, D-optimal MaxVol)",
+            add_sample_arguments, run_sample),
     Command("validate", "errors of a potential on a test set (JSON, per-structure CSV, PNG plots)",
             add_validate_arguments, run_validate),
 ]

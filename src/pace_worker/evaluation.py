@@ -16,7 +16,8 @@ from ase import Atoms
 
 from pace_worker.executor import ChunkExecutor
 
-_CALCULATOR = None  # one per worker process
+_CALCULATOR = None  # one per process
+_LOADED: Optional[tuple] = None  # (potential, asi) of _CALCULATOR
 
 
 @dataclass
@@ -39,9 +40,14 @@ def make_calculator(potential: str, asi: Optional[str] = None):
     return calc
 
 
-def load_potential(potential: str, asi: Optional[str] = None) -> None:
-    global _CALCULATOR
-    _CALCULATOR = make_calculator(potential, asi)
+def load_potential(potential: str, asi: Optional[str] = None):
+    """Load the calculator of this process (a no-op if it is already loaded: worker processes
+    forked after the parent loaded it inherit it and skip reading the potential again)."""
+    global _CALCULATOR, _LOADED
+    key = (str(potential), None if asi is None else str(asi))
+    if _LOADED != key:
+        _CALCULATOR, _LOADED = make_calculator(*key), key
+    return _CALCULATOR
 
 
 def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:

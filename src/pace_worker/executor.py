@@ -46,26 +46,38 @@ class ChunkExecutor:
     def map(self, function: Callable[[Sequence], Any], items: Sequence, initializer: Optional[Callable] = None,
             initargs: tuple = (), description: str = "working") -> Iterator[Any]:
         """Yield ``function(chunk)`` for each chunk of ``items``, in order."""
-        from pace_worker.progress import Progress
-
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         chunks = chunked(items, self.chunk_size)
-        workers = min(self.workers or default_workers(), max(1, len(chunks)))
-        with Progress(description, total=len(items), enabled=self.show_progress) as bar:
+        for _, result in self.map_chunks(function, chunks, initializer, initargs, description, total=len(items),
+                                         n_chunks=len(chunks)):
+            yield result
+
+    def map_chunks(self, function: Callable[[Sequence], Any], chunks: Iterable[Sequence],
+                   initializer: Optional[Callable] = None, initargs: tuple = (), description: str = "working",
+                   total: Optional[int] = None, n_chunks: Optional[int] = None) -> Iterator[tuple[Sequence, Any]]:
+        """Like :meth:`map` for chunks that are produced lazily (e.g. read from a file as they are
+        needed): yields ``(chunk, function(chunk))`` in order; at most two chunks per worker are
+        held at once."""
+        from pace_worker.progress import Progress
+
+        workers = self.workers or default_workers()
+        if n_chunks is not None:
+            workers = min(workers, max(1, n_chunks))
+        with Progress(description, total=total, enabled=self.show_progress) as bar:
             done = 0
-            for chunk, result in zip(chunks, self._results(function, chunks, workers, initializer, initargs)):
+            for chunk, result in self._results(function, chunks, workers, initializer, initargs):
                 done += len(chunk)
                 bar.update(done)
-                yield result
+                yield chunk, result
 
     @staticmethod
-    def _results(function, chunks, workers, initializer, initargs) -> Iterable[Any]:
+    def _results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
         if workers == 1:
             if initializer is not None:
                 initializer(*initargs)
             for chunk in chunks:
-                yield function(chunk)
+                yield chunk, function(chunk)
             return
         context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer,
@@ -73,8 +85,10 @@ class ChunkExecutor:
             # at most 2 chunks per worker in flight: client memory stays bounded, workers stay busy
             pending: deque = deque()
             for chunk in chunks:
-                pending.append(pool.submit(function, chunk))
+                pending.append((chunk, pool.submit(function, chunk)))
                 if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
+                    chunk_done, future = pending.popleft()
+                    yield chunk_done, future.result()
             while pending:
-                yield pending.popleft().result()
+                chunk_done, future = pending.popleft()
+                yield chunk_done, future.result()

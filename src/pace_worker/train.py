@@ -294,8 +294,9 @@ def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStruct
                                               maxvol_iters=options.maxvol_iters)
         active.save(asi_path)
         gamma = activeset.structure_gammas(yaml_path, active, structures.atoms)
-        info.update(written=True, train_gamma_max=float(gamma.max()),
-                    shape={el: list(m.shape) for el, m in active.inverse.items()})
+        info.update(written=True, train_gamma_max=float(gamma.max()), regularized=active.regularized,
+                    shape={el: list(m.shape) for el, m in active.inverse.items()},
+                    rank={el: int(np.linalg.matrix_rank(m)) for el, m in active.inverse.items()})
     except activeset.ActiveSetUnavailable as exc:
         log.warning("no active set for the new potential: %s; output_potential.asi is removed", exc)
         asi_path.unlink(missing_ok=True)

@@ -41,7 +41,7 @@ from pace_worker import activeset, potentials
 from pace_worker.atomic_io import atomic_output, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError
-from pace_worker.evaluation import make_calculator, predict
+from pace_worker.evaluation import load_potential, predict
 from pace_worker.executor import ChunkExecutor
 from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
 from pace_worker.validation_metrics import compute_metrics
@@ -109,7 +109,7 @@ def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
 
 
 def resolve_potential(path: Path):
-    """``(given, b_basis_yaml_or_None, calculator)``; errors name the file."""
+    """``(given, b_basis_yaml_or_None, elements)``; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"potential '{path}' does not exist; give a .yace or .yaml written by train")
@@ -120,14 +120,14 @@ def resolve_potential(path: Path):
             potentials.check_yace(path)
         else:
             potentials.resolve_b_basis(path, "potential")
-        calc = make_calculator(str(path))
+        elements = list(load_potential(str(path)).basis.elements_name)
     except InputError:
         raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"potential '{path}' cannot be loaded by pyace ({first}); is the file complete?")
     b_basis = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
-    return path, (b_basis if b_basis.is_file() else None), calc
+    return path, (b_basis if b_basis.is_file() else None), elements
 
 
 def find_active_set(request: ValidateRequest, b_basis: Optional[Path]) -> Optional[Path]:
@@ -177,8 +177,7 @@ def corrected_energies(structures: LabelledStructures, reference) -> np.ndarray:
 # ----------------------------------------------------------------------------- the command
 def validate(request: ValidateRequest) -> ValidateResult:
     t_start = time.perf_counter()
-    given, b_basis, calc = resolve_potential(request.potential)
-    elements = list(calc.basis.elements_name)
+    given, b_basis, elements = resolve_potential(request.potential)
     test_path, rule = find_test_set(request)
     asi = find_active_set(request, b_basis)
     structures = read_test_set(test_path, request, elements)
@@ -193,6 +192,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
 
     executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
     t_eval = time.perf_counter()
+    load_potential(str(evaluated), str(asi) if asi else None)  # forked workers inherit it
     predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
     eval_s = time.perf_counter() - t_eval
 

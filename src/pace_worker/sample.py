@@ -1,0 +1,292 @@
+"""``sample``: pick the N candidates the current potential is least sure about.
+
+:func:`sample` is the pure core (a :class:`SampleRequest` in, a :class:`SampleResult` out).
+
+Which potential
+---------------
+``--potential`` > ``sample.potential`` in config.yaml > ``output_potential.yaml`` in the output
+folder (``meta_config.output_dir``, else the candidates' folder). γ needs the B-basis ``.yaml``
+and its active set: ``--asi`` > ``sample.asi`` > the ``.asi`` beside the ``.yaml``. A ``.yace``
+is replaced by the ``.yaml`` beside it, or the command fails (a .yace cannot give γ).
+
+How (two passes over the pool, in chunks on worker processes)
+-------------------------------------------------------------
+1. Stream the pool; drop exact duplicates (same species, positions, cell) and skip structures
+   with elements the potential lacks (both counted); compute per-atom γ against the potential's
+   active set. Only each structure's max γ is kept for all structures, plus a bounded buffer of
+   the ``buffer_size`` most promising ones (``max(10 N, 200)`` by default): memory does not grow
+   with the pool beyond that.
+2. Select from the buffer:
+
+   * ``maxvol`` (default): greedy batch D-optimal selection starting from the active set
+     (:mod:`pace_worker.selection`); exactly N picks when N structures are usable.
+   * ``max_gamma``: the N structures of largest γ.
+   * ``gamma_window``: only structures with ``gamma_lo ≤ γ ≤ gamma_hi`` (default 1.5–10), then
+     ``maxvol`` among them; those above ``gamma_hi`` are counted as likely unphysical.
+   * ``random``: N structures drawn uniformly (reservoir sampling, seeded).
+
+Structures in the output keep all their info/arrays and get ``info['pool_index']``,
+``info['gamma_max']`` and per-atom ``arrays['gamma']`` (γ against the potential's active set).
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from pace_worker import activeset, potentials
+from pace_worker.atomic_io import write_json_atomic
+from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.errors import InputError
+from pace_worker.executor import ChunkExecutor
+from pace_worker.scoring import gamma_chunk, load_scorer, projections_chunk
+from pace_worker.selection import Candidate, greedy_d_optimal, log_abs_det_of_inverse, top_by_gamma
+from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "pace-worker/sample_report/1"
+STRATEGIES = ("maxvol", "max_gamma", "gamma_window", "random")
+
+
+@dataclass
+class SampleRequest:
+    candidates: Path
+    n_samples: int
+    output: Path
+    potential: Optional[Path] = None
+    asi: Optional[Path] = None
+    strategy: Optional[str] = None
+    seed: Optional[int] = None
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    show_progress: Optional[bool] = None
+
+
+@dataclass
+class SampleResult:
+    picks: list[int]  # pool indices, in pick order
+    report: dict
+    files: dict[str, Path]
+
+
+@dataclass(order=True)
+class _Kept:
+    """A structure kept for selection (orderable: by γ, then earlier pool index first)."""
+
+    key: tuple
+    pool_index: int = field(compare=False)
+    atoms: object = field(compare=False)
+    gamma: np.ndarray = field(compare=False)
+
+
+# ----------------------------------------------------------------------------- inputs
+def _option(request: SampleRequest, name: str, default):
+    return request.config.sample.get(name, default)
+
+
+def resolve_potential(request: SampleRequest) -> tuple[Path, Path]:
+    """(B-basis .yaml, .asi) by the documented rule."""
+    given = request.potential or request.config.sample.get("potential")
+    if given:
+        path, what = Path(given), "--potential" if request.potential else "config sample.potential"
+        if not request.potential and not path.is_absolute() and request.config.source:
+            path = Path(request.config.source).parent / path
+    else:
+        folder = Path(request.meta.output_dir or Path(request.candidates).resolve().parent)
+        path, what = folder / "output_potential.yaml", "the output folder's potential"
+        if not path.is_file():
+            raise InputError(f"no potential given and no '{path}' found; give --potential (the B-basis .yaml "
+                             "written by train) or set sample.potential in config.yaml")
+    yaml_path = potentials.resolve_b_basis(path, what)
+    asi_given = request.asi or request.config.sample.get("asi")
+    asi = Path(asi_given) if asi_given else yaml_path.with_suffix(".asi")
+    if not asi.is_file():
+        raise InputError(f"active set '{asi}' not found; γ needs the .asi of potential '{yaml_path}' "
+                         "(train writes it; or compute it with pace_activeset)")
+    activeset.load_active_set(asi, yaml_path)
+    return yaml_path, asi
+
+
+def read_pool(path: Path, chunk_size: int) -> Iterator[list[tuple[int, object]]]:
+    """Chunks of ``(pool_index, Atoms)`` read lazily from an extxyz file."""
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"candidates '{path}' does not exist or is not a file")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise InputError(f"candidates '{path}' cannot be read ({exc.strerror})")
+    chunk: list = []
+    next_index = 0
+    try:
+        for atoms in ase.io.iread(str(path), index=":", format="extxyz"):
+            chunk.append((next_index, atoms))
+            next_index += 1
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+    except Exception as exc:  # ASE raises many kinds for a malformed file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ ({first}); "
+                         "give an extxyz file")
+    if chunk:
+        yield chunk
+
+
+def _gamma_of_items(items):
+    return gamma_chunk([atoms for _, atoms in items])
+
+
+# ----------------------------------------------------------------------------- the command
+def sample(request: SampleRequest) -> SampleResult:
+    t_start = time.perf_counter()
+    strategy = request.strategy or _option(request, "strategy", "maxvol")
+    if strategy not in STRATEGIES:
+        raise InputError(f"strategy '{strategy}' is unknown; use one of {', '.join(STRATEGIES)}")
+    n = int(request.n_samples)
+    if n <= 0:
+        raise InputError(f"--n_samples {n}: must be a positive number of structures")
+    seed = int(request.seed if request.seed is not None else _option(request, "seed", 42))
+    gamma_lo = float(_option(request, "gamma_lo", 1.5))
+    gamma_hi = float(_option(request, "gamma_hi", 10.0))
+    buffer_size = int(_option(request, "buffer_size", max(10 * n, 200)))
+    potential, asi = resolve_potential(request)
+    elements = set(potentials.basis_elements(potential))
+
+    # pass 1: stream, dedupe, score, keep a bounded buffer
+    counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
+              "outside_window": 0}
+    seen: set[str] = set()
+    gamma_max_all: list[float] = []
+    kept: list[_Kept] = []  # a min-heap of the best candidates (or the random reservoir)
+    limit = n if strategy in ("max_gamma", "random") else buffer_size
+    rng = np.random.default_rng(seed)
+    executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
+
+    def usable_chunks():
+        for chunk in read_pool(request.candidates, request.meta.chunk_size):
+            good = []
+            for index, atoms in chunk:
+                counts["read"] += 1
+                fp = structure_fingerprint(atoms)
+                if fp in seen:
+                    counts["duplicates"] += 1
+                    continue
+                seen.add(fp)
+                if not set(atoms.get_chemical_symbols()) <= elements:
+                    counts["unknown_elements"] += 1
+                    continue
+                good.append((index, atoms))
+            if good:
+                yield good
+
+    for items, gammas in executor.map_chunks(_gamma_of_items, usable_chunks(), initializer=load_scorer,
+                                             initargs=(str(potential), str(asi)), description="scoring"):
+        for (index, atoms), gamma in zip(items, gammas):
+            g = float(gamma.max())
+            gamma_max_all.append(g)
+            if strategy == "gamma_window":
+                if g > gamma_hi:
+                    counts["above_gamma_hi"] += 1
+                    continue
+                if g < gamma_lo:
+                    counts["outside_window"] += 1
+                    continue
+            counts["usable"] += 1
+            if strategy == "random":  # reservoir sampling: a uniform sample of the usable structures
+                entry = _Kept((float(rng.random()), -index), index, atoms, gamma)
+            else:
+                entry = _Kept((g, -index), index, atoms, gamma)
+            if len(kept) < limit:
+                heapq.heappush(kept, entry)
+            elif entry > kept[0]:
+                heapq.heapreplace(kept, entry)
+
+    if counts["read"] == 0:
+        raise InputError(f"candidates '{request.candidates}' contains no structures")
+    if counts["usable"] == 0:
+        raise InputError(f"candidates '{request.candidates}': none of the {counts['read']} structures is usable "
+                         f"({counts['duplicates']} duplicates, {counts['unknown_elements']} with elements the "
+                         f"potential lacks, {counts['above_gamma_hi'] + counts['outside_window']} outside the γ "
+                         "window)")
+    if n > counts["usable"]:
+        log.warning("asked for %d structures but only %d are usable: returning all of them", n, counts["usable"])
+
+    # pass 2: select from the buffer
+    buffer = sorted(kept, reverse=True)  # best first; the order only matters for ties
+    selection_info: dict = {}
+    if strategy in ("maxvol", "gamma_window"):
+        projections = [p for chunk in executor.map(projections_chunk, [k.atoms for k in buffer],
+                                                   initializer=load_scorer, initargs=(str(potential), str(asi)),
+                                                   description="projections") for p in chunk]
+        inverse = activeset.load_active_set(asi, potential).inverse
+        result = greedy_d_optimal([Candidate(k.pool_index, p) for k, p in zip(buffer, projections)], inverse, n)
+        chosen = [buffer[i] for i in result.order]
+        selection_info = {
+            "gamma_at_pick": result.gamma_at_pick,
+            "entered_active_set": result.volume_gain,
+            "active_set_swaps_per_element": result.swaps_per_element,
+            "logdet_per_element": {el: _logdet_entry(inverse[el], result.logdet_gain_per_element[el])
+                                   for el in sorted(inverse)},
+        }
+    elif strategy == "max_gamma":
+        chosen = [buffer[i] for i in top_by_gamma(np.array([k.key[0] for k in buffer]), n)]
+    else:
+        chosen = sorted(kept, key=lambda k: k.pool_index)
+
+    picked_atoms = []
+    for k in chosen:
+        atoms = k.atoms.copy()
+        atoms.calc = k.atoms.calc
+        atoms.info["pool_index"] = int(k.pool_index)
+        atoms.info["gamma_max"] = float(k.gamma.max())
+        atoms.arrays["gamma"] = np.asarray(k.gamma, dtype=float)
+        picked_atoms.append(atoms)
+    output = Path(request.output)
+    write_extxyz_atomic(output, picked_atoms)
+
+    g_all = np.asarray(gamma_max_all)
+    report = {
+        "schema": SCHEMA,
+        "strategy": strategy,
+        "n_requested": n,
+        "n_picked": len(chosen),
+        "seed": seed,
+        "potential": str(potential.resolve()),
+        "asi": str(Path(asi).resolve()),
+        "candidates": str(Path(request.candidates).resolve()),
+        "pool": {**counts, "buffer_size": limit if strategy in ("maxvol", "gamma_window") else None,
+                 "gamma_window": [gamma_lo, gamma_hi] if strategy == "gamma_window" else None},
+        "pool_gamma": {
+            "percentiles": {str(p): float(np.percentile(g_all, p)) for p in (50, 90, 99, 100)},
+            "count_above": {str(t): int((g_all > t).sum()) for t in (1, 2, 5, 10)},
+        },
+        "picks": [{"pool_index": int(k.pool_index), "gamma_max": float(k.gamma.max())} for k in chosen],
+        **selection_info,
+        "wall_time_s": time.perf_counter() - t_start,
+        "outputs": {"structures": str(output.resolve()), "report": str(report_path(output).resolve())},
+    }
+    write_json_atomic(report_path(output), report)
+    return SampleResult(picks=[int(k.pool_index) for k in chosen], report=report,
+                        files={"structures": output, "report": report_path(output)})
+
+
+def _logdet_entry(inverse: np.ndarray, gain: float) -> dict:
+    """log|det| of the active set before/after the picks (None if the active set is singular)
+    and the gain, which Cramer's rule gives exactly in either case."""
+    before = log_abs_det_of_inverse(inverse)
+    return {"before": before, "after": None if before is None else before + gain, "gain": gain,
+            "rank": int(np.linalg.matrix_rank(inverse)), "size": int(inverse.shape[0])}
+
+
+def report_path(output: Path) -> Path:
+    return Path(output).with_suffix("").with_name(Path(output).with_suffix("").name + "_report.json")

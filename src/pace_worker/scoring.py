@@ -1,0 +1,62 @@
+"""Per-atom B-projections and extrapolation grades γ of structures, chunk by chunk on workers.
+
+:func:`load_scorer` (the worker initializer) reads the B-basis and the active set once per
+process; :func:`gamma_chunk` returns per-atom γ of each structure (in atom order);
+:func:`projections_chunk` returns each structure's projections per element.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+_SCORER: Optional[tuple] = None  # (key, bbasis, {element: A⁻¹})
+
+
+def load_scorer(potential_yaml: str, asi: str) -> None:
+    global _SCORER
+    key = (str(potential_yaml), str(asi))
+    if _SCORER is not None and _SCORER[0] == key:
+        return
+    from pace_worker.activeset import load_active_set, load_bbasis
+
+    bbasis = load_bbasis(Path(potential_yaml))
+    active = load_active_set(Path(asi), Path(potential_yaml), bbasis)
+    _SCORER = (key, bbasis, active.inverse)
+
+
+def _projections(structures: Sequence[Atoms]):
+    """Per structure: {element: [atoms of that element in order, n_funcs]} and their atom indices."""
+    from pyace.activelearning import compute_B_projections
+
+    _, bbasis, _ = _SCORER
+    proj, owner = compute_B_projections(bbasis, list(structures), structure_ind_list=list(range(len(structures))))
+    names = bbasis.elements_name
+    per_structure = [dict() for _ in structures]
+    for st, block in proj.items():
+        if not len(block):
+            continue
+        bounds = np.searchsorted(owner[st], np.arange(len(structures) + 1))
+        for s in range(len(structures)):
+            if bounds[s + 1] > bounds[s]:
+                per_structure[s][names[st]] = block[bounds[s]:bounds[s + 1]]
+    return per_structure
+
+
+def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]]:
+    return _projections(structures)
+
+
+def gamma_chunk(structures: Sequence[Atoms]) -> list[np.ndarray]:
+    """Per-atom γ of each structure, in the structure's atom order."""
+    _, _, inverse = _SCORER
+    result = []
+    for atoms, blocks in zip(structures, _projections(structures)):
+        gamma = np.zeros(len(atoms))
+        symbols = np.array(atoms.get_chemical_symbols())
+        for el, block in blocks.items():
+            gamma[symbols == el] = np.abs(block @ inverse[el]).max(axis=1)
+        result.append(gamma)
+    return result

@@ -1,0 +1,197 @@
+"""sample with a real Cu/Al potential: maxvol/max_gamma find the out-of-distribution structures,
+their labels help more than random ones, results are reproducible; bad input."""
+from __future__ import annotations
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from conftest import run_cli, write_dataset
+from pace_worker.config import MetaConfig
+from pace_worker.sample import SampleRequest, sample
+from pace_worker.toy_data import fcc_cells, label_with_emt
+
+CUAL_CONFIG = """\
+cutoff: 4.5
+data: {test_size: 0}
+potential:
+  functions:
+    number_of_functions_per_element: 10
+    ALL: {nradmax_by_orders: [6, 3, 2], lmax_by_orders: [0, 2, 1]}
+fit: {maxiter: 25}
+backend: {batch_size: 50, display_step: 5}
+"""
+
+
+def alloyed(n, seed):
+    rng = np.random.default_rng(seed)
+    cells = fcc_cells("Cu", n=n, seed=seed, rattle=0.05, config_type="alloy")
+    for atoms in cells:
+        symbols = np.array(atoms.get_chemical_symbols())
+        symbols[rng.random(len(symbols)) < 0.5] = "Al"
+        atoms.set_chemical_symbols(symbols.tolist())
+    return cells
+
+
+@pytest.fixture(scope="module")
+def cual(tmp_path_factory):
+    """A small Cu/Al potential fitted on near-equilibrium pure cells, and a pool around it."""
+    root = tmp_path_factory.mktemp("cual")
+    train = label_with_emt(fcc_cells("Cu", n=8, seed=1, strain=0.01, rattle=0.03) +
+                           fcc_cells("Al", n=8, seed=2, strain=0.01, rattle=0.03))
+    write_dataset(root / "train.xyz", train)
+    (root / "config.yaml").write_text(CUAL_CONFIG)
+    (root / "meta.yaml").write_text("device: cpu\nthreads: 2\n")
+    proc = run_cli("train", "--config", root / "config.yaml", "--meta-config", root / "meta.yaml",
+                   "--dataset", root / "train.xyz", "--iteration", 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    in_dist = (fcc_cells("Cu", n=12, seed=11, strain=0.01, rattle=0.03, config_type="in") +
+               fcc_cells("Al", n=12, seed=12, strain=0.01, rattle=0.03, config_type="in"))
+    out_dist = (fcc_cells("Cu", n=3, seed=13, strain=0.0, rattle=0.2, config_type="hot") +
+                [a for a in fcc_cells("Al", n=3, seed=14, strain=0.0, rattle=0.03, config_type="strained")] +
+                alloyed(2, seed=15))
+    for atoms, f in zip(out_dist[3:6], (0.9, 0.92, 1.1)):
+        atoms.set_cell(atoms.cell * f, scale_atoms=True)
+    pool = in_dist + out_dist
+    rng = np.random.default_rng(0)
+    pool = [pool[i] for i in rng.permutation(len(pool))]
+    write_dataset(root / "pool.xyz", pool)
+    return root, pool
+
+
+def picks(root, strategy, n=6, **kw):
+    return sample(SampleRequest(candidates=root / "pool.xyz", n_samples=n, output=root / f"{strategy}.xyz",
+                                potential=root / "output_potential.yaml", strategy=strategy, **kw))
+
+
+def ood_fraction(pool, indices):
+    return np.mean([pool[i].info["config_type"] != "in" for i in indices])
+
+
+def test_maxvol_and_max_gamma_find_the_out_of_distribution_structures(cual):
+    root, pool = cual
+    results = {s: picks(root, s) for s in ("maxvol", "max_gamma", "random")}
+    fractions = {s: ood_fraction(pool, r.picks) for s, r in results.items()}
+    assert fractions["maxvol"] >= 5 / 6, fractions
+    assert fractions["max_gamma"] >= 5 / 6, fractions
+    assert fractions["random"] < fractions["maxvol"], fractions
+    for r in results.values():
+        assert len(r.picks) == 6 and len(set(r.picks)) == 6
+    report = results["maxvol"].report
+    assert all(d["gain"] > 0 for d in report["logdet_per_element"].values())
+    assert all(report["entered_active_set"][:4])
+    assert report["pool"]["read"] == len(pool) and report["pool"]["usable"] == len(pool)
+    written = ase.io.read(root / "maxvol.xyz", index=":")
+    assert [a.info["pool_index"] for a in written] == results["maxvol"].picks
+    for a in written:
+        assert a.arrays["gamma"].shape == (len(a),)
+        assert a.info["gamma_max"] == pytest.approx(a.arrays["gamma"].max())
+        assert a.info["config_type"] == pool[a.info["pool_index"]].info["config_type"]  # original info kept
+
+
+def test_same_inputs_same_picks_whatever_workers_and_chunks(cual):
+    root, _ = cual
+    for strategy in ("maxvol", "random"):
+        a = picks(root, strategy, meta=MetaConfig(workers=1, chunk_size=100))
+        b = picks(root, strategy, meta=MetaConfig(workers=2, chunk_size=3))
+        assert a.picks == b.picks, strategy
+    assert picks(root, "random", seed=1).picks != picks(root, "random", seed=2).picks
+
+
+def test_gamma_window_skips_the_wildest(cual):
+    root, pool = cual
+    r = sample(SampleRequest(candidates=root / "pool.xyz", n_samples=3, output=root / "w.xyz",
+                             potential=root / "output_potential.yaml", strategy="gamma_window"))
+    report = r.report
+    gammas = {p["pool_index"]: p["gamma_max"] for p in report["picks"]}
+    lo, hi = report["pool"]["gamma_window"]
+    assert all(lo <= g <= hi for g in gammas.values())
+    assert report["pool"]["above_gamma_hi"] + report["pool"]["outside_window"] + report["pool"]["usable"] == len(pool)
+
+
+def test_maxvol_picks_teach_the_potential_more_than_random_picks(cual, tmp_path):
+    """Label the picks with EMT, warm-start a refit on train + picks, compare errors on the pool."""
+    root, pool = cual
+    train = ase.io.read(root / "train.xyz", index=":")
+    labelled_pool = label_with_emt(pool)
+    errors = {}
+    for strategy in ("maxvol", "random"):
+        chosen = picks(root, strategy, n=4, seed=3).picks
+        folder = tmp_path / strategy
+        folder.mkdir()
+        write_dataset(folder / "train.xyz", train + [labelled_pool[i] for i in chosen])
+        proc = run_cli("train", "--config", root / "config.yaml", "--dataset", folder / "train.xyz",
+                       "--iteration", 2, "--initial-potential", root / "output_potential.yaml")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        write_dataset(folder / "pool.xyz", labelled_pool)
+        proc = run_cli("validate", "--potential", folder / "output_potential.yace", "--output", folder / "v.json",
+                       "--test-set", folder / "pool.xyz", "--no-plots")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        errors[strategy] = json.loads((folder / "v.json").read_text())["force_rmse_mev_per_A"]
+    print("pool force RMSE after adding 4 picks (meV/A):", errors)
+    assert errors["maxvol"] < errors["random"], errors
+
+
+# ----------------------------------------------------------------------------- bad input
+def fails(root, *args, words=(), code=2):
+    proc = run_cli("sample", "--potential", root / "output_potential.yaml", *args)
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_empty_pool(cual, tmp_path):
+    root, _ = cual
+    (tmp_path / "empty.xyz").write_text("")
+    fails(root, "--candidates", tmp_path / "empty.xyz", "--n_samples", 3, "--output", tmp_path / "o.xyz",
+          words=("empty.xyz", "no structures"))
+
+
+def test_non_positive_n_samples(cual, tmp_path):
+    root, _ = cual
+    fails(root, "--candidates", root / "pool.xyz", "--n-samples", 0, "--output", tmp_path / "o.xyz",
+          words=("--n_samples 0",))
+
+
+def test_more_than_the_pool_returns_all_with_a_warning(cual, tmp_path):
+    root, pool = cual
+    proc = run_cli("sample", "--potential", root / "output_potential.yaml", "--candidates", root / "pool.xyz",
+                   "--n_samples", 500, "--output", tmp_path / "o.xyz")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "only" in proc.stderr and "usable" in proc.stderr
+    assert len(ase.io.read(tmp_path / "o.xyz", index=":")) == len(pool)
+
+
+def test_yace_without_yaml(cual, tmp_path):
+    root, _ = cual
+    (tmp_path / "p.yace").write_text((root / "output_potential.yace").read_text())
+    proc = run_cli("sample", "--potential", tmp_path / "p.yace", "--candidates", root / "pool.xyz",
+                   "--n_samples", 2, "--output", tmp_path / "o.xyz")
+    assert proc.returncode == 2 and "cannot be refitted nor give γ" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_active_set_of_another_potential(cual, tmp_path):
+    root, _ = cual
+    np.savez(open(tmp_path / "x.asi", "wb"), Al=np.eye(3), Cu=np.eye(3))
+    fails(root, "--asi", tmp_path / "x.asi", "--candidates", root / "pool.xyz", "--n_samples", 2,
+          "--output", tmp_path / "o.xyz", words=("x.asi", "another potential"))
+
+
+def test_unreadable_candidates(cual, tmp_path):
+    root, _ = cual
+    (tmp_path / "junk.xyz").write_text("3\nnot a comment line = = \nCu 0 0\n")
+    fails(root, "--candidates", tmp_path / "junk.xyz", "--n_samples", 2, "--output", tmp_path / "o.xyz",
+          words=("junk.xyz", "structure 0"))
+
+
+def test_unknown_elements_are_skipped_and_counted(cual, tmp_path):
+    root, pool = cual
+    write_dataset(tmp_path / "mixed.xyz", pool[:5] + [bulk("Ni", "fcc", a=3.52, cubic=True)])
+    r = sample(SampleRequest(candidates=tmp_path / "mixed.xyz", n_samples=2, output=tmp_path / "o.xyz",
+                             potential=root / "output_potential.yaml"))
+    assert r.report["pool"]["unknown_elements"] == 1 and r.report["pool"]["usable"] == 5
