@@ -180,8 +180,9 @@ def run_sample(args: argparse.Namespace) -> int:
     print(f"{r['strategy']}: picked {r['n_picked']} of {pool['usable']} usable structures "
           f"({pool['read']} read, {pool['duplicates']} duplicates, {pool['unknown_elements']} with unknown elements) "
           f"in {r['wall_time_s']:.1f} s")
-    print(f"pool γ: median {r['pool_gamma']['percentiles']['50']:.2f}, max {r['pool_gamma']['percentiles']['100']:.2f}, "
-          f"{r['pool_gamma']['count_above']['1']} structures above 1")
+    gamma = r["pool_gamma"]
+    print(f"pool γ: median {gamma['percentiles']['50']:.2f}, max {gamma['percentiles']['100']:.2f}, "
+          f"{gamma['count_above']['1']} structures above 1")
     for el, d in (r.get("logdet_per_element") or {}).items():
         print(f"  {el}: log|det| of the active set {_fmt(d['before'])} -> {_fmt(d['after'])} "
               f"(gain {d['gain']:.2f}, rank {d['rank']}/{d['size']})")

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Union
 
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, first_line
 from pace_worker.stack import import_pyace
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ def resolve_b_basis(path: Union[str, Path], what: str) -> Path:
     try:
         BBasisConfiguration(str(path))
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what} '{path}' is not a readable pacemaker B-basis YAML ({first})")
+        raise InputError(f"{what} '{path}' is not a readable pacemaker B-basis YAML ({first_line(exc)})")
     return path
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from pace_worker import activeset, potentials
 from pace_worker.atomic_io import write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.executor import ChunkExecutor
 from pace_worker.scoring import gamma_chunk, load_scorer, projections_chunk
 from pace_worker.selection import Candidate, greedy_d_optimal, log_abs_det_of_inverse, top_by_gamma
@@ -117,14 +117,7 @@ def read_pool(path: Path, chunk_size: int) -> Iterator[list[tuple[int, object]]]
     """Chunks of ``(pool_index, Atoms)`` read lazily from an extxyz file."""
     import ase.io
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"candidates '{path}' does not exist or is not a file")
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise InputError(f"candidates '{path}' cannot be read ({exc.strerror})")
+    path = check_readable_file(path, "candidates")
     chunk: list = []
     next_index = 0
     try:
@@ -135,8 +128,8 @@ def read_pool(path: Path, chunk_size: int) -> Iterator[list[tuple[int, object]]]
                 yield chunk
                 chunk = []
     except Exception as exc:  # ASE raises many kinds for a malformed file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ ({first}); "
+        raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ "
+                         f"({first_line(exc)}); "
                          "give an extxyz file")
     if chunk:
         yield chunk

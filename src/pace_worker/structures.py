@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, check_readable_file, first_line
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "energy_dft", "total_energy",
                "TotEnergy", "Energy")
@@ -126,8 +126,7 @@ def _read_ase(path: Path) -> list[Atoms]:
     try:
         images = ase.io.read(str(path), index=":", format="extxyz")
     except Exception as exc:  # ASE raises many kinds for a malformed file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"dataset '{path}' is not a readable extended XYZ file ({first}); "
+        raise InputError(f"dataset '{path}' is not a readable extended XYZ file ({first_line(exc)}); "
                          "give an extxyz (.xyz/.extxyz, optionally .gz) or a pacemaker .pckl.gzip file")
     return list(images)
 
@@ -175,16 +174,7 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
     energy_key, forces_key, stress_key : override the auto-detected label names
     min_distance : two atoms closer than this (Å) are an error
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset '{path}' does not exist; check the path given to --dataset")
-    if not path.is_file():
-        raise InputError(f"dataset '{path}' is not a file")
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as exc:
-        raise InputError(f"dataset '{path}' cannot be read ({exc.strerror}); check its permissions")
+    path = check_readable_file(path, "dataset", "check the path given to --dataset")
 
     if _is_pickle(path):
         atoms_list, raw_energies, raw_forces = _read_pickle(path)

@@ -40,7 +40,7 @@ import numpy as np
 from pace_worker import activeset, potentials
 from pace_worker.atomic_io import atomic_output, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, first_line
 from pace_worker.evaluation import load_potential, predict
 from pace_worker.executor import ChunkExecutor
 from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
@@ -124,8 +124,7 @@ def resolve_potential(path: Path):
     except InputError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"potential '{path}' cannot be loaded by pyace ({first}); is the file complete?")
+        raise InputError(f"potential '{path}' cannot be loaded by pyace ({first_line(exc)}); is the file complete?")
     b_basis = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
     return path, (b_basis if b_basis.is_file() else None), elements
 

@@ -1,0 +1,132 @@
+"""``pace-worker sample`` (maxvol) against pyace's ``pace_select`` on the same potential and pools.
+
+    .venv/bin/python bench/sample_vs_pace_select.py [--sizes 2000 20000] [--n 50]
+                                                    [--potential runs/si-demo/output_potential.yaml]
+
+Pools of 32-atom diamond-Si cells (random strain up to ±6 %, rattle 0.02–0.2 Å; seeded) are
+written as extxyz (ours) and as a pacemaker DataFrame pickle (pace_select). Both select N
+structures with the potential's active set. For each pool size it prints
+
+* wall time ratio ours / pace_select (goal ≤ 0.6 on 2 cores),
+* peak RSS ratio ours / pace_select (sum over the process tree, polled every 0.05 s;
+  goal ≤ 0.3 at 20k),
+* D-optimality of each method's picks: log|det| of the MaxVol active set recomputed over the
+  previous active set plus the picks, per element (goal: ours ≥ pace_select's), and how many
+  structures each returned.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "src"))
+
+
+def make_pool(n: int, seed: int = 0):
+    from ase.build import bulk
+
+    rng = np.random.default_rng(seed)
+    base = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 1))
+    pool = []
+    for _ in range(n):
+        atoms = base.copy()
+        strain = np.eye(3) + rng.uniform(-0.06, 0.06, (3, 3)) * np.array([[1, .3, .3], [.3, 1, .3], [.3, .3, 1]])
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        atoms.positions += rng.normal(0, rng.uniform(0.02, 0.2), atoms.positions.shape)
+        pool.append(atoms)
+    return pool
+
+
+def run_measured(cmd, cwd) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MiB, summed over the process tree), output."""
+    import psutil
+
+    start = time.perf_counter()
+    out_path = Path(cwd) / f"out_{time.time_ns()}.log"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        parent = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in [parent] + parent.children(recursive=True))
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+    wall = time.perf_counter() - start
+    text = out_path.read_text()
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{text[-3000:]}")
+    return wall, peak / 2 ** 20, text
+
+
+def d_optimality(potential: Path, asi: Path, picks) -> dict[str, float]:
+    from pace_worker.activeset import load_active_set, load_bbasis
+    from pace_worker.selection import active_set_logdet
+    from pyace.activelearning import compute_B_projections
+
+    bbasis = load_bbasis(potential)
+    inverse = load_active_set(asi, potential, bbasis).inverse
+    projections = compute_B_projections(bbasis, list(picks)) if picks else {}
+    names = bbasis.elements_name
+    return {el: active_set_logdet(np.linalg.pinv(inverse[el]),
+                                  projections.get(st) if picks else None)
+            for st, el in enumerate(names)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--potential", type=Path, default=REPO / "runs/si-demo/output_potential.yaml")
+    args = parser.parse_args()
+    potential = args.potential.resolve()
+    asi = potential.with_suffix(".asi")
+    if not asi.is_file():
+        sys.exit(f"{asi} not found: run scripts/demo.sh first or give --potential (with its .asi)")
+
+    import ase.io
+    import pandas as pd
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "meta.yaml").write_text(f"workers: {os.cpu_count()}\nchunk_size: 32\n")
+        for size in args.sizes:
+            pool = make_pool(size)
+            ase.io.write(work / "pool.xyz", pool, format="extxyz")
+            pd.DataFrame({"ase_atoms": pool}).to_pickle(work / "pool.pckl.gzip", compression="gzip")
+            t_ours, rss_ours, _ = run_measured(
+                [sys.executable, str(REPO / "src/main.py"), "sample", "--meta-config", str(work / "meta.yaml"),
+                 "--candidates", str(work / "pool.xyz"), "--n_samples", str(args.n), "--output",
+                 str(work / "ours.xyz"), "--potential", str(potential), "--asi", str(asi)], work)
+            t_ref, rss_ref, _ = run_measured(
+                [str(BIN / "pace_select"), str(work / "pool.pckl.gzip"), "-p", str(potential), "-a", str(asi),
+                 "-m", str(args.n), "-o", str(work / "ref.pkl.gz"), "-V"], work)
+            ours = ase.io.read(work / "ours.xyz", index=":")
+            ref = list(pd.read_pickle(work / "ref.pkl.gz")["ase_atoms"])
+            d_ours, d_ref = d_optimality(potential, asi, ours), d_optimality(potential, asi, ref)
+            rows.append((size, t_ours, t_ref, rss_ours, rss_ref, len(ours), len(ref), d_ours, d_ref))
+
+    print(f"{'pool':>6s} {'ours s':>7s} {'ref s':>7s} {'time ratio':>10s} {'ours MiB':>9s} {'ref MiB':>8s} "
+          f"{'RSS ratio':>9s} {'picks':>9s}  log|det| ours vs pace_select")
+    for size, t_o, t_r, m_o, m_r, n_o, n_r, d_o, d_r in rows:
+        dets = ", ".join(f"{el}: {d_o[el]:.2f} vs {d_r[el]:.2f}" for el in d_o)
+        print(f"{size:6d} {t_o:7.1f} {t_r:7.1f} {t_o / t_r:10.2f} {m_o:9.0f} {m_r:8.0f} {m_o / m_r:9.2f} "
+              f"{n_o:4d}/{n_r:<4d}  {dets}")
+    print("goals: time ratio <= 0.6 (2 cores), RSS ratio <= 0.3 at 20k, log|det| ours >= pace_select's")
+
+
+if __name__ == "__main__":
+    main()
