@@ -101,8 +101,11 @@ def main() -> None:
         print(f"{name:12s} {r['initial_force_rmse']:9.1f} {steps:>12s} {secs:>8s} {r['final_force_rmse']:8.1f} "
               f"{r['test_force_rmse']:7.1f} {r['test_energy_rmse']:7.2f}")
     c, w = rows["cold"]["steps_to_previous_error"], rows["warm"]["steps_to_previous_error"]
-    if w is not None:
-        ratio = "cold never reached it" if c is None else f"{c / max(w, 1):.1f}x fewer steps"
+    if w == 0:
+        print(f"the warm start is at the previous error from its first step; the cold start needs "
+              f"{'more than maxiter' if c is None else c} steps")
+    elif w is not None:
+        ratio = "cold never reached it" if c is None else f"{c / w:.1f}x fewer steps"
         print(f"warm start reaches the previous error after {w} steps vs {c} cold: {ratio}")
     print(json.dumps({"e1": e1, "maxiter": args.maxiter, "fraction": args.fraction, **rows}))
     shutil.rmtree(work, ignore_errors=True)

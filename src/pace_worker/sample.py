@@ -11,11 +11,12 @@ is replaced by the ``.yaml`` beside it, or the command fails (a .yace cannot giv
 
 How (two passes over the pool, in chunks on worker processes)
 -------------------------------------------------------------
-1. Stream the pool; drop exact duplicates (same species, positions, cell) and skip structures
-   with elements the potential lacks (both counted); compute per-atom γ against the potential's
-   active set. Only each structure's max γ is kept for all structures, plus a bounded buffer of
-   the ``buffer_size`` most promising ones (``max(10 N, 200)`` by default): memory does not grow
-   with the pool beyond that.
+1. Stream the pool (worker processes read their own byte ranges of the file; a compressed
+   file is read here chunk by chunk); drop exact duplicates (same species, positions, cell;
+   the first one counts) and skip structures with elements the potential lacks (both counted);
+   compute per-atom γ against the potential's active set. Only each structure's max γ is kept
+   for all structures, plus a bounded buffer of the ``buffer_size`` most promising ones
+   (``max(10 N, 200)`` by default): memory does not grow with the pool beyond that.
 2. Select from the buffer:
 
    * ``maxvol`` (default): greedy batch D-optimal selection starting from the active set
@@ -44,6 +45,7 @@ from pace_worker.atomic_io import write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.executor import ChunkExecutor
+from pace_worker.frames import chunk_ranges, read_frames
 from pace_worker.scoring import gamma_chunk, load_scorer, projections_chunk
 from pace_worker.selection import Candidate, greedy_d_optimal, log_abs_det_of_inverse, top_by_gamma
 from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
@@ -113,30 +115,64 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path]:
     return yaml_path, asi
 
 
-def read_pool(path: Path, chunk_size: int) -> Iterator[list[tuple[int, object]]]:
-    """Chunks of ``(pool_index, Atoms)`` read lazily from an extxyz file."""
+@dataclass
+class PoolChunk:
+    """A chunk of the pool for a worker: a byte range of the file, or structures already read."""
+
+    first_index: int
+    count: int
+    path: Optional[str] = None
+    offset: int = 0
+    structures: Optional[list] = None
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def pool_chunks(path: Path, chunk_size: int) -> Iterator[PoolChunk]:
+    """Chunks of the pool: byte ranges that the workers read themselves (plain extxyz), or, for a
+    compressed file that cannot seek, structures read here one chunk at a time."""
     import ase.io
 
     path = check_readable_file(path, "candidates")
+    ranges = chunk_ranges(path, chunk_size)
+    if ranges is not None:
+        for first, offset, count in ranges:
+            yield PoolChunk(first, count, path=str(path), offset=offset)
+        return
     chunk: list = []
     next_index = 0
     try:
         for atoms in ase.io.iread(str(path), index=":", format="extxyz"):
-            chunk.append((next_index, atoms))
+            chunk.append(atoms)
             next_index += 1
             if len(chunk) == chunk_size:
-                yield chunk
+                yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk)
                 chunk = []
     except Exception as exc:  # ASE raises many kinds for a malformed file
         raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ "
-                         f"({first_line(exc)}); "
-                         "give an extxyz file")
+                         f"({first_line(exc)}); give an extxyz file")
     if chunk:
-        yield chunk
+        yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk)
 
 
-def _gamma_of_items(items):
-    return gamma_chunk([atoms for _, atoms in items])
+def score_chunk(chunk: PoolChunk) -> list[tuple]:
+    """Worker: ``(pool_index, fingerprint, atoms, per-atom γ or None)`` per structure; γ is None for
+    a structure with elements the potential lacks."""
+    from pace_worker.scoring import potential_elements
+
+    structures = chunk.structures
+    if structures is None:
+        try:
+            structures = read_frames(chunk.path, chunk.offset, chunk.count)
+        except Exception as exc:
+            raise InputError(f"candidates '{chunk.path}': structures {chunk.first_index}-"
+                             f"{chunk.first_index + chunk.count - 1} cannot be read as extended XYZ "
+                             f"({first_line(exc)}); give an extxyz file")
+    known = potential_elements()
+    usable = [k for k, a in enumerate(structures) if set(a.get_chemical_symbols()) <= known]
+    gammas = dict(zip(usable, gamma_chunk([structures[k] for k in usable])))
+    return [(chunk.first_index + k, structure_fingerprint(a), a, gammas.get(k)) for k, a in enumerate(structures)]
 
 
 # ----------------------------------------------------------------------------- the command
@@ -153,7 +189,6 @@ def sample(request: SampleRequest) -> SampleResult:
     gamma_hi = float(_option(request, "gamma_hi", 10.0))
     buffer_size = int(_option(request, "buffer_size", max(10 * n, 200)))
     potential, asi = resolve_potential(request)
-    elements = set(potentials.basis_elements(potential))
 
     # pass 1: stream, dedupe, score, keep a bounded buffer
     counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
@@ -165,26 +200,18 @@ def sample(request: SampleRequest) -> SampleResult:
     rng = np.random.default_rng(seed)
     executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
 
-    def usable_chunks():
-        for chunk in read_pool(request.candidates, request.meta.chunk_size):
-            good = []
-            for index, atoms in chunk:
-                counts["read"] += 1
-                fp = structure_fingerprint(atoms)
-                if fp in seen:
-                    counts["duplicates"] += 1
-                    continue
-                seen.add(fp)
-                if not set(atoms.get_chemical_symbols()) <= elements:
-                    counts["unknown_elements"] += 1
-                    continue
-                good.append((index, atoms))
-            if good:
-                yield good
-
-    for items, gammas in executor.map_chunks(_gamma_of_items, usable_chunks(), initializer=load_scorer,
-                                             initargs=(str(potential), str(asi)), description="scoring"):
-        for (index, atoms), gamma in zip(items, gammas):
+    for _, results in executor.map_chunks(score_chunk, pool_chunks(request.candidates, request.meta.chunk_size),
+                                          initializer=load_scorer, initargs=(str(potential), str(asi)),
+                                          description="scoring"):
+        for index, fp, atoms, gamma in results:
+            counts["read"] += 1
+            if fp in seen:
+                counts["duplicates"] += 1
+                continue
+            seen.add(fp)
+            if gamma is None:
+                counts["unknown_elements"] += 1
+                continue
             g = float(gamma.max())
             gamma_max_all.append(g)
             if strategy == "gamma_window":

@@ -27,6 +27,10 @@ def load_scorer(potential_yaml: str, asi: str) -> None:
     _SCORER = (key, bbasis, active.inverse)
 
 
+def potential_elements() -> set[str]:
+    return set(_SCORER[1].elements_name)
+
+
 def _projections(structures: Sequence[Atoms]):
     """Per structure: {element: [atoms of that element in order, n_funcs]} and their atom indices."""
     from pyace.activelearning import compute_B_projections
