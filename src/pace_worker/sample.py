@@ -16,11 +16,13 @@ How (two passes over the pool, in chunks on worker processes)
    the first one counts) and skip structures with elements the potential lacks (both counted);
    compute per-atom γ against the potential's active set. Only each structure's max γ is kept
    for all structures, plus a bounded buffer of the ``buffer_size`` most promising ones
-   (``max(10 N, 200)`` by default): memory does not grow with the pool beyond that.
+   (``max(20 N, 2000)`` by default): memory does not grow with the pool beyond that.
 2. Select from the buffer:
 
-   * ``maxvol`` (default): greedy batch D-optimal selection starting from the active set
-     (:mod:`pace_worker.selection`); exactly N picks when N structures are usable.
+   * ``maxvol`` (default): batch D-optimal selection starting from the active set — first the
+     structures that own rows of the joint MaxVol active set (as ``pace_select``), then greedy
+     rank-1 MaxVol updates (:mod:`pace_worker.selection`); exactly N picks when N structures
+     are usable.
    * ``max_gamma``: the N structures of largest γ.
    * ``gamma_window``: only structures with ``gamma_lo ≤ γ ≤ gamma_hi`` (default 1.5–10), then
      ``maxvol`` among them; those above ``gamma_hi`` are counted as likely unphysical.
@@ -47,7 +49,8 @@ from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.executor import ChunkExecutor
 from pace_worker.frames import chunk_ranges, read_frames
 from pace_worker.scoring import gamma_chunk, load_scorer, projections_chunk
-from pace_worker.selection import Candidate, greedy_d_optimal, log_abs_det_of_inverse, top_by_gamma
+from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
+                                   top_by_gamma)
 from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
 
 log = logging.getLogger(__name__)
@@ -187,7 +190,7 @@ def sample(request: SampleRequest) -> SampleResult:
     seed = int(request.seed if request.seed is not None else _option(request, "seed", 42))
     gamma_lo = float(_option(request, "gamma_lo", 1.5))
     gamma_hi = float(_option(request, "gamma_hi", 10.0))
-    buffer_size = int(_option(request, "buffer_size", max(10 * n, 200)))
+    buffer_size = int(_option(request, "buffer_size", max(20 * n, 2000)))
     potential, asi = resolve_potential(request)
 
     # pass 1: stream, dedupe, score, keep a bounded buffer
@@ -249,9 +252,12 @@ def sample(request: SampleRequest) -> SampleResult:
                                                    initializer=load_scorer, initargs=(str(potential), str(asi)),
                                                    description="projections") for p in chunk]
         inverse = activeset.load_active_set(asi, potential).inverse
-        result = greedy_d_optimal([Candidate(k.pool_index, p) for k, p in zip(buffer, projections)], inverse, n)
+        candidates = [Candidate(k.pool_index, p) for k, p in zip(buffer, projections)]
+        first = joint_maxvol_order(candidates, inverse)[:n]
+        result = greedy_d_optimal(candidates, inverse, n, first=first)
         chosen = [buffer[i] for i in result.order]
         selection_info = {
+            "n_from_joint_maxvol": len(first),
             "gamma_at_pick": result.gamma_at_pick,
             "entered_active_set": result.volume_gain,
             "active_set_swaps_per_element": result.swaps_per_element,

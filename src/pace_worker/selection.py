@@ -1,7 +1,11 @@
 """Choosing structures from scored candidates (pure numpy; no I/O, no pyace).
 
-Greedy batch D-optimal selection (``maxvol``)
----------------------------------------------
+Batch D-optimal selection (``maxvol``)
+--------------------------------------
+First, MaxVol over the active set stacked with all candidate atoms (what ``pace_select``
+does) names the candidates that own rows of the best active set; they are picked first, most
+rows first (:func:`joint_maxvol_order`). The rest of the N picks are greedy:
+
 Per element the potential's active set is a square matrix A of B-projections; the ``.asi``
 holds A⁻¹. For candidate atoms with projections B, ``C = B A⁻¹`` and γ = max |C| per atom.
 Replacing active-set row j by atom b multiplies |det A| by |C[b, j]| (Cramer), so:
@@ -43,9 +47,41 @@ class DOptimalResult:
     inverse: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # updated A⁻¹
 
 
+def joint_maxvol_order(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray],
+                       tolerance: float = 1.01, max_iters: int = 300) -> list[int]:
+    """Candidates that own rows of the MaxVol active set of ``[A; all candidate atoms]`` (what
+    ``pace_select`` computes), most rows first, ties in candidate order. Empty if MaxVol fails
+    (an active set of degenerate data is singular)."""
+    from pyace.maxvol import maxvol
+
+    counts = np.zeros(len(candidates), dtype=int)
+    in_pool_order = sorted(range(len(candidates)), key=lambda k: candidates[k].pool_index)
+    for el, inv in inverse.items():
+        blocks = [(k, candidates[k].projections[el]) for k in in_pool_order
+                  if len(candidates[k].projections.get(el, ()))]
+        if not blocks:
+            continue
+        active = np.linalg.pinv(inv)
+        # candidates first, the active set last: the layout of pyace's compute_active_set
+        stacked = np.vstack([b for _, b in blocks] + [active])
+        owner = np.concatenate([np.full(len(b), k) for k, b in blocks] + [np.full(len(active), -1)])
+        try:
+            rows, _ = maxvol(stacked, tol=tolerance, max_iters=max_iters)
+        except (ValueError, np.linalg.LinAlgError):
+            return []
+        np.add.at(counts, owner[rows][owner[rows] >= 0], 1)
+    chosen = np.nonzero(counts)[0]
+    return [int(k) for k in chosen[np.argsort(-counts[chosen], kind="stable")]]
+
+
 def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray], n: int,
-                     tolerance: float = 1.0 + 1e-9, max_swaps_per_structure: int = 10_000) -> DOptimalResult:
-    """Pick ``min(n, len(candidates))`` candidates by greedy batch D-optimality (module docstring)."""
+                     tolerance: float = 1.0 + 1e-9, max_swaps_per_structure: int = 10_000,
+                     first: Sequence[int] = ()) -> DOptimalResult:
+    """Pick ``min(n, len(candidates))`` candidates by greedy batch D-optimality (module docstring).
+
+    ``first``: candidate positions to pick before the greedy ones, in that order (e.g.
+    :func:`joint_maxvol_order`); they are absorbed into the active set like greedy picks.
+    """
     elements = sorted(inverse)
     inv = {el: np.array(inverse[el], dtype=float, copy=True) for el in elements}
     c_mat, owner = {}, {}
@@ -67,9 +103,10 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
                 np.maximum.at(best, owner[el], np.abs(c_mat[el]).max(axis=1))
         return best
 
+    queue = list(first)
     for _ in range(min(n, len(candidates))):
         s = np.where(alive, scores(), -np.inf)
-        k = int(np.argmax(s))  # first of equal scores: pool order decides ties
+        k = queue.pop(0) if queue else int(np.argmax(s))  # first of equal scores: candidate order decides
         result.order.append(k)
         result.gamma_at_pick.append(float(s[k]))
         result.volume_gain.append(bool(s[k] > tolerance))
@@ -108,12 +145,25 @@ def log_abs_det_of_inverse(inverse: np.ndarray) -> Optional[float]:
     return float(-logdet) if sign != 0 else None
 
 
-def active_set_logdet(active_set: np.ndarray, extra: Optional[np.ndarray], tolerance: float = 1.01,
-                      max_iters: int = 300) -> float:
-    """log|det| of the MaxVol active set of ``[active_set; extra]`` (for comparing selections):
-    the D-optimality of a set of picks given the previous active set."""
-    from pyace.maxvol import maxvol
-
-    stacked = active_set if extra is None or not len(extra) else np.vstack([active_set, extra])
-    rows, _ = maxvol(stacked, tol=tolerance, max_iters=max_iters)
-    return float(np.linalg.slogdet(stacked[rows])[1])
+def swap_maxvol_gain(inverse: np.ndarray, projections: Optional[np.ndarray], tolerance: float = 1.01,
+                     max_swaps: int = 100_000) -> float:
+    """log|det| gained by growing the active set (given by its inverse) with MaxVol swaps of the
+    given atoms until none has γ > ``tolerance``. Every swap multiplies |det| by its γ > 1, so the
+    result only depends on which atoms are offered and starts from the same active set for every
+    method: a fair D-optimality score of a set of picks."""
+    if projections is None or not len(projections):
+        return 0.0
+    inv = np.array(inverse, dtype=float, copy=True)
+    c = projections @ inv
+    gain = 0.0
+    for _ in range(max_swaps):
+        b, j = np.unravel_index(int(np.argmax(np.abs(c))), c.shape)
+        pivot = c[b, j]
+        if abs(pivot) <= tolerance:
+            break
+        u = c[b].copy()
+        u[j] -= 1.0
+        c -= np.outer(c[:, j], u) / pivot
+        inv -= np.outer(inv[:, j], u) / pivot
+        gain += float(np.log(abs(pivot)))
+    return gain
