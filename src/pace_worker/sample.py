@@ -19,10 +19,10 @@ How (two passes over the pool, in chunks on worker processes)
    (``max(20 N, 2000)`` by default): memory does not grow with the pool beyond that.
 2. Select from the buffer:
 
-   * ``maxvol`` (default): batch D-optimal selection starting from the active set — first the
-     structures that own rows of the joint MaxVol active set (as ``pace_select``), then greedy
-     rank-1 MaxVol updates (:mod:`pace_worker.selection`); exactly N picks when N structures
-     are usable.
+   * ``maxvol`` (default): batch D-optimal selection starting from the active set — the better
+     (by the exact log|det| gain) of two runs of greedy rank-1 MaxVol updates, one of which
+     first takes the structures that own rows of the joint MaxVol active set (as
+     ``pace_select``) (:mod:`pace_worker.selection`); exactly N picks when N are usable.
    * ``max_gamma``: the N structures of largest γ.
    * ``gamma_window``: only structures with ``gamma_lo ≤ γ ≤ gamma_hi`` (default 1.5–10), then
      ``maxvol`` among them; those above ``gamma_hi`` are counted as likely unphysical.
@@ -48,7 +48,7 @@ from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.executor import ChunkExecutor
 from pace_worker.frames import chunk_ranges, read_frames
-from pace_worker.scoring import gamma_chunk, load_scorer, projections_chunk
+from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    top_by_gamma)
 from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
@@ -88,6 +88,7 @@ class _Kept:
     pool_index: int = field(compare=False)
     atoms: object = field(compare=False)
     gamma: np.ndarray = field(compare=False)
+    projections: Optional[dict] = field(compare=False, default=None)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -127,21 +128,24 @@ class PoolChunk:
     path: Optional[str] = None
     offset: int = 0
     structures: Optional[list] = None
+    keep_projections_above: Optional[float] = None  # γ above which projections come back
 
     def __len__(self) -> int:
         return self.count
 
 
-def pool_chunks(path: Path, chunk_size: int) -> Iterator[PoolChunk]:
+def pool_chunks(path: Path, chunk_size: int, keep_projections_above=lambda: None) -> Iterator[PoolChunk]:
     """Chunks of the pool: byte ranges that the workers read themselves (plain extxyz), or, for a
-    compressed file that cannot seek, structures read here one chunk at a time."""
+    compressed file that cannot seek, structures read here one chunk at a time.
+    ``keep_projections_above()`` is asked as each chunk is made (see :class:`PoolChunk`)."""
     import ase.io
 
     path = check_readable_file(path, "candidates")
     ranges = chunk_ranges(path, chunk_size)
     if ranges is not None:
         for first, offset, count in ranges:
-            yield PoolChunk(first, count, path=str(path), offset=offset)
+            yield PoolChunk(first, count, path=str(path), offset=offset,
+                            keep_projections_above=keep_projections_above())
         return
     chunk: list = []
     next_index = 0
@@ -150,18 +154,21 @@ def pool_chunks(path: Path, chunk_size: int) -> Iterator[PoolChunk]:
             chunk.append(atoms)
             next_index += 1
             if len(chunk) == chunk_size:
-                yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk)
+                yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
+                                keep_projections_above=keep_projections_above())
                 chunk = []
     except Exception as exc:  # ASE raises many kinds for a malformed file
         raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ "
                          f"({first_line(exc)}); give an extxyz file")
     if chunk:
-        yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk)
+        yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
+                        keep_projections_above=keep_projections_above())
 
 
 def score_chunk(chunk: PoolChunk) -> list[tuple]:
-    """Worker: ``(pool_index, fingerprint, atoms, per-atom γ or None)`` per structure; γ is None for
-    a structure with elements the potential lacks."""
+    """Worker: ``(pool_index, fingerprint, atoms, per-atom γ or None, projections or None)`` per
+    structure; γ is None for a structure with elements the potential lacks; projections come back
+    only above ``chunk.keep_projections_above``."""
     from pace_worker.scoring import potential_elements
 
     structures = chunk.structures
@@ -174,8 +181,9 @@ def score_chunk(chunk: PoolChunk) -> list[tuple]:
                              f"({first_line(exc)}); give an extxyz file")
     known = potential_elements()
     usable = [k for k, a in enumerate(structures) if set(a.get_chemical_symbols()) <= known]
-    gammas = dict(zip(usable, gamma_chunk([structures[k] for k in usable])))
-    return [(chunk.first_index + k, structure_fingerprint(a), a, gammas.get(k)) for k, a in enumerate(structures)]
+    scores = dict(zip(usable, score_structures([structures[k] for k in usable], chunk.keep_projections_above)))
+    return [(chunk.first_index + k, structure_fingerprint(a), a, *scores.get(k, (None, None)))
+            for k, a in enumerate(structures)]
 
 
 # ----------------------------------------------------------------------------- the command
@@ -203,10 +211,18 @@ def sample(request: SampleRequest) -> SampleResult:
     rng = np.random.default_rng(seed)
     executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
 
-    for _, results in executor.map_chunks(score_chunk, pool_chunks(request.candidates, request.meta.chunk_size),
-                                          initializer=load_scorer, initargs=(str(potential), str(asi)),
-                                          description="scoring"):
-        for index, fp, atoms, gamma in results:
+    wants_projections = strategy in ("maxvol", "gamma_window")
+
+    def projections_threshold():
+        """Projections are worth sending back only for structures that would enter the buffer now."""
+        if not wants_projections:
+            return None
+        return -np.inf if len(kept) < limit else kept[0].key[0]
+
+    chunks = pool_chunks(request.candidates, request.meta.chunk_size, projections_threshold)
+    for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
+                                          initargs=(str(potential), str(asi)), description="scoring"):
+        for index, fp, atoms, gamma, projections in results:
             counts["read"] += 1
             if fp in seen:
                 counts["duplicates"] += 1
@@ -228,7 +244,7 @@ def sample(request: SampleRequest) -> SampleResult:
             if strategy == "random":  # reservoir sampling: a uniform sample of the usable structures
                 entry = _Kept((float(rng.random()), -index), index, atoms, gamma)
             else:
-                entry = _Kept((g, -index), index, atoms, gamma)
+                entry = _Kept((g, -index), index, atoms, gamma, projections)
             if len(kept) < limit:
                 heapq.heappush(kept, entry)
             elif entry > kept[0]:
@@ -248,16 +264,26 @@ def sample(request: SampleRequest) -> SampleResult:
     buffer = sorted(kept, reverse=True)  # best first; the order only matters for ties
     selection_info: dict = {}
     if strategy in ("maxvol", "gamma_window"):
-        projections = [p for chunk in executor.map(projections_chunk, [k.atoms for k in buffer],
-                                                   initializer=load_scorer, initargs=(str(potential), str(asi)),
-                                                   description="projections") for p in chunk]
+        missing = [k for k in buffer if k.projections is None]  # sent back before the buffer filled up
+        if missing:
+            computed = [p for chunk in executor.map(projections_chunk, [k.atoms for k in missing],
+                                                    initializer=load_scorer, initargs=(str(potential), str(asi)),
+                                                    description="projections") for p in chunk]
+            for k, p in zip(missing, computed):
+                k.projections = p
+        projections = [k.projections for k in buffer]
         inverse = activeset.load_active_set(asi, potential).inverse
         candidates = [Candidate(k.pool_index, p) for k, p in zip(buffer, projections)]
+        # two batch D-optimal heuristics; keep the one whose picks grow log|det| more (exact, Cramer)
         first = joint_maxvol_order(candidates, inverse)[:n]
-        result = greedy_d_optimal(candidates, inverse, n, first=first)
+        options = {"joint MaxVol owners first, then greedy": greedy_d_optimal(candidates, inverse, n, first=first),
+                   "greedy": greedy_d_optimal(candidates, inverse, n)}
+        method = max(options, key=lambda m: sum(options[m].logdet_gain_per_element.values()))
+        result = options[method]
         chosen = [buffer[i] for i in result.order]
         selection_info = {
-            "n_from_joint_maxvol": len(first),
+            "maxvol_method": method,
+            "n_from_joint_maxvol": len(first) if method.startswith("joint") else 0,
             "gamma_at_pick": result.gamma_at_pick,
             "entered_active_set": result.volume_gain,
             "active_set_swaps_per_element": result.swaps_per_element,

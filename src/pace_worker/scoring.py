@@ -1,8 +1,8 @@
 """Per-atom B-projections and extrapolation grades γ of structures, chunk by chunk on workers.
 
 :func:`load_scorer` (the worker initializer) reads the B-basis and the active set once per
-process; :func:`gamma_chunk` returns per-atom γ of each structure (in atom order);
-:func:`projections_chunk` returns each structure's projections per element.
+process; :func:`score_structures` returns per-atom γ of each structure (in atom order) and,
+above a threshold, its projections; :func:`projections_chunk` returns projections only.
 """
 from __future__ import annotations
 
@@ -53,8 +53,9 @@ def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]
     return _projections(structures)
 
 
-def gamma_chunk(structures: Sequence[Atoms]) -> list[np.ndarray]:
-    """Per-atom γ of each structure, in the structure's atom order."""
+def score_structures(structures: Sequence[Atoms], keep_projections_above: Optional[float] = None):
+    """``(per-atom γ, projections or None)`` per structure; the projections (computed anyway for
+    γ) come back for structures whose max γ exceeds ``keep_projections_above``."""
     _, _, inverse = _SCORER
     result = []
     for atoms, blocks in zip(structures, _projections(structures)):
@@ -62,5 +63,6 @@ def gamma_chunk(structures: Sequence[Atoms]) -> list[np.ndarray]:
         symbols = np.array(atoms.get_chemical_symbols())
         for el, block in blocks.items():
             gamma[symbols == el] = np.abs(block @ inverse[el]).max(axis=1)
-        result.append(gamma)
+        keep = keep_projections_above is not None and gamma.max() > keep_projections_above
+        result.append((gamma, blocks if keep else None))
     return result
