@@ -10,7 +10,7 @@ structures with the potential's active set. For each pool size it prints
 * wall time ratio ours / pace_select (goal ≤ 0.6 on 2 cores),
 * peak memory ratio ours / pace_select (goal ≤ 0.3 at 20k): the sum over the process tree of
   PSS (proportional set size: a page shared by the forked workers counts once in total), polled
-  every 0.05 s; the plain RSS sum (which counts shared pages once per process) is printed too,
+  every 0.3 s; the plain RSS sum (which counts shared pages once per process) is printed too,
 * D-optimality of each method's picks, per element (goal: ours ≥ pace_select's): the gain of
   log|det| of the active set grown from the previous active set by MaxVol swaps with the
   picks' atoms (:func:`pace_worker.selection.swap_maxvol_gain`; a MaxVol recomputed from
@@ -68,7 +68,7 @@ def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
                 peak_rss = max(peak_rss, sum(i.rss for i in infos))
             except psutil.Error:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.3)  # reading smaps for PSS costs CPU: poll gently
     wall = time.perf_counter() - start
     text = out_path.read_text()
     if proc.returncode != 0:

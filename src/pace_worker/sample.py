@@ -20,7 +20,7 @@ How (two passes over the pool, in chunks on worker processes)
 2. Select from the buffer:
 
    * ``maxvol`` (default): batch D-optimal selection starting from the active set — the better
-     (by the exact log|det| gain) of two runs of greedy rank-1 MaxVol updates, one of which
+     (by the log|det| gain of their set of picks) of two runs of greedy rank-1 MaxVol updates, one of which
      first takes the structures that own rows of the joint MaxVol active set (as
      ``pace_select``) (:mod:`pace_worker.selection`); exactly N picks when N are usable.
    * ``max_gamma``: the N structures of largest γ.
@@ -50,7 +50,7 @@ from pace_worker.executor import ChunkExecutor
 from pace_worker.frames import chunk_ranges, read_frames
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
-                                   top_by_gamma)
+                                   picks_logdet_gain, top_by_gamma)
 from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
 
 log = logging.getLogger(__name__)
@@ -128,16 +128,20 @@ class PoolChunk:
     path: Optional[str] = None
     offset: int = 0
     structures: Optional[list] = None
-    keep_projections_above: Optional[float] = None  # γ above which projections come back
+    # structures whose max γ is below this cannot enter the buffer any more: their atoms (and
+    # projections) are not sent back; None sends everything back
+    send_back_from: Optional[float] = None
+    with_projections: bool = False
 
     def __len__(self) -> int:
         return self.count
 
 
-def pool_chunks(path: Path, chunk_size: int, keep_projections_above=lambda: None) -> Iterator[PoolChunk]:
+def pool_chunks(path: Path, chunk_size: int, send_back_from=lambda: None,
+                with_projections: bool = False) -> Iterator[PoolChunk]:
     """Chunks of the pool: byte ranges that the workers read themselves (plain extxyz), or, for a
     compressed file that cannot seek, structures read here one chunk at a time.
-    ``keep_projections_above()`` is asked as each chunk is made (see :class:`PoolChunk`)."""
+    ``send_back_from()`` is asked as each chunk is made (see :class:`PoolChunk`)."""
     import ase.io
 
     path = check_readable_file(path, "candidates")
@@ -145,7 +149,7 @@ def pool_chunks(path: Path, chunk_size: int, keep_projections_above=lambda: None
     if ranges is not None:
         for first, offset, count in ranges:
             yield PoolChunk(first, count, path=str(path), offset=offset,
-                            keep_projections_above=keep_projections_above())
+                            send_back_from=send_back_from(), with_projections=with_projections)
         return
     chunk: list = []
     next_index = 0
@@ -155,20 +159,21 @@ def pool_chunks(path: Path, chunk_size: int, keep_projections_above=lambda: None
             next_index += 1
             if len(chunk) == chunk_size:
                 yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
-                                keep_projections_above=keep_projections_above())
+                                send_back_from=send_back_from(), with_projections=with_projections)
                 chunk = []
     except Exception as exc:  # ASE raises many kinds for a malformed file
         raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ "
                          f"({first_line(exc)}); give an extxyz file")
     if chunk:
         yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
-                        keep_projections_above=keep_projections_above())
+                        send_back_from=send_back_from(), with_projections=with_projections)
 
 
 def score_chunk(chunk: PoolChunk) -> list[tuple]:
-    """Worker: ``(pool_index, fingerprint, atoms, per-atom γ or None, projections or None)`` per
-    structure; γ is None for a structure with elements the potential lacks; projections come back
-    only above ``chunk.keep_projections_above``."""
+    """Worker: ``(pool_index, fingerprint, max γ, atoms, per-atom γ, projections)`` per structure.
+    Max γ is None for a structure with elements the potential lacks; atoms, per-atom γ and
+    projections are None below ``chunk.send_back_from`` (projections also without
+    ``chunk.with_projections``)."""
     from pace_worker.scoring import potential_elements
 
     structures = chunk.structures
@@ -181,9 +186,21 @@ def score_chunk(chunk: PoolChunk) -> list[tuple]:
                              f"({first_line(exc)}); give an extxyz file")
     known = potential_elements()
     usable = [k for k, a in enumerate(structures) if set(a.get_chemical_symbols()) <= known]
-    scores = dict(zip(usable, score_structures([structures[k] for k in usable], chunk.keep_projections_above)))
-    return [(chunk.first_index + k, structure_fingerprint(a), a, *scores.get(k, (None, None)))
-            for k, a in enumerate(structures)]
+    scores = dict(zip(usable, score_structures([structures[k] for k in usable],
+                                               chunk.send_back_from if chunk.with_projections else np.inf)))
+    rows = []
+    for k, atoms in enumerate(structures):
+        fp = structure_fingerprint(atoms)
+        if k not in scores:
+            rows.append((chunk.first_index + k, fp, None, None, None, None))
+            continue
+        gamma, projections = scores[k]
+        g = float(gamma.max())
+        if chunk.send_back_from is not None and g < chunk.send_back_from:
+            rows.append((chunk.first_index + k, fp, g, None, None, None))
+        else:
+            rows.append((chunk.first_index + k, fp, g, atoms, gamma, projections))
+    return rows
 
 
 # ----------------------------------------------------------------------------- the command
@@ -211,27 +228,26 @@ def sample(request: SampleRequest) -> SampleResult:
     rng = np.random.default_rng(seed)
     executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
 
-    wants_projections = strategy in ("maxvol", "gamma_window")
-
-    def projections_threshold():
-        """Projections are worth sending back only for structures that would enter the buffer now."""
-        if not wants_projections:
+    def send_back_from():
+        """Only structures that could still enter the buffer need to come back whole (the buffer's
+        lowest γ only grows). Random picks need every structure."""
+        if strategy == "random" or len(kept) < limit:
             return None
-        return -np.inf if len(kept) < limit else kept[0].key[0]
+        return kept[0].key[0]
 
-    chunks = pool_chunks(request.candidates, request.meta.chunk_size, projections_threshold)
+    chunks = pool_chunks(request.candidates, request.meta.chunk_size, send_back_from,
+                         with_projections=strategy in ("maxvol", "gamma_window"))
     for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
                                           initargs=(str(potential), str(asi)), description="scoring"):
-        for index, fp, atoms, gamma, projections in results:
+        for index, fp, g, atoms, gamma, projections in results:
             counts["read"] += 1
             if fp in seen:
                 counts["duplicates"] += 1
                 continue
             seen.add(fp)
-            if gamma is None:
+            if g is None:
                 counts["unknown_elements"] += 1
                 continue
-            g = float(gamma.max())
             gamma_max_all.append(g)
             if strategy == "gamma_window":
                 if g > gamma_hi:
@@ -248,6 +264,7 @@ def sample(request: SampleRequest) -> SampleResult:
             if len(kept) < limit:
                 heapq.heappush(kept, entry)
             elif entry > kept[0]:
+                assert atoms is not None, "a structure entered the buffer without being sent back"
                 heapq.heapreplace(kept, entry)
 
     if counts["read"] == 0:
@@ -260,6 +277,7 @@ def sample(request: SampleRequest) -> SampleResult:
     if n > counts["usable"]:
         log.warning("asked for %d structures but only %d are usable: returning all of them", n, counts["usable"])
 
+    t_scored = time.perf_counter()
     # pass 2: select from the buffer
     buffer = sorted(kept, reverse=True)  # best first; the order only matters for ties
     selection_info: dict = {}
@@ -274,11 +292,13 @@ def sample(request: SampleRequest) -> SampleResult:
         projections = [k.projections for k in buffer]
         inverse = activeset.load_active_set(asi, potential).inverse
         candidates = [Candidate(k.pool_index, p) for k, p in zip(buffer, projections)]
-        # two batch D-optimal heuristics; keep the one whose picks grow log|det| more (exact, Cramer)
+        # two batch D-optimal heuristics; keep the one whose set of picks grows log|det| of the active
+        # set more (scored on the set, by MaxVol swaps from the potential's active set)
         first = joint_maxvol_order(candidates, inverse)[:n]
         options = {"joint MaxVol owners first, then greedy": greedy_d_optimal(candidates, inverse, n, first=first),
                    "greedy": greedy_d_optimal(candidates, inverse, n)}
-        method = max(options, key=lambda m: sum(options[m].logdet_gain_per_element.values()))
+        set_gain = {m: picks_logdet_gain([candidates[i] for i in r.order], inverse) for m, r in options.items()}
+        method = max(options, key=lambda m: sum(set_gain[m].values()))
         result = options[method]
         chosen = [buffer[i] for i in result.order]
         selection_info = {
@@ -287,8 +307,7 @@ def sample(request: SampleRequest) -> SampleResult:
             "gamma_at_pick": result.gamma_at_pick,
             "entered_active_set": result.volume_gain,
             "active_set_swaps_per_element": result.swaps_per_element,
-            "logdet_per_element": {el: _logdet_entry(inverse[el], result.logdet_gain_per_element[el])
-                                   for el in sorted(inverse)},
+            "logdet_per_element": {el: _logdet_entry(inverse[el], set_gain[method][el]) for el in sorted(inverse)},
         }
     elif strategy == "max_gamma":
         chosen = [buffer[i] for i in top_by_gamma(np.array([k.key[0] for k in buffer]), n)]
@@ -325,6 +344,7 @@ def sample(request: SampleRequest) -> SampleResult:
         "picks": [{"pool_index": int(k.pool_index), "gamma_max": float(k.gamma.max())} for k in chosen],
         **selection_info,
         "wall_time_s": time.perf_counter() - t_start,
+        "scoring_s": t_scored - t_start,
         "outputs": {"structures": str(output.resolve()), "report": str(report_path(output).resolve())},
     }
     write_json_atomic(report_path(output), report)

@@ -55,7 +55,7 @@ def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]
 
 def score_structures(structures: Sequence[Atoms], keep_projections_above: Optional[float] = None):
     """``(per-atom γ, projections or None)`` per structure; the projections (computed anyway for
-    γ) come back for structures whose max γ exceeds ``keep_projections_above``."""
+    γ) are kept for structures whose max γ is at least ``keep_projections_above`` (None: all)."""
     _, _, inverse = _SCORER
     result = []
     for atoms, blocks in zip(structures, _projections(structures)):
@@ -63,6 +63,6 @@ def score_structures(structures: Sequence[Atoms], keep_projections_above: Option
         symbols = np.array(atoms.get_chemical_symbols())
         for el, block in blocks.items():
             gamma[symbols == el] = np.abs(block @ inverse[el]).max(axis=1)
-        keep = keep_projections_above is not None and gamma.max() > keep_projections_above
+        keep = keep_projections_above is None or gamma.max() >= keep_projections_above
         result.append((gamma, blocks if keep else None))
     return result

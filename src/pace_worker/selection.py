@@ -167,3 +167,13 @@ def swap_maxvol_gain(inverse: np.ndarray, projections: Optional[np.ndarray], tol
         inv -= np.outer(inv[:, j], u) / pivot
         gain += float(np.log(abs(pivot)))
     return gain
+
+
+def picks_logdet_gain(picks: Sequence[Candidate], inverse: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per element, :func:`swap_maxvol_gain` of all the picks' atoms: the D-optimality of a set of
+    picks, independent of the order they were picked in."""
+    gains = {}
+    for el, inv in inverse.items():
+        blocks = [p.projections[el] for p in picks if len(p.projections.get(el, ()))]
+        gains[el] = swap_maxvol_gain(inv, np.vstack(blocks) if blocks else None)
+    return gains
