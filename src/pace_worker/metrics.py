@@ -15,25 +15,18 @@ import numpy as np
 
 
 def error_summary(pred, energy_only: Iterable[str] = ()) -> dict:
-    """RMSE/MAE/max of energy per atom (meV/atom) and force components (meV/Å)."""
+    """RMSE/MAE/max of energy per atom (meV/atom) and force components (meV/Å) of pacemaker's
+    prediction DataFrame (see :func:`pace_worker.validation_metrics.energy_force_errors`)."""
+    from pace_worker.validation_metrics import energy_force_errors
+
     skip = set(energy_only)
     n_atoms = pred["NUMBER_OF_ATOMS"].to_numpy(dtype=float)
     de = (pred["energy_pred"].to_numpy(dtype=float) - pred["energy_corrected"].to_numpy(dtype=float)) / n_atoms
     with_forces = ~pred["name"].isin(skip).to_numpy() if "name" in pred.columns else np.ones(len(pred), bool)
-    df_list = [np.asarray(fp) - np.asarray(f) for fp, f, keep in
+    dforces = [np.asarray(fp) - np.asarray(f) for fp, f, keep in
                zip(pred["forces_pred"], pred["forces"], with_forces) if keep]
-    dforce = np.concatenate([d.reshape(-1) for d in df_list]) if df_list else np.zeros(0)
-    result = {
-        "n_structures": int(len(pred)),
-        "n_atoms": int(n_atoms.sum()),
-        "energy_rmse_mev_per_atom": float(1e3 * np.sqrt(np.mean(de ** 2))) if len(de) else None,
-        "energy_mae_mev_per_atom": float(1e3 * np.mean(np.abs(de))) if len(de) else None,
-        "energy_max_abs_mev_per_atom": float(1e3 * np.max(np.abs(de))) if len(de) else None,
-        "force_rmse_mev_per_A": float(1e3 * np.sqrt(np.mean(dforce ** 2))) if dforce.size else None,
-        "force_mae_mev_per_A": float(1e3 * np.mean(np.abs(dforce))) if dforce.size else None,
-        "force_max_abs_mev_per_A": float(1e3 * np.max(np.abs(dforce))) if dforce.size else None,
-        "n_energy_only": int((~with_forces).sum()),
-    }
+    result = energy_force_errors(de, np.concatenate(dforces) if dforces else np.zeros((0, 3)))
+    result.update(n_atoms=int(n_atoms.sum()), n_energy_only=int((~with_forces).sum()))
     return result
 
 
