@@ -282,7 +282,7 @@ def sample(request: SampleRequest) -> SampleResult:
     buffer = sorted(kept, reverse=True)  # best first; the order only matters for ties
     selection_info: dict = {}
     if strategy in ("maxvol", "gamma_window"):
-        missing = [k for k in buffer if k.projections is None]  # sent back before the buffer filled up
+        missing = [k for k in buffer if k.projections is None]  # normally none: kept ones come with them
         if missing:
             computed = [p for chunk in executor.map(projections_chunk, [k.atoms for k in missing],
                                                     initializer=load_scorer, initargs=(str(potential), str(asi)),
