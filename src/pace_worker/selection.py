@@ -23,7 +23,7 @@ entered the active set, possibly fewer than asked).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -43,8 +43,17 @@ class DOptimalResult:
     gamma_at_pick: list[float]          # γ of each pick against the active set at its pick time
     volume_gain: list[bool]             # whether the pick entered the active set
     swaps_per_element: dict[str, int]
-    logdet_gain_per_element: dict[str, float]
-    inverse: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # updated A⁻¹
+
+
+def swap_into_active_set(c: np.ndarray, inverse: np.ndarray, b: int, j: int) -> float:
+    """Replace active-set row j by candidate atom b, in place: the rank-1 MaxVol update of
+    ``C = B A⁻¹`` (all candidate rows) and of ``A⁻¹``. Returns log|det| gained, log|C[b, j]|."""
+    pivot = c[b, j]
+    u = c[b].copy()
+    u[j] -= 1.0
+    c -= np.outer(c[:, j], u) / pivot
+    inverse -= np.outer(inverse[:, j], u) / pivot
+    return float(np.log(abs(pivot)))
 
 
 def joint_maxvol_order(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray],
@@ -93,8 +102,7 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
                                    ) if rows else np.zeros(0, dtype=int)
     alive = np.ones(len(candidates), dtype=bool)
     swaps = {el: 0 for el in elements}
-    gain = {el: 0.0 for el in elements}
-    result = DOptimalResult([], [], [], swaps, gain)
+    result = DOptimalResult([], [], [], swaps)
 
     def scores() -> np.ndarray:
         best = np.zeros(len(candidates))
@@ -120,16 +128,8 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
                 r, j = np.unravel_index(int(np.argmax(block)), block.shape)
                 if block[r, j] <= tolerance:
                     break
-                b = rows[r]
-                c_b = c_mat[el][b].copy()
-                u = c_b.copy()
-                u[j] -= 1.0
-                pivot = c_b[j]
-                c_mat[el] -= np.outer(c_mat[el][:, j], u) / pivot
-                inv[el] -= np.outer(inv[el][:, j], u) / pivot
+                swap_into_active_set(c_mat[el], inv[el], rows[r], j)
                 swaps[el] += 1
-                gain[el] += float(np.log(abs(pivot)))
-    result.inverse = inv
     return result
 
 
@@ -158,14 +158,9 @@ def swap_maxvol_gain(inverse: np.ndarray, projections: Optional[np.ndarray], tol
     gain = 0.0
     for _ in range(max_swaps):
         b, j = np.unravel_index(int(np.argmax(np.abs(c))), c.shape)
-        pivot = c[b, j]
-        if abs(pivot) <= tolerance:
+        if abs(c[b, j]) <= tolerance:
             break
-        u = c[b].copy()
-        u[j] -= 1.0
-        c -= np.outer(c[:, j], u) / pivot
-        inv -= np.outer(inv[:, j], u) / pivot
-        gain += float(np.log(abs(pivot)))
+        gain += swap_into_active_set(c, inv, b, j)
     return gain
 
 
