@@ -156,6 +156,13 @@ class WorkerConfig(BaseModel):
     direct_sample: dict = Field(default_factory=dict)
     validate_: dict = Field(default_factory=dict, alias="validate")
 
+    def resolve_path(self, value) -> Path:
+        """A path written in config.yaml: relative paths are relative to the config file's folder."""
+        path = Path(value)
+        if path.is_absolute() or self.source is None:
+            return path
+        return Path(self.source).parent / path
+
 
 def _suggest(key: str, valid) -> str:
     close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.5)

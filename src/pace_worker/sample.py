@@ -100,9 +100,8 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path]:
     """(B-basis .yaml, .asi) by the documented rule."""
     given = request.potential or request.config.sample.get("potential")
     if given:
-        path, what = Path(given), "--potential" if request.potential else "config sample.potential"
-        if not request.potential and not path.is_absolute() and request.config.source:
-            path = Path(request.config.source).parent / path
+        path, what = ((Path(given), "--potential") if request.potential else
+                      (request.config.resolve_path(given), "config sample.potential"))
     else:
         folder = Path(request.meta.output_dir or Path(request.candidates).resolve().parent)
         path, what = folder / "output_potential.yaml", "the output folder's potential"

@@ -134,14 +134,6 @@ class TrainingData:
 
 
 # ----------------------------------------------------------------------------- steps
-def config_relative(config: WorkerConfig, path) -> Path:
-    """A path from config.yaml: relative paths are relative to the config file's folder."""
-    path = Path(path)
-    if path.is_absolute() or config.source is None:
-        return path
-    return Path(config.source).parent / path
-
-
 def resolve_starting_potentials(request: TrainRequest) -> StartingPotentials:
     settings = request.config.pacemaker
     found = StartingPotentials(
@@ -149,7 +141,7 @@ def resolve_starting_potentials(request: TrainRequest) -> StartingPotentials:
         if request.initial_potential else None,
         given_basis=potentials.resolve_b_basis(request.potential_yaml, "--potential-yaml")
         if request.potential_yaml else None,
-        config_basis=potentials.resolve_b_basis(config_relative(request.config, settings.potential),
+        config_basis=potentials.resolve_b_basis(request.config.resolve_path(settings.potential),
                                                 "config potential")
         if isinstance(settings.potential, str) else None,
     )
@@ -182,7 +174,7 @@ def load_training_data(request: TrainRequest, starts: StartingPotentials) -> Tra
     elements, source = starts.elements(settings, dataset)
     check_elements(dataset, elements, source)
     if opts.test_filename:
-        test_path = config_relative(request.config, opts.test_filename)
+        test_path = request.config.resolve_path(opts.test_filename)
         test = read_labelled_structures(test_path, **read)
         check_elements(test, elements, source)
         train_idx, test_origin, rule = list(range(len(dataset))), list(range(len(test))), "test_filename"

@@ -70,13 +70,6 @@ class ValidateResult:
 
 
 # ----------------------------------------------------------------------------- finding inputs
-def _config_path(config: WorkerConfig, value) -> Path:
-    path = Path(value)
-    if not path.is_absolute() and config.source is not None:
-        path = Path(config.source).parent / path
-    return path
-
-
 def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
     """The test set and the rule that found it (see the module docstring)."""
     if request.test_set is not None:
@@ -84,7 +77,7 @@ def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
     tried = []
     configured = request.config.validate_.get("test_set")
     if configured:
-        path = _config_path(request.config, configured)
+        path = request.config.resolve_path(configured)
         if path.is_file():
             return path, "config validate.test_set"
         tried.append(f"config validate.test_set ({path})")
@@ -132,7 +125,7 @@ def resolve_potential(path: Path):
 def find_active_set(request: ValidateRequest, b_basis: Optional[Path]) -> Optional[Path]:
     explicit = request.asi or request.config.validate_.get("asi")
     if explicit:
-        asi = _config_path(request.config, explicit) if not request.asi else Path(request.asi)
+        asi = request.config.resolve_path(explicit) if not request.asi else Path(request.asi)
         if b_basis is None:
             raise InputError(f"active set '{asi}' needs the B-basis .yaml of potential '{request.potential}' "
                              "(γ cannot be computed from a .yace alone); put the .yaml next to it")
