@@ -35,6 +35,8 @@ class ActiveSet:
 
     inverse: dict[str, np.ndarray]
     regularized: bool = False  # MaxVol needed a tiny jitter of exactly degenerate projections
+    # max γ over the atoms the active set was computed from (None when built by batches)
+    gamma_max_of_source: Optional[float] = None
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as f:
@@ -103,7 +105,11 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
                                                      n_batches=n_batches, gamma_tolerance=gamma_tolerance,
                                                      maxvol_iters=maxvol_iters)
     inverse = compute_A_active_inverse(active)
-    return ActiveSet({names[st]: inv for st, inv in inverse.items()}, regularized=regularized)
+    gamma_max = None
+    if required <= memory_limit:  # the projections are at hand: γ of the source atoms costs one product
+        gamma_max = max(float(np.abs(p @ inverse[st]).max()) for st, p in projections.items() if len(p))
+    return ActiveSet({names[st]: inv for st, inv in inverse.items()}, regularized=regularized,
+                     gamma_max_of_source=gamma_max)
 
 
 def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> ActiveSet:

@@ -96,8 +96,8 @@ def _option(request: SampleRequest, name: str, default):
     return request.config.sample.get(name, default)
 
 
-def resolve_potential(request: SampleRequest) -> tuple[Path, Path]:
-    """(B-basis .yaml, .asi) by the documented rule."""
+def resolve_potential(request: SampleRequest) -> tuple[Path, Path, activeset.ActiveSet]:
+    """(B-basis .yaml, .asi, the active set checked against the potential) by the documented rule."""
     given = request.potential or request.config.sample.get("potential")
     if given:
         path, what = ((Path(given), "--potential") if request.potential else
@@ -114,8 +114,7 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path]:
     if not asi.is_file():
         raise InputError(f"active set '{asi}' not found; γ needs the .asi of potential '{yaml_path}' "
                          "(train writes it; or compute it with pace_activeset)")
-    activeset.load_active_set(asi, yaml_path)
-    return yaml_path, asi
+    return yaml_path, asi, activeset.load_active_set(asi, yaml_path)
 
 
 @dataclass
@@ -215,7 +214,7 @@ def sample(request: SampleRequest) -> SampleResult:
     gamma_lo = float(_option(request, "gamma_lo", 1.5))
     gamma_hi = float(_option(request, "gamma_hi", 10.0))
     buffer_size = int(_option(request, "buffer_size", max(20 * n, 2000)))
-    potential, asi = resolve_potential(request)
+    potential, asi, active_set = resolve_potential(request)
 
     # pass 1: stream, dedupe, score, keep a bounded buffer
     counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
@@ -289,7 +288,7 @@ def sample(request: SampleRequest) -> SampleResult:
             for k, p in zip(missing, computed):
                 k.projections = p
         projections = [k.projections for k in buffer]
-        inverse = activeset.load_active_set(asi, potential).inverse
+        inverse = active_set.inverse
         candidates = [Candidate(k.pool_index, p) for k, p in zip(buffer, projections)]
         # two batch D-optimal heuristics; keep the one whose set of picks grows log|det| of the active
         # set more (scored on the set, by MaxVol swaps from the potential's active set)

@@ -285,8 +285,10 @@ def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStruct
                                               gamma_tolerance=options.active_set_gamma_tolerance,
                                               maxvol_iters=options.maxvol_iters)
         active.save(asi_path)
-        gamma = activeset.structure_gammas(yaml_path, active, structures.atoms)
-        info.update(written=True, train_gamma_max=float(gamma.max()), regularized=active.regularized,
+        gamma_max = active.gamma_max_of_source
+        if gamma_max is None:  # built by batches: the projections were not kept
+            gamma_max = float(activeset.structure_gammas(yaml_path, active, structures.atoms).max())
+        info.update(written=True, train_gamma_max=gamma_max, regularized=active.regularized,
                     shape={el: list(m.shape) for el, m in active.inverse.items()},
                     rank={el: int(np.linalg.matrix_rank(m)) for el, m in active.inverse.items()})
     except activeset.ActiveSetUnavailable as exc:
