@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from measure import run_measured  # noqa: E402
 
 
 def make_pool(n: int, seed: int = 0):
@@ -48,32 +49,6 @@ def make_pool(n: int, seed: int = 0):
         atoms.positions += rng.normal(0, rng.uniform(0.02, 0.2), atoms.positions.shape)
         pool.append(atoms)
     return pool
-
-
-def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
-    """Wall seconds, peak PSS and peak RSS (MiB, summed over the process tree), output."""
-    import psutil
-
-    start = time.perf_counter()
-    out_path = Path(cwd) / f"out_{time.time_ns()}.log"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
-        parent = psutil.Process(proc.pid)
-        peak_pss = peak_rss = 0
-        while proc.poll() is None:
-            try:
-                infos = [p.memory_full_info() for p in [parent] + parent.children(recursive=True)]
-                peak_pss = max(peak_pss, sum(i.pss for i in infos))
-                peak_rss = max(peak_rss, sum(i.rss for i in infos))
-            except psutil.Error:
-                pass
-            time.sleep(0.3)  # reading smaps for PSS costs CPU: poll gently
-    wall = time.perf_counter() - start
-    text = out_path.read_text()
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{text[-3000:]}")
-    return wall, peak_pss / 2 ** 20, peak_rss / 2 ** 20, text
 
 
 def d_optimality(potential: Path, asi: Path, picks) -> dict[str, float]:

@@ -55,12 +55,20 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
 
 
+def add_scheduler_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                        help="run the chunks on this Dask scheduler's workers (default: meta_config "
+                             "dask.scheduler_address, else local worker processes)")
+
+
 def load_configs(args: argparse.Namespace):
     """config.yaml and meta_config.yaml of a command; sets the log level from meta_config."""
     from pace_worker.config import load_meta_config, load_worker_config
 
     config = load_worker_config(args.config)
     meta = load_meta_config(args.meta_config)
+    if getattr(args, "scheduler", None):
+        meta.dask.scheduler_address = args.scheduler
     configure_logging(meta.log_level)
     return config, meta
 
@@ -120,6 +128,7 @@ def print_train_summary(result) -> None:
 # ----------------------------------------------------------------------------- validate
 def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
+    add_scheduler_flag(parser)
     add_flag(parser, "potential", type=Path, required=True, help="potential to test (.yace or B-basis .yaml)")
     add_flag(parser, "output", type=Path, required=True,
              help="metrics JSON; the CSV and PNGs are written next to it")
@@ -158,6 +167,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     from pace_worker.sample import STRATEGIES
 
     add_common_flags(parser)
+    add_scheduler_flag(parser)
     add_flag(parser, "candidates", type=Path, required=True, help="pool of candidate structures (extxyz)")
     add_flag(parser, "n_samples", type=int, required=True, help="number of structures to pick")
     add_flag(parser, "output", type=Path, required=True, help="extxyz of the picks; the JSON report goes next to it")
@@ -190,11 +200,92 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- direct_sample
+def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
+    from pace_worker.direct import SELECTIONS
+
+    add_common_flags(parser)
+    add_scheduler_flag(parser)
+    add_flag(parser, "input", type=Path, required=True, help="raw pool of structures (extxyz; no labels needed)")
+    add_flag(parser, "output", type=Path, required=True,
+             help="extxyz of the picks; report JSON, PCA plot and descriptor basis go next to it")
+    add_flag(parser, "n_clusters", type=int, required=True, help="number of BIRCH clusters")
+    add_flag(parser, "k-per-cluster", type=int, default=None, help="structures picked per cluster (default 1)")
+    add_flag(parser, "selection", choices=SELECTIONS, default=None,
+             help="which members of a cluster: center (default), random, smallest (fewest atoms)")
+    add_flag(parser, "potential", type=Path, default=None,
+             help="use this potential's B-basis as descriptor (default: an unfitted basis for the pool's elements)")
+    add_flag(parser, "seed", type=int, default=None, help="seed of random choices (default: config or 42)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PCA plot")
+
+
+def run_direct_sample(args: argparse.Namespace) -> int:
+    from pace_worker.direct_sample import DirectSampleRequest, direct_sample
+
+    config, meta = load_configs(args)
+    result = direct_sample(DirectSampleRequest(
+        input=args.input, output=args.output, n_clusters=args.n_clusters, k_per_cluster=args.k_per_cluster,
+        selection=args.selection, potential=args.potential, seed=args.seed, config=config, meta=meta,
+        show_progress=False if args.no_progress else None, plots=not args.no_plots))
+    r = result.report
+    c, pca, cov = r["clusters"], r["pca"], r["coverage"]
+    print(f"picked {r['n_picked']} of {r['pool']['usable']} usable structures ({r['pool']['read']} read, "
+          f"{r['pool']['unknown_elements']} with elements outside the basis) in {r['timing']['wall_time_s']:.1f} s")
+    print(f"PCA: {pca['n_components']} components ({pca['rule']}), "
+          f"{100 * pca['explained_variance_ratio_total']:.1f}% of the variance; BIRCH: {c['n']} clusters "
+          f"(sizes {c['size_min']}-{c['size_max']}, median {c['size_median']:g})")
+    print(f"coverage ({cov['bins']} bins per PC): DIRECT {cov['direct']:.3f}, random {cov['random']:.3f}")
+    for key, path in r["outputs"].items():
+        print(f"  {key:16s} {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- demo
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from pace_worker.sample import STRATEGIES
+
+    add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
+    add_flag(parser, "iterations", type=int, default=3, help="trained potentials per strategy (default 3)")
+    add_flag(parser, "strategy", choices=STRATEGIES, default="maxvol", help="selection strategy (default maxvol)")
+    add_flag(parser, "compare", choices=STRATEGIES, nargs="*", default=[],
+             help="also run the loop with these strategies and the same label budget (e.g. random)")
+    add_flag(parser, "seed", type=int, default=0, help="seed of the pool, MD and random choices")
+    add_flag(parser, "labels-per-iteration", type=int, default=8, help="structures labelled per iteration")
+    parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pace_worker.demo import DemoRequest, run_demo
+
+    if args.iterations < 1:
+        raise InputError(f"--iterations {args.iterations}: must be at least 1")
+    if args.labels_per_iteration < 1:
+        raise InputError(f"--labels-per-iteration {args.labels_per_iteration}: must be at least 1")
+    strategies = list(dict.fromkeys([args.strategy, *args.compare]))
+    configure_logging("INFO")
+    result = run_demo(DemoRequest(workdir=args.workdir, iterations=args.iterations, strategies=strategies,
+                                  seed=args.seed, labels_per_iteration=args.labels_per_iteration,
+                                  show_progress=False if args.no_progress else None))
+    print(f"\n{'strategy':10s} {'iter':>4s} {'labels':>6s} {'E RMSE meV/at':>13s} {'F RMSE meV/A':>12s} "
+          f"{'explore max γ':>13s} {'candidates':>10s} {'wall s':>7s}")
+    for r in result.rows:
+        print(f"{r.strategy:10s} {r.iteration:>4d} {r.labels:>6d} {r.energy_rmse_mev_per_atom:>13.2f} "
+              f"{r.force_rmse_mev_per_A:>12.1f} {_fmt(r.exploration_gamma_max):>13s} "
+              f"{'-' if r.candidates is None else r.candidates:>10} {r.wall_time_s:>7.1f}")
+    for key, path in result.files.items():
+        print(f"  {key:15s} {path}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     Command("train", "fit an ACE potential with pacemaker (writes .yaml, .yace, .asi, metrics)",
             add_train_arguments, run_train),
     Command("sample", "pick the N candidates the potential is least sure about (γ, D-optimal MaxVol)",
             add_sample_arguments, run_sample),
+    Command("direct_sample", "pick a diverse subset of a raw pool (ACE descriptors, PCA, BIRCH: DIRECT)",
+            add_direct_sample_arguments, run_direct_sample, aliases=("direct-sample",)),
+    Command("demo", "a complete active-learning loop with EMT as the labeller (maxvol vs random)",
+            add_demo_arguments, run_demo),
     Command("validate", "errors of a potential on a test set (JSON, per-structure CSV, PNG plots)",
             add_validate_arguments, run_validate),
 ]

@@ -145,6 +145,29 @@ class TrainOptions(_Strict):
     maxvol_iters: int = Field(300, ge=1)
 
 
+class DescriptorSettings(_Strict):
+    """``direct_sample.descriptor:`` — the unfitted ACE basis used as DIRECT's encoder when no
+    potential is given (see :mod:`pace_worker.descriptors`)."""
+
+    cutoff: float = Field(5.0, gt=0)
+    functions_per_element: int = Field(128, ge=1)
+    nradmax_by_orders: list[int] = Field(default_factory=lambda: [8, 4, 2])
+    lmax_by_orders: list[int] = Field(default_factory=lambda: [0, 6, 2])
+
+
+class DirectSampleOptions(_Strict):
+    """``direct_sample:`` — DIRECT sampling settings (see :mod:`pace_worker.direct_sample`)."""
+
+    descriptor: DescriptorSettings = Field(default_factory=DescriptorSettings)
+    potential: Optional[str] = None
+    n_components: Optional[int] = Field(None, ge=1)
+    k_per_cluster: int = Field(1, ge=1)
+    selection: Literal["center", "random", "smallest"] = "center"
+    seed: int = 42
+    birch_threshold: Optional[float] = Field(None, gt=0)
+    coverage_bins: Optional[int] = Field(None, ge=2)  # None: min(50, number of picks)
+
+
 class WorkerConfig(BaseModel):
     """The whole config.yaml after layout normalisation."""
 
@@ -153,7 +176,7 @@ class WorkerConfig(BaseModel):
     pacemaker: PacemakerSettings = Field(default_factory=PacemakerSettings)
     train: TrainOptions = Field(default_factory=TrainOptions)
     sample: dict = Field(default_factory=dict)
-    direct_sample: dict = Field(default_factory=dict)
+    direct_sample: DirectSampleOptions = Field(default_factory=DirectSampleOptions)
     validate_: dict = Field(default_factory=dict, alias="validate")
 
     def resolve_path(self, value) -> Path:
@@ -233,16 +256,28 @@ def load_worker_config(path: Union[str, Path, None]) -> WorkerConfig:
         train = TrainOptions.model_validate(raw.get("train") or {})
     except ValidationError as exc:
         _raise_validation(exc, path, "train", TrainOptions)
+    try:
+        direct_sample = DirectSampleOptions.model_validate(raw.get("direct_sample") or {})
+    except ValidationError as exc:
+        _raise_validation(exc, path, "direct_sample", DirectSampleOptions)
     sections = {}
-    for name in ("sample", "direct_sample", "validate"):
+    for name in ("sample", "validate"):
         value = raw.get(name) or {}
         if not isinstance(value, dict):
             raise InputError(f"config '{path}': '{name}' must be a mapping")
         sections[name] = value
-    return WorkerConfig(source=path, pacemaker=pacemaker, train=train, **sections)
+    return WorkerConfig(source=path, pacemaker=pacemaker, train=train, direct_sample=direct_sample, **sections)
 
 
 # ----------------------------------------------------------------------------- meta_config
+class DaskSettings(BaseModel):
+    """``dask:`` in meta_config.yaml — run chunks on an existing Dask cluster instead of local processes."""
+
+    model_config = ConfigDict(extra="ignore")
+    scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
+    connect_timeout_s: float = Field(15.0, gt=0)
+
+
 class MetaConfig(BaseModel):
     """meta_config.yaml: where and how to run. Shared with other workers: extra keys ignored."""
 
@@ -254,6 +289,7 @@ class MetaConfig(BaseModel):
     log_level: str = "INFO"
     workers: Optional[int] = Field(None, ge=1)
     chunk_size: int = Field(16, ge=1)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
 
     @field_validator("device")
     @classmethod

@@ -1,20 +1,38 @@
-"""One place that runs per-structure work in chunks on worker processes (validate, sample, …).
+"""One place that runs per-structure work in chunks on worker processes (validate, sample,
+direct_sample), locally or on a Dask cluster.
 
 :class:`ChunkExecutor` splits a sequence into chunks of ``chunk_size`` items and maps a
-function over them on ``workers`` processes. Each worker runs ``initializer(*initargs)`` once
-(e.g. loads the potential), so heavy objects travel to a worker once, not per chunk. Results
-come back in input order whatever the number of workers or the chunk size, so results do not
-depend on either. With ``workers=1`` everything runs in the calling process.
+function over them. Each worker runs ``initializer(*initargs)`` once (e.g. loads the potential
+from its path), so heavy objects travel to a worker once, not per chunk. Results come back in
+input order whatever the number of workers, the chunk size or where they ran, so results do
+not depend on any of these. At most two chunks per worker are in flight: memory on the client
+stays bounded however long the input is.
+
+Where the chunks run
+--------------------
+* default: ``workers`` local processes (forked; ``workers=1`` runs in the calling process);
+* ``scheduler="tcp://host:8786"`` (``--scheduler`` or meta_config ``dask.scheduler_address``):
+  the workers of an existing Dask cluster (``dask scheduler`` + ``dask worker``, or
+  dask-jobqueue on Slurm/PBS). The initializer runs on every worker through a worker plugin
+  (also on workers that join later); chunks that name a file (byte ranges of a pool) and the
+  potential are read by path, so the workers need the same file system paths. If a worker dies,
+  Dask reruns its chunks elsewhere and the result is the same. Workers with several threads run
+  one chunk at a time per process (pyace objects are shared per process); start them with
+  ``--nthreads 1 --nworkers N``.
 
 A progress bar follows the chunks on a terminal (see :mod:`pace_worker.progress`).
 """
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+from pace_worker.errors import InputError, first_line
 
 
 def default_workers() -> int:
@@ -33,15 +51,26 @@ class ChunkExecutor:
 
     Parameters
     ----------
-    workers : number of processes (``None``: all CPUs this process may use)
+    workers : number of local processes (``None``: all CPUs this process may use); ignored with a scheduler
     chunk_size : items per task
     show_progress : ``None`` shows a bar only on a terminal
+    scheduler : address of a Dask scheduler (``None``: local processes)
+    connect_timeout_s : how long to try to reach the scheduler
     """
 
-    def __init__(self, workers: Optional[int] = None, chunk_size: int = 16, show_progress: Optional[bool] = None):
+    def __init__(self, workers: Optional[int] = None, chunk_size: int = 16, show_progress: Optional[bool] = None,
+                 scheduler: Optional[str] = None, connect_timeout_s: float = 15.0):
         self.workers = workers
         self.chunk_size = chunk_size
         self.show_progress = show_progress
+        self.scheduler = scheduler
+        self.connect_timeout_s = connect_timeout_s
+
+    @classmethod
+    def from_meta(cls, meta, show_progress: Optional[bool] = None) -> "ChunkExecutor":
+        """The executor meta_config asks for (workers, chunk_size, dask.scheduler_address)."""
+        return cls(meta.workers, meta.chunk_size, show_progress, meta.dask.scheduler_address,
+                   meta.dask.connect_timeout_s)
 
     def map(self, function: Callable[[Sequence], Any], items: Sequence, initializer: Optional[Callable] = None,
             initargs: tuple = (), description: str = "working") -> Iterator[Any]:
@@ -61,34 +90,90 @@ class ChunkExecutor:
         held at once."""
         from pace_worker.progress import Progress
 
-        workers = self.workers or default_workers()
-        if n_chunks is not None:
-            workers = min(workers, max(1, n_chunks))
+        if self.scheduler:
+            results = _dask_results(self.scheduler, self.connect_timeout_s, function, chunks, initializer, initargs)
+        else:
+            workers = self.workers or default_workers()
+            if n_chunks is not None:
+                workers = min(workers, max(1, n_chunks))
+            results = _local_results(function, chunks, workers, initializer, initargs)
         with Progress(description, total=total, enabled=self.show_progress) as bar:
             done = 0
-            for chunk, result in self._results(function, chunks, workers, initializer, initargs):
+            for chunk, result in results:
                 done += len(chunk)
                 bar.update(done)
                 yield chunk, result
 
-    @staticmethod
-    def _results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
-        if workers == 1:
-            if initializer is not None:
-                initializer(*initargs)
-            for chunk in chunks:
-                yield chunk, function(chunk)
-            return
-        context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer,
-                                 initargs=initargs) as pool:
-            # at most 2 chunks per worker in flight: client memory stays bounded, workers stay busy
-            pending: deque = deque()
-            for chunk in chunks:
-                pending.append((chunk, pool.submit(function, chunk)))
-                if len(pending) >= 2 * workers:
-                    chunk_done, future = pending.popleft()
-                    yield chunk_done, future.result()
-            while pending:
-                chunk_done, future = pending.popleft()
-                yield chunk_done, future.result()
+
+def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: int) -> Iterator[tuple[Sequence, Any]]:
+    """Submit chunks (``submit(chunk)`` → a future with ``.result()``), at most ``in_flight`` at
+    once, and yield ``(chunk, result)`` in submission order."""
+    pending: deque = deque()
+    for chunk in chunks:
+        pending.append((chunk, submit(chunk)))
+        if len(pending) >= in_flight:
+            chunk_done, future = pending.popleft()
+            yield chunk_done, future.result()
+    while pending:
+        chunk_done, future = pending.popleft()
+        yield chunk_done, future.result()
+
+
+def _local_results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for chunk in chunks:
+            yield chunk, function(chunk)
+        return
+    context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer,
+                             initargs=initargs) as pool:
+        yield from _in_order(lambda chunk: pool.submit(function, chunk), chunks, 2 * workers)
+
+
+# ----------------------------------------------------------------------------- Dask
+PROCESS_LOCK = threading.Lock()
+
+
+def _run_on_worker(function, chunk):
+    """A chunk on a Dask worker: one at a time per process (the initializer's objects are per process)."""
+    with PROCESS_LOCK:
+        return function(chunk)
+
+
+def connect(scheduler: str, timeout_s: float = 15.0):
+    """A Dask client of the scheduler at ``scheduler``, or one clear error."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("--scheduler needs Dask distributed: pip install 'dask[distributed]'")
+    try:
+        return Client(scheduler, timeout=f"{timeout_s}s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at '{scheduler}' within {timeout_s:g} s "
+                         f"({first_line(exc)}); start one (`dask scheduler`, `dask worker {scheduler}`) "
+                         "or leave out --scheduler / dask.scheduler_address to run on local processes")
+
+
+def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
+    client = connect(scheduler, timeout_s)
+    try:
+        threads = sum(client.nthreads().values())
+        if threads == 0:
+            try:
+                client.wait_for_workers(1, timeout=timeout_s)
+            except TimeoutError:
+                raise InputError(f"the Dask scheduler at '{scheduler}' has no workers (waited {timeout_s:g} s); "
+                                 f"start some with `dask worker {scheduler} --nthreads 1`")
+            threads = sum(client.nthreads().values())
+        if initializer is not None:
+            from pace_worker.dask_plugin import InitializerPlugin
+
+            key = f"{initializer.__module__}.{initializer.__qualname__}{initargs!r}"
+            client.register_plugin(InitializerPlugin(initializer, initargs),
+                                   name="pace-worker-" + hashlib.sha1(key.encode()).hexdigest()[:12])
+        yield from _in_order(lambda chunk: client.submit(_run_on_worker, function, chunk, pure=False), chunks,
+                             2 * max(1, threads))
+    finally:
+        client.close()

@@ -79,3 +79,41 @@ def error_vs_gamma(path: Path, gamma_max: np.ndarray, force_rmse: np.ndarray, sp
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def pca_map(path: Path, pcs: np.ndarray, picks: Sequence[int], explained_ratio: Sequence[float], title: str,
+            max_points: int = 50000) -> None:
+    """The pool (grey; at most ``max_points`` drawn, evenly spaced) and the picks (red) on the first two PCs."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=130)
+    second = pcs[:, 1] if pcs.shape[1] > 1 else np.zeros(len(pcs))
+    shown = np.linspace(0, len(pcs) - 1, min(len(pcs), max_points)).astype(int)
+    ax.scatter(pcs[shown, 0], second[shown], s=4, c="0.6", alpha=0.5, lw=0, label=f"pool ({len(pcs)})")
+    picks = np.asarray(picks, dtype=int)
+    ax.scatter(pcs[picks, 0], second[picks], s=18, c="tab:red", edgecolors="k", lw=0.3,
+               label=f"picks ({len(picks)})")
+    ax.set_xlabel(f"PC 1 ({100 * explained_ratio[0]:.0f}% of variance)")
+    ax.set_ylabel(f"PC 2 ({100 * explained_ratio[1]:.0f}% of variance)" if len(explained_ratio) > 1 else "-")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def learning_curve(path: Path, rows) -> None:
+    """Test force RMSE against the number of labels, one line per strategy (rows: demo.IterationRow)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=130)
+    for strategy in dict.fromkeys(r.strategy for r in rows):
+        mine = [r for r in rows if r.strategy == strategy]
+        ax.plot([r.labels for r in mine], [r.force_rmse_mev_per_A for r in mine], marker="o", label=strategy)
+    ax.set_xlabel("labelled structures (EMT calls)")
+    ax.set_ylabel("test force RMSE (meV/Å)")
+    ax.set_title("active learning: held-out test error vs labels", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

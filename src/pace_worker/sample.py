@@ -38,16 +38,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
 from pace_worker import activeset, potentials
 from pace_worker.atomic_io import write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError, check_readable_file, first_line
+from pace_worker.errors import InputError
 from pace_worker.executor import ChunkExecutor
-from pace_worker.frames import chunk_ranges, read_frames
+from pace_worker.frames import PoolChunk, pool_chunks
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    picks_logdet_gain, top_by_gamma)
@@ -117,75 +117,21 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path, activeset.Act
     return yaml_path, asi, activeset.load_active_set(asi, yaml_path)
 
 
-@dataclass
-class PoolChunk:
-    """A chunk of the pool for a worker: a byte range of the file, or structures already read."""
-
-    first_index: int
-    count: int
-    path: Optional[str] = None
-    offset: int = 0
-    structures: Optional[list] = None
-    # structures whose max γ is below this cannot enter the buffer any more: their atoms (and
-    # projections) are not sent back; None sends everything back
-    send_back_from: Optional[float] = None
-    with_projections: bool = False
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def pool_chunks(path: Path, chunk_size: int, send_back_from=lambda: None,
-                with_projections: bool = False) -> Iterator[PoolChunk]:
-    """Chunks of the pool: byte ranges that the workers read themselves (plain extxyz), or, for a
-    compressed file that cannot seek, structures read here one chunk at a time.
-    ``send_back_from()`` is asked as each chunk is made (see :class:`PoolChunk`)."""
-    import ase.io
-
-    path = check_readable_file(path, "candidates")
-    ranges = chunk_ranges(path, chunk_size)
-    if ranges is not None:
-        for first, offset, count in ranges:
-            yield PoolChunk(first, count, path=str(path), offset=offset,
-                            send_back_from=send_back_from(), with_projections=with_projections)
-        return
-    chunk: list = []
-    next_index = 0
-    try:
-        for atoms in ase.io.iread(str(path), index=":", format="extxyz"):
-            chunk.append(atoms)
-            next_index += 1
-            if len(chunk) == chunk_size:
-                yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
-                                send_back_from=send_back_from(), with_projections=with_projections)
-                chunk = []
-    except Exception as exc:  # ASE raises many kinds for a malformed file
-        raise InputError(f"candidates '{path}': structure {next_index} cannot be read as extended XYZ "
-                         f"({first_line(exc)}); give an extxyz file")
-    if chunk:
-        yield PoolChunk(next_index - len(chunk), len(chunk), structures=chunk,
-                        send_back_from=send_back_from(), with_projections=with_projections)
-
-
 def score_chunk(chunk: PoolChunk) -> list[tuple]:
     """Worker: ``(pool_index, fingerprint, max γ, atoms, per-atom γ, projections)`` per structure.
-    Max γ is None for a structure with elements the potential lacks; atoms, per-atom γ and
-    projections are None below ``chunk.send_back_from`` (projections also without
-    ``chunk.with_projections``)."""
+    Max γ is None for a structure with elements the potential lacks. Chunk options:
+    ``send_back_from`` — structures whose max γ is below it cannot enter the buffer any more, so
+    their atoms, per-atom γ and projections are not sent back (None: all are);
+    ``with_projections`` — send projections back at all."""
     from pace_worker.scoring import potential_elements
 
-    structures = chunk.structures
-    if structures is None:
-        try:
-            structures = read_frames(chunk.path, chunk.offset, chunk.count)
-        except Exception as exc:
-            raise InputError(f"candidates '{chunk.path}': structures {chunk.first_index}-"
-                             f"{chunk.first_index + chunk.count - 1} cannot be read as extended XYZ "
-                             f"({first_line(exc)}); give an extxyz file")
+    send_back_from = chunk.options.get("send_back_from")
+    with_projections = chunk.options.get("with_projections", False)
+    structures = chunk.read()
     known = potential_elements()
     usable = [k for k, a in enumerate(structures) if set(a.get_chemical_symbols()) <= known]
     scores = dict(zip(usable, score_structures([structures[k] for k in usable],
-                                               chunk.send_back_from if chunk.with_projections else np.inf)))
+                                               send_back_from if with_projections else np.inf)))
     rows = []
     for k, atoms in enumerate(structures):
         fp = structure_fingerprint(atoms)
@@ -194,7 +140,7 @@ def score_chunk(chunk: PoolChunk) -> list[tuple]:
             continue
         gamma, projections = scores[k]
         g = float(gamma.max())
-        if chunk.send_back_from is not None and g < chunk.send_back_from:
+        if send_back_from is not None and g < send_back_from:
             rows.append((chunk.first_index + k, fp, g, None, None, None))
         else:
             rows.append((chunk.first_index + k, fp, g, atoms, gamma, projections))
@@ -224,7 +170,7 @@ def sample(request: SampleRequest) -> SampleResult:
     kept: list[_Kept] = []  # a min-heap of the best candidates (or the random reservoir)
     limit = n if strategy in ("max_gamma", "random") else buffer_size
     rng = np.random.default_rng(seed)
-    executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
+    executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
 
     def send_back_from():
         """Only structures that could still enter the buffer need to come back whole (the buffer's
@@ -233,8 +179,9 @@ def sample(request: SampleRequest) -> SampleResult:
             return None
         return kept[0].key[0]
 
-    chunks = pool_chunks(request.candidates, request.meta.chunk_size, send_back_from,
-                         with_projections=strategy in ("maxvol", "gamma_window"))
+    with_projections = strategy in ("maxvol", "gamma_window")
+    chunks = pool_chunks(request.candidates, request.meta.chunk_size, "candidates",
+                         lambda: {"send_back_from": send_back_from(), "with_projections": with_projections})
     for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
                                           initargs=(str(potential), str(asi)), description="scoring"):
         for index, fp, g, atoms, gamma, projections in results:

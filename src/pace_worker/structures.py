@@ -264,3 +264,17 @@ def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:
 
     with atomic_output(path) as tmp:
         ase.io.write(str(tmp), atoms, format="extxyz")
+
+
+def fully_periodic_or_not(atoms: Atoms, cutoff: float) -> Atoms:
+    """``atoms`` as pyace accepts them (fully periodic or not at all): a slab or wire (mixed
+    ``pbc``) becomes fully periodic with at least ``cutoff`` Å of vacuum on each side of its
+    non-periodic directions, so no atom sees a periodic image across them. Other structures are
+    returned as they are."""
+    if atoms.pbc.all() or not atoms.pbc.any():
+        return atoms
+    open_axes = [i for i in range(3) if not atoms.pbc[i]]
+    periodic = atoms.copy()
+    periodic.center(vacuum=cutoff, axis=open_axes)
+    periodic.pbc = True
+    return periodic

@@ -47,3 +47,65 @@ def fcc_cells(element: str = "Cu", n: int = 12, seed: int = 0, strain: float = 0
 def emt_dataset(element: str = "Cu", n: int = 12, seed: int = 0, **kwargs) -> list[Atoms]:
     """``n`` EMT-labelled fcc cells of ``element`` (see :func:`fcc_cells`)."""
     return label_with_emt(fcc_cells(element, n=n, seed=seed, **kwargs))
+
+
+# ----------------------------------------------------------------------------- unlabelled pools
+def _bulk_cell(element: str, structure: str, rng, strain: float, rattle: float) -> Atoms:
+    from ase.build import bulk as ase_bulk
+
+    reference = {"fcc": ase_bulk(element, "fcc", cubic=True).cell.lengths()[0]}
+    a_fcc = reference["fcc"]
+    if structure == "fcc":
+        atoms = ase_bulk(element, "fcc", a=a_fcc, cubic=True).repeat((2, 2, 2))
+    elif structure == "bcc":  # same nearest-neighbour distance as fcc
+        atoms = ase_bulk(element, "bcc", a=a_fcc / np.sqrt(2) * 2 / np.sqrt(3), cubic=True).repeat((2, 2, 4))
+    elif structure == "hcp":
+        atoms = ase_bulk(element, "hcp", a=a_fcc / np.sqrt(2)).repeat((2, 2, 4))
+    else:
+        raise ValueError(f"unknown bulk structure '{structure}'")
+    atoms.set_cell(atoms.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
+    atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
+    return atoms
+
+
+def family_structure(family: str, rng, element: str = "Cu", alloy_element: str = "Al", strain: float = 0.03,
+                     rattle: float = 0.05) -> Atoms:
+    """One unlabelled structure of a family: ``fcc``, ``bcc``, ``hcp`` (32-atom cells), ``vacancy``
+    (fcc with one atom removed), ``alloy`` (fcc, a random fraction of ``alloy_element``), ``slab``
+    (fcc(111), vacuum along z, mixed pbc) or ``cluster`` (a small cluster in vacuum, no pbc)."""
+    from ase.build import fcc111
+    from ase.cluster import Icosahedron
+
+    if family in ("fcc", "bcc", "hcp"):
+        atoms = _bulk_cell(element, family, rng, strain, rattle)
+    elif family == "vacancy":
+        atoms = _bulk_cell(element, "fcc", rng, strain, rattle)
+        del atoms[int(rng.integers(len(atoms)))]
+    elif family == "alloy":
+        atoms = _bulk_cell(element, "fcc", rng, strain, rattle)
+        symbols = np.array(atoms.get_chemical_symbols())
+        symbols[rng.random(len(atoms)) < rng.uniform(0.1, 0.5)] = alloy_element
+        atoms.set_chemical_symbols(symbols.tolist())
+    elif family == "slab":
+        atoms = fcc111(element, (2, 2, 4), vacuum=6.0)
+        atoms.info.pop("adsorbate_info", None)
+        atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
+    elif family == "cluster":
+        atoms = Icosahedron(element, noshells=2)
+        atoms.set_cell(np.eye(3) * 14.0)
+        atoms.center()
+        atoms.pbc = False
+        atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
+    else:
+        raise ValueError(f"unknown family '{family}'")
+    atoms.info["config_type"] = family
+    return atoms
+
+
+FAMILIES = ("fcc", "bcc", "hcp", "vacancy", "alloy", "slab", "cluster")
+
+
+def unlabelled_pool(n: int, families: Sequence[str] = FAMILIES, seed: int = 0, **kwargs) -> list[Atoms]:
+    """``n`` unlabelled structures drawn from ``families`` in turn (see :func:`family_structure`)."""
+    rng = np.random.default_rng(seed)
+    return [family_structure(families[i % len(families)], rng, **kwargs) for i in range(n)]

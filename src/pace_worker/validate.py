@@ -182,7 +182,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
     else:
         ref_energy, scale = structures.energies, "as given (the potential has no reference_energy metadata)"
 
-    executor = ChunkExecutor(request.meta.workers, request.meta.chunk_size, request.show_progress)
+    executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
     t_eval = time.perf_counter()
     load_potential(str(evaluated), str(asi) if asi else None)  # forked workers inherit it
     predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
@@ -221,7 +221,8 @@ def validate(request: ValidateRequest) -> ValidateResult:
         **summary,
         "timing": {"wall_time_s": time.perf_counter() - t_start, "evaluation_s": eval_s,
                    "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
-                   "workers": executor.workers, "chunk_size": executor.chunk_size},
+                   "workers": executor.workers, "chunk_size": executor.chunk_size,
+                   "scheduler": executor.scheduler},
         "outputs": {k: str(v.resolve()) for k, v in files.items()},
     }
     write_json_atomic(output, metrics)

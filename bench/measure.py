@@ -1,0 +1,34 @@
+"""Shared by the bench scripts: run a command and measure its wall time and peak memory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
+    """Wall seconds, peak PSS and peak RSS (MiB, summed over the process tree), output."""
+    import psutil
+
+    start = time.perf_counter()
+    out_path = Path(cwd) / f"out_{time.time_ns()}.log"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        parent = psutil.Process(proc.pid)
+        peak_pss = peak_rss = 0
+        while proc.poll() is None:
+            try:
+                infos = [p.memory_full_info() for p in [parent] + parent.children(recursive=True)]
+                peak_pss = max(peak_pss, sum(i.pss for i in infos))
+                peak_rss = max(peak_rss, sum(i.rss for i in infos))
+            except psutil.Error:
+                pass
+            time.sleep(0.3)  # reading smaps for PSS costs CPU: poll gently
+    wall = time.perf_counter() - start
+    text = out_path.read_text()
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{text[-3000:]}")
+    return wall, peak_pss / 2 ** 20, peak_rss / 2 ** 20, text

@@ -1,0 +1,298 @@
+"""``demo``: a complete active-learning loop with ASE's EMT calculator standing in for DFT.
+
+:func:`run_demo` is the pure core; every step calls the same public functions a user's
+pipeline would (``direct_sample``, ``train``, ``sample``, ``validate``), on files in ``workdir``.
+
+The loop (per selection strategy; the first two steps are shared, so strategies start equal)
+-------------------------------------------------------------------------------------------
+1. Raw pool: ``pool_size`` unlabelled Cu structures — fcc cells (strained ±4 %, rattled),
+   vacancies, bcc/hcp cells, fcc(111) slabs (periodic, 8 Å vacuum); ``direct_sample`` picks
+   ``initial_labels`` of them; EMT labels them.
+2. ``train`` iteration 1 on them.
+3. Explore: Langevin MD with the current potential (pyace ``PyACECalculator`` with its active
+   set, so γ is known at every step) from training structures at increasing temperatures
+   (:data:`TEMPERATURES`); a trajectory stops early when γ exceeds ``gamma_stop`` (the
+   potential is extrapolating wildly: later frames would be unphysical). Snapshots form the
+   candidate pool.
+4. ``sample`` ``labels_per_iteration`` candidates with the strategy; EMT labels them; ``train``
+   the next iteration warm-started from the previous potential on all labels so far.
+5. ``validate`` every iteration on a fixed held-out test set: EMT MD snapshots from 300 K to
+   1500 K of the same structure families, and unseen raw pool structures.
+
+Outputs in ``workdir``: ``config.yaml`` (the science settings used), ``raw_pool.xyz``,
+``test_set.xyz``, one folder per strategy (``labels.xyz``, candidate pools, picks, the
+potentials of each iteration, validation JSONs), ``learning_curve.png`` and
+``demo_summary.json`` (the table).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+
+from pace_worker.atomic_io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "pace-worker/demo_summary/1"
+TEMPERATURES = (300.0, 800.0, 1400.0, 2000.0)  # K; exploration of AL round r uses the first r + 1
+
+DEMO_CONFIG = """\
+# science settings of the demo (pacemaker via pace-worker); edit and rerun to experiment
+cutoff: 5.0
+data: {test_size: 0}
+potential:
+  functions:
+    number_of_functions_per_element: 24
+    ALL: {nradmax_by_orders: [8, 3, 2], lmax_by_orders: [0, 3, 2]}
+fit: {maxiter: 80}
+backend: {batch_size: 100, display_step: 20}
+direct_sample:
+  descriptor: {cutoff: 5.0}
+"""
+
+
+@dataclass
+class DemoRequest:
+    workdir: Path
+    iterations: int = 3
+    strategies: Sequence[str] = ("maxvol",)
+    seed: int = 0
+    pool_size: int = 300
+    initial_labels: int = 12
+    labels_per_iteration: int = 8
+    md_steps: int = 200
+    md_starts: int = 3
+    snapshot_every: int = 10
+    gamma_stop: float = 10.0
+    test_structures: int = 40
+    workers: Optional[int] = None
+    show_progress: Optional[bool] = None
+
+
+@dataclass
+class IterationRow:
+    strategy: str
+    iteration: int
+    labels: int
+    energy_rmse_mev_per_atom: float
+    force_rmse_mev_per_A: float
+    exploration_gamma_max: Optional[float]  # max γ seen when exploring with this iteration's potential
+    candidates: Optional[int]
+    wall_time_s: float
+
+
+@dataclass
+class DemoResult:
+    rows: list[IterationRow]
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- structures
+def raw_pool(n: int, seed: int) -> list[Atoms]:
+    """Unlabelled Cu structures of several families (periodic: EMT and pyace need full or no pbc)."""
+    from pace_worker.structures import fully_periodic_or_not
+    from pace_worker.toy_data import unlabelled_pool
+
+    families = ("fcc", "vacancy", "fcc", "bcc", "hcp", "slab")
+    pool = unlabelled_pool(n, families=families, seed=seed, element="Cu", strain=0.04, rattle=0.08)
+    return [fully_periodic_or_not(a, 4.0) for a in pool]
+
+
+def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], steps: int, every: int,
+                     seed: int) -> list[Atoms]:
+    """EMT-labelled Langevin MD snapshots (the held-out test set)."""
+    from ase.calculators.emt import EMT
+
+    from pace_worker.toy_data import label_with_emt
+
+    frames = []
+    for k, (atoms, temperature) in enumerate(zip(starts, temperatures)):
+        traj, _ = langevin(atoms, EMT(), temperature, steps, every, seed + k)
+        frames.extend(traj)
+    return label_with_emt(frames)
+
+
+def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: int, seed: int,
+             gamma_stop: Optional[float] = None) -> tuple[list[Atoms], float]:
+    """Snapshots every ``every`` steps of 2 fs Langevin MD, and the max γ seen (0 without γ).
+    Stops when γ exceeds ``gamma_stop``; the snapshot that exceeded it is kept (the most
+    informative one), nothing after it."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng)
+    snapshots, gamma_max = [], 0.0
+    for step in range(0, steps, every):
+        dyn.run(every)
+        gamma = calculator.results.get("gamma")
+        g = float(np.max(gamma)) if gamma is not None else 0.0
+        gamma_max = max(gamma_max, g)
+        snap = atoms.copy()
+        snap.calc = None
+        snap.info.update({"config_type": f"md_{int(temperature)}K", "md_step": step + every})
+        snapshots.append(snap)
+        if gamma_stop is not None and g > gamma_stop:
+            break
+    return snapshots, gamma_max
+
+
+def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatures: Sequence[float], steps: int,
+            every: int, gamma_stop: float, seed: int) -> tuple[list[Atoms], float]:
+    """MD with the potential from each start at each temperature: the candidate pool and max γ."""
+    from pace_worker.evaluation import make_calculator
+
+    calc = make_calculator(str(potential_yaml), str(asi))
+    candidates, gamma_max = [], 0.0
+    for t_index, temperature in enumerate(temperatures):
+        for k, atoms in enumerate(starts):
+            frames, g = langevin(atoms, calc, temperature, steps, every, seed + 100 * t_index + k, gamma_stop)
+            candidates.extend(frames)
+            gamma_max = max(gamma_max, g)
+    return candidates, gamma_max
+
+
+# ----------------------------------------------------------------------------- the loop
+def _write(path: Path, structures) -> Path:
+    from pace_worker.structures import write_extxyz_atomic
+
+    write_extxyz_atomic(path, list(structures))
+    return path
+
+
+def run_demo(request: DemoRequest) -> DemoResult:
+    import ase.io
+
+    from pace_worker.config import MetaConfig, load_worker_config
+    from pace_worker.direct_sample import DirectSampleRequest, direct_sample
+    from pace_worker.toy_data import label_with_emt
+
+    workdir = Path(request.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_path = workdir / "config.yaml"
+    if not config_path.is_file():
+        config_path.write_text(DEMO_CONFIG)
+    config = load_worker_config(config_path)
+    meta = MetaConfig(device="cpu", workers=request.workers, chunk_size=8)
+    rng = np.random.default_rng(request.seed)
+
+    # 1. raw pool → DIRECT picks → EMT labels; fixed held-out test set
+    pool = raw_pool(request.pool_size, request.seed)
+    pool_path = _write(workdir / "raw_pool.xyz", pool)
+    initial = direct_sample(DirectSampleRequest(input=pool_path, output=workdir / "initial_picks.xyz",
+                                                n_clusters=request.initial_labels, config=config, meta=meta,
+                                                seed=request.seed, show_progress=request.show_progress))
+    initial_labels = label_with_emt(ase.io.read(workdir / "initial_picks.xyz", ":"))
+    unseen = [i for i in range(len(pool)) if i not in set(initial.picks)]
+    test_starts = [pool[i] for i in rng.choice(unseen, size=8, replace=False)]
+    temperatures = list(np.linspace(300, 1500, len(test_starts)))
+    md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=request.seed + 1000)
+    raw_test = label_with_emt([pool[i] for i in rng.choice(unseen, size=max(0, request.test_structures
+                                                                                - len(md_frames)), replace=False)])
+    test_path = _write(workdir / "test_set.xyz", md_frames + raw_test)
+    log.info("demo: %d initial labels (DIRECT), held-out test set of %d structures", len(initial_labels),
+             len(md_frames) + len(raw_test))
+
+    # 2. iteration 1, shared by all strategies
+    shared = workdir / "iteration_1"
+    shared.mkdir(exist_ok=True)
+    dataset = _write(shared / "labels.xyz", initial_labels)
+    t0 = time.perf_counter()
+    first = _train(dataset, 1, config, meta, shared, None, request.show_progress)
+    first_errors = _validate(first, test_path, shared / "validation.json", config, meta)
+    first_time = time.perf_counter() - t0
+
+    rows: list[IterationRow] = []
+    for strategy in request.strategies:
+        rows.extend(_loop(request, strategy, workdir, config, config_path, meta, initial_labels, first,
+                          first_errors, first_time, test_path))
+
+    from pace_worker.plots import learning_curve
+
+    files = {"test_set": test_path, "raw_pool": pool_path, "config": config_path,
+             "learning_curve": workdir / "learning_curve.png", "summary": workdir / "demo_summary.json"}
+    learning_curve(files["learning_curve"], rows)
+    write_json_atomic(files["summary"], {"schema": SCHEMA, "seed": request.seed,
+                                         "rows": [r.__dict__ for r in rows],
+                                         "outputs": {k: str(v) for k, v in files.items()}})
+    return DemoResult(rows=rows, files=files)
+
+
+def _loop(request, strategy, workdir, config, config_path, meta, initial_labels, first, first_errors, first_time,
+          test_path) -> list[IterationRow]:
+    """Iterations 2… of one strategy, from the shared iteration-1 potential."""
+    import ase.io
+
+    from pace_worker.sample import SampleRequest, sample
+    from pace_worker.toy_data import label_with_emt
+
+    folder = workdir / strategy
+    folder.mkdir(exist_ok=True)
+    labels = list(initial_labels)
+    potential = first
+    errors, wall = first_errors, first_time
+    rows = []
+    for iteration in range(1, request.iterations + 1):
+        t0 = time.perf_counter()
+        gamma_max = n_candidates = None
+        if iteration < request.iterations:  # explore with this potential, pick, label
+            starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
+                len(initial_labels), size=min(request.md_starts, len(initial_labels)), replace=False)]
+            candidates, gamma_max = explore(potential["yaml"], potential["asi"], starts,
+                                            TEMPERATURES[:iteration + 1], request.md_steps, request.snapshot_every,
+                                            request.gamma_stop, request.seed + 10 * iteration)
+            n_candidates = len(candidates)
+            pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
+            picks_path = folder / f"picks_{iteration}.xyz"
+            sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
+                                 potential=potential["yaml"], strategy=strategy, seed=request.seed + iteration,
+                                 config=config, meta=meta, show_progress=request.show_progress))
+            picked = ase.io.read(picks_path, ":")
+            for atoms in picked:
+                atoms.info.pop("gamma_max", None)
+                atoms.arrays.pop("gamma", None)
+            labels.extend(label_with_emt(picked))
+        rows.append(IterationRow(strategy, iteration, potential["n_labels"], errors["energy_rmse_mev_per_atom"],
+                                 errors["force_rmse_mev_per_A"], gamma_max, n_candidates,
+                                 wall + time.perf_counter() - t0))
+        log.info("demo %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
+                 strategy, iteration, potential["n_labels"], errors["force_rmse_mev_per_A"],
+                 "-" if gamma_max is None else f"{gamma_max:.2f}")
+        if iteration == request.iterations:
+            break
+        t1 = time.perf_counter()
+        dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
+        out = folder / f"iteration_{iteration + 1}"
+        potential = _train(dataset, iteration + 1, config, meta, out, potential["yaml"], request.show_progress)
+        errors = _validate(potential, test_path, out / "validation.json", config, meta)
+        wall = time.perf_counter() - t1
+    return rows
+
+
+def _train(dataset: Path, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
+           show_progress) -> dict:
+    import ase.io
+
+    from pace_worker.train import TrainRequest, train
+
+    train(TrainRequest(dataset=dataset, iteration=iteration, config=config, meta=meta, initial_potential=initial,
+                       output_dir=output_dir, show_progress=show_progress))
+    return {"yaml": output_dir / "output_potential.yaml", "asi": output_dir / "output_potential.asi",
+            "yace": output_dir / "output_potential.yace", "n_labels": len(ase.io.read(dataset, ":"))}
+
+
+def _validate(potential: dict, test_set: Path, output: Path, config, meta) -> dict:
+    from pace_worker.validate import ValidateRequest, validate
+
+    return validate(ValidateRequest(potential=potential["yace"], output=output, test_set=test_set, config=config,
+                                    meta=meta, plots=False, show_progress=False)).metrics

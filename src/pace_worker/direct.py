@@ -1,0 +1,189 @@
+"""The steps of DIRECT sampling after the encoder (Qi et al., npj Comput. Mater. 2024), as small
+scikit-learn estimators: StandardScaler → :class:`WeightedPCA` → :class:`BirchClustering`,
+then :func:`pick_per_cluster`; :func:`coverage_score` measures how well picks cover the pool.
+
+Each step is swappable: :func:`direct_pipeline` composes them as a ``sklearn.pipeline.Pipeline``.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("center", "random", "smallest")
+AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
+
+
+class WeightedPCA(TransformerMixin, BaseEstimator):
+    """PCA keeping components by the Kaiser rule (eigenvalue > 1 on standardised data) or
+    ``n_components``; the kept components are scaled by their explained-variance ratio (as DIRECT).
+
+    Attributes: ``n_components_``, ``explained_variance_``, ``explained_variance_ratio_`` (kept
+    components), ``pca_`` (the full fitted PCA).
+    """
+
+    def __init__(self, n_components: Optional[int] = None, weighted: bool = True):
+        self.n_components = n_components
+        self.weighted = weighted
+
+    def fit(self, X, y=None):
+        if self.n_components is not None and self.n_components < 1:
+            raise ValueError(f"n_components must be >= 1 or None (Kaiser rule), got {self.n_components}")
+        self.pca_ = PCA(svd_solver="full").fit(X)
+        if self.n_components is None:
+            k = int(np.sum(self.pca_.explained_variance_ > 1.0))
+        else:
+            k = self.n_components
+        self.n_components_ = max(1, min(k, len(self.pca_.explained_variance_)))
+        self.explained_variance_ = self.pca_.explained_variance_[:self.n_components_]
+        self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_[:self.n_components_]
+        return self
+
+    def transform_unweighted(self, X) -> np.ndarray:
+        return self.pca_.transform(X)[:, :self.n_components_]
+
+    def transform(self, X) -> np.ndarray:
+        pcs = self.transform_unweighted(X)
+        return pcs * self.explained_variance_ratio_ if self.weighted else pcs
+
+
+class BirchClustering(ClusterMixin, BaseEstimator):
+    """BIRCH into ``n_clusters`` clusters, fed by ``partial_fit`` in chunks of ``chunk_size``.
+
+    If BIRCH finds fewer than ``oversample × n_clusters`` subclusters (at most one per point) its
+    threshold is lowered (× ``shrink``) and it is refitted, as DIRECT does for ``n_clusters``; the
+    margin keeps one subcluster (radius up to the threshold, filled in arrival order) from
+    straddling two groups that the global step should separate. The start ``threshold``
+    defaults to half the RMS distance of the data to their mean. The global step groups the
+    subclusters into ``n_clusters`` with Ward agglomerative clustering (scikit-learn's BIRCH default) or, above
+    ``AGGLOMERATIVE_MAX_SUBCLUSTERS`` subclusters, with k-means weighted by subcluster size.
+    If the data have fewer distinct points than ``n_clusters``, fewer clusters result.
+
+    Attributes: ``labels_``, ``n_clusters_``, ``n_subclusters_``, ``threshold_``, ``refits_``.
+    """
+
+    def __init__(self, n_clusters: int = 100, threshold: Optional[float] = None, oversample: float = 2.0,
+                 shrink: float = 0.6, chunk_size: int = 20000, max_refits: int = 40, random_state: int = 0):
+        self.n_clusters = n_clusters
+        self.threshold = threshold
+        self.oversample = oversample
+        self.shrink = shrink
+        self.chunk_size = chunk_size
+        self.max_refits = max_refits
+        self.random_state = random_state
+
+    def _birch(self, X, threshold):
+        from sklearn.cluster import Birch
+
+        birch = Birch(threshold=threshold, n_clusters=None, compute_labels=False)
+        for start in range(0, len(X), self.chunk_size):
+            birch.partial_fit(X[start:start + self.chunk_size])
+        return birch
+
+    def fit(self, X, y=None):
+        if int(self.n_clusters) < 1:
+            raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
+        X = np.asarray(X, dtype=np.float64)
+        spread = float(np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=1).mean()))
+        threshold = self.threshold if self.threshold is not None else max(0.5 * spread, 1e-12)
+        self.refits_ = 0
+        birch = self._birch(X, threshold)
+        wanted = min(len(X), int(np.ceil(self.oversample * self.n_clusters)))
+        while len(birch.subcluster_centers_) < wanted and self.refits_ < self.max_refits:
+            threshold *= self.shrink
+            self.refits_ += 1
+            birch = self._birch(X, threshold)
+        self.threshold_ = threshold
+        centers = birch.subcluster_centers_
+        self.n_subclusters_ = len(centers)
+        sub_labels = birch.predict(X)  # index of the nearest subcluster
+        n = min(int(self.n_clusters), self.n_subclusters_)
+        global_labels = self._global_step(centers, np.bincount(sub_labels, minlength=len(centers)), n)
+        labels = global_labels[sub_labels]
+        # renumber clusters by their first member, so labels do not depend on the global step's order
+        _, first = np.unique(labels, return_index=True)
+        order = np.argsort(np.argsort(first))
+        self.labels_ = order[np.searchsorted(np.unique(labels), labels)]
+        self.n_clusters_ = int(self.labels_.max()) + 1
+        return self
+
+    def _global_step(self, centers: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
+        if n == len(centers):
+            return np.arange(len(centers))
+        if len(centers) <= AGGLOMERATIVE_MAX_SUBCLUSTERS:
+            from sklearn.cluster import AgglomerativeClustering
+
+            return AgglomerativeClustering(n_clusters=n).fit_predict(centers)
+        from sklearn.cluster import KMeans
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return KMeans(n_clusters=n, n_init=1, random_state=self.random_state).fit(
+                centers, sample_weight=sizes).labels_
+
+    def fit_predict(self, X, y=None, **kwargs):
+        return self.fit(X).labels_
+
+
+def direct_pipeline(n_clusters: int, n_components: Optional[int] = None, threshold: Optional[float] = None,
+                    random_state: int = 0) -> Pipeline:
+    """StandardScaler → WeightedPCA → BirchClustering (fit on structure features)."""
+    return Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(n_components)),
+                     ("birch", BirchClustering(n_clusters, threshold, random_state=random_state))])
+
+
+def pick_per_cluster(X: np.ndarray, labels: np.ndarray, k: int = 1, selection: str = "center",
+                     n_atoms: Optional[Sequence[int]] = None, seed: int = 0) -> list[tuple[int, int]]:
+    """``(row, cluster)`` of up to ``k`` members per cluster, clusters in label order.
+
+    * ``center``: the members closest to the cluster's true centroid (mean of its members in ``X``);
+    * ``random``: uniformly drawn members (seeded);
+    * ``smallest``: the members with the fewest atoms (cheapest to label), ties by distance to the centroid.
+
+    A cluster with fewer than ``k`` members gives all of them.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got '{selection}'")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
+    picks = []
+    for c in range(labels.max() + 1):
+        members = order[bounds[c]:bounds[c + 1]]
+        if not len(members):
+            continue
+        if selection == "random":
+            chosen = np.sort(rng.choice(members, size=min(k, len(members)), replace=False))
+        else:
+            distance = np.linalg.norm(X[members] - X[members].mean(axis=0), axis=1)
+            keys = (distance,) if selection == "center" else (distance, np.asarray(n_atoms)[members])
+            chosen = members[np.lexsort(keys)[:k]]  # lexsort: last key is the primary one
+        picks.extend((int(m), c) for m in chosen)
+    return picks
+
+
+def coverage_score(pcs: np.ndarray, picks: Sequence[int], bins: int = 50) -> float:
+    """Mean over principal components of the fraction of histogram bins occupied by the pool that
+    the picks also occupy; per component, ``bins`` equal-width bins span the pool's range."""
+    picks = np.asarray(picks, dtype=int)
+    fractions = []
+    for column in np.asarray(pcs).T:
+        lo, hi = float(column.min()), float(column.max())
+        if hi <= lo:
+            fractions.append(1.0)
+            continue
+        edges = np.linspace(lo, hi, bins + 1)
+        occupied = np.unique(np.clip(np.searchsorted(edges, column, side="right") - 1, 0, bins - 1))
+        hit = np.unique(np.clip(np.searchsorted(edges, column[picks], side="right") - 1, 0, bins - 1))
+        fractions.append(len(np.intersect1d(hit, occupied)) / len(occupied))
+    return float(np.mean(fractions))

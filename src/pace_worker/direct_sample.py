@@ -1,0 +1,242 @@
+"""``direct_sample``: a diverse, representative subset of a raw pool (DIRECT sampling).
+
+:func:`direct_sample` is the pure core (a :class:`DirectSampleRequest` in, a
+:class:`DirectSampleResult` out). No labels and no potential are needed.
+
+Steps
+-----
+1. Scan the pool (frame offsets and elements; no parsing of atoms).
+2. Encode: per-structure ACE features (:mod:`pace_worker.descriptors`), computed in chunks on
+   worker processes that read their own byte ranges of the file; only the structure-level
+   feature matrix is kept. Structures with elements the basis lacks are skipped and counted.
+3. StandardScaler → PCA (Kaiser rule or ``n_components``; kept components weighted by their
+   explained-variance ratio) → BIRCH into ``n_clusters`` (threshold lowered until there are
+   enough subclusters) (:mod:`pace_worker.direct`).
+4. Pick ``k`` per cluster: ``center`` (closest to the true centroid of the members),
+   ``random`` (seeded) or ``smallest`` (fewest atoms). ``n_clusters`` ≥ the usable pool picks all.
+
+Outputs: the picks as extxyz (``info['cluster_id']``, ``info['pool_index']``; everything else
+kept), ``<output>_report.json``, ``<output>_pca.png`` (pool and picks on the first two PCs) and
+``<output>_descriptor_basis.yaml`` (the basis used, reusable with ``--potential``).
+
+Coverage score (report): per kept principal component (unweighted), the fraction of the
+equal-width bins over the pool's range that are occupied by the pool and also by the picks;
+averaged over components. The number of bins is ``direct_sample.coverage_bins``, by default
+min(50, number of picks) — so that picks spread perfectly over the pool's range score 1 for
+small budgets too (with 10 picks and 50 bins no selection could score above ~0.2). Reported for the picks and for a seeded uniform
+random subset of the same size.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pace_worker import potentials
+from pace_worker.atomic_io import atomic_output, write_json_atomic
+from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.descriptors import features_chunk, load_basis, write_unfitted_basis
+from pace_worker.direct import SELECTIONS, coverage_score, direct_pipeline, pick_per_cluster
+from pace_worker.errors import InputError, check_readable_file
+from pace_worker.executor import ChunkExecutor
+from pace_worker.frames import frame_offsets, pool_chunks, read_selected
+from pace_worker.structures import write_extxyz_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "pace-worker/direct_sample_report/1"
+MAX_COVERAGE_BINS = 50
+
+
+@dataclass
+class DirectSampleRequest:
+    input: Path
+    output: Path
+    n_clusters: int
+    k_per_cluster: Optional[int] = None
+    selection: Optional[str] = None
+    potential: Optional[Path] = None
+    seed: Optional[int] = None
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    show_progress: Optional[bool] = None
+    plots: bool = True
+
+
+@dataclass
+class DirectSampleResult:
+    picks: list[int]  # pool indices, by cluster
+    cluster_of_pick: list[int]
+    report: dict
+    files: dict[str, Path]
+
+
+def sibling(output: Path, suffix: str) -> Path:
+    """``<output stem><suffix>`` next to ``output`` (``sel.xyz`` → ``sel_report.json``)."""
+    output = Path(output)
+    return output.with_name(output.with_suffix("").name + suffix)
+
+
+def _descriptor_basis(request: DirectSampleRequest, elements: set[str], folder: Path) -> tuple[Path, str]:
+    """(B-basis YAML, how it was chosen): the given potential's, else an unfitted default basis."""
+    options = request.config.direct_sample
+    if request.potential is not None:
+        return potentials.resolve_b_basis(request.potential, "--potential"), "potential (--potential)"
+    if options.potential:
+        path = request.config.resolve_path(options.potential)
+        return potentials.resolve_b_basis(path, "config direct_sample.potential"), "potential (config)"
+    d = options.descriptor
+    path = folder / "descriptor_basis.yaml"
+    write_unfitted_basis(sorted(elements), d, path)
+    return path, (f"unfitted basis (cutoff {d.cutoff} Å, nradmax {d.nradmax_by_orders}, lmax {d.lmax_by_orders}, "
+                  f"at most {d.functions_per_element} functions per element)")
+
+
+def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    options = request.config.direct_sample
+    n_clusters = int(request.n_clusters)
+    if n_clusters <= 0:
+        raise InputError(f"--n_clusters {n_clusters}: must be a positive number of clusters")
+    k = int(request.k_per_cluster if request.k_per_cluster is not None else options.k_per_cluster)
+    if k <= 0:
+        raise InputError(f"--k-per-cluster {k}: must be a positive number of structures per cluster")
+    selection = request.selection or options.selection
+    if selection not in SELECTIONS:
+        raise InputError(f"selection '{selection}' is unknown; use one of {', '.join(SELECTIONS)}")
+    seed = int(request.seed if request.seed is not None else options.seed)
+
+    path = check_readable_file(request.input, "input")
+    elements: set[str] = set()
+    offsets = frame_offsets(path, f"input '{path}'", elements)
+    if not offsets:
+        raise InputError(f"input '{path}' contains no structures; give an extxyz pool")
+    timings["scan_s"] = time.perf_counter() - t0
+
+    with tempfile.TemporaryDirectory(prefix="pace-worker-direct-") as tmp:
+        basis, basis_source = _descriptor_basis(request, elements, Path(tmp))
+        t = time.perf_counter()
+        features, usable, n_atoms = _encode(request, path, offsets, basis)
+        timings["descriptors_s"] = time.perf_counter() - t
+        rows = np.flatnonzero(usable)
+        if not len(rows):
+            raise InputError(f"input '{path}': none of the {len(offsets)} structures has only elements of the "
+                             f"descriptor basis {basis}; give a potential for these elements or none")
+        t = time.perf_counter()
+        fitted, labels, pcs = _cluster(features[rows], n_clusters, options, seed)
+        timings["clustering_s"] = time.perf_counter() - t
+        if n_clusters > len(rows):
+            log.warning("asked for %d clusters but the pool has only %d usable structures: picking all of them",
+                        n_clusters, len(rows))
+        weighted = pcs * fitted["pca"].explained_variance_ratio_
+        picked = pick_per_cluster(weighted, labels, k, selection, n_atoms[rows], seed)
+        pick_rows = np.array([r for r, _ in picked], dtype=int)
+        picks = [int(rows[r]) for r in pick_rows]
+        clusters = [int(c) for _, c in picked]
+
+        rng = np.random.default_rng(seed)
+        random_rows = rng.choice(len(rows), size=len(pick_rows), replace=False)
+        bins = options.coverage_bins or max(2, min(MAX_COVERAGE_BINS, len(pick_rows)))
+        coverage = {"bins": bins, "direct": coverage_score(pcs, pick_rows, bins),
+                    "random": coverage_score(pcs, random_rows, bins), "random_seed": seed}
+
+        t = time.perf_counter()
+        output = Path(request.output)
+        files = {"structures": output, "report": sibling(output, "_report.json"),
+                 "descriptor_basis": sibling(output, "_descriptor_basis.yaml")}
+        structures = read_selected(path, picks, offsets)
+        picked_atoms = []
+        for index, cluster in zip(picks, clusters):
+            atoms = structures[index]
+            atoms.info["pool_index"] = index
+            atoms.info["cluster_id"] = cluster
+            picked_atoms.append(atoms)
+        write_extxyz_atomic(output, picked_atoms)
+        if Path(basis).resolve() != files["descriptor_basis"].resolve():
+            with atomic_output(files["descriptor_basis"]) as tmp_basis:
+                shutil.copyfile(basis, tmp_basis)
+        if request.plots:
+            from pace_worker.plots import pca_map
+
+            files["pca_plot"] = sibling(output, "_pca.png")
+            with atomic_output(files["pca_plot"]) as tmp_png:
+                pca_map(tmp_png, pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
+                        title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures")
+        timings["write_s"] = time.perf_counter() - t
+
+    sizes = np.bincount(labels)
+    pca = fitted["pca"]
+    birch = fitted["birch"]
+    report = {
+        "schema": SCHEMA,
+        "input": str(path.resolve()),
+        "n_clusters_requested": n_clusters,
+        "k_per_cluster": k,
+        "selection": selection,
+        "seed": seed,
+        "descriptor": {"basis": basis_source, "n_features": int(features.shape[1]),
+                       "elements": sorted(elements)},
+        "pool": {"read": len(offsets), "usable": int(len(rows)), "unknown_elements": int(len(offsets) - len(rows))},
+        "pca": {"n_components": int(pca.n_components_), "rule": "Kaiser" if options.n_components is None
+                else "n_components",
+                "explained_variance": [float(v) for v in pca.explained_variance_],
+                "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_],
+                "explained_variance_ratio_total": float(pca.explained_variance_ratio_.sum())},
+        "clusters": {"n": int(birch.n_clusters_), "n_subclusters": int(birch.n_subclusters_),
+                     "birch_threshold": float(birch.threshold_), "threshold_lowered": int(birch.refits_),
+                     "sizes": [int(s) for s in sizes],
+                     "size_min": int(sizes.min()), "size_median": float(np.median(sizes)),
+                     "size_max": int(sizes.max())},
+        "n_picked": len(picks),
+        "picks": [{"pool_index": i, "cluster_id": c} for i, c in zip(picks, clusters)],
+        "coverage": coverage,
+        "timing": {**timings, "wall_time_s": time.perf_counter() - t0},
+        "outputs": {key: str(p.resolve()) for key, p in files.items()},
+    }
+    write_json_atomic(files["report"], report)
+    return DirectSampleResult(picks=picks, cluster_of_pick=clusters, report=report, files=files)
+
+
+def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis: Path):
+    """Features, usable mask and atom counts of the whole pool, filled chunk by chunk."""
+    executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
+    features = usable = None
+    n_atoms = np.zeros(len(offsets), dtype=np.int64)
+    chunks = pool_chunks(path, request.meta.chunk_size, "input", offsets=offsets)
+    for _, (first, block, ok, sizes) in executor.map_chunks(features_chunk, chunks, initializer=load_basis,
+                                                            initargs=(str(basis),), description="descriptors",
+                                                            total=len(offsets)):
+        if features is None:
+            features = np.zeros((len(offsets), block.shape[1]), dtype=np.float32)
+            usable = np.zeros(len(offsets), dtype=bool)
+        features[first:first + len(block)] = block
+        usable[first:first + len(block)] = ok
+        n_atoms[first:first + len(block)] = sizes
+    return features, usable, n_atoms
+
+
+def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
+    """(fitted steps by name, cluster label per row, unweighted kept PCs per row)."""
+    if n_clusters >= len(features):  # every structure is its own cluster
+        pipeline = direct_pipeline(1, options.n_components, options.birch_threshold, seed)
+        reduced = pipeline[:-1].fit(features)
+        pcs = reduced.named_steps["pca"].transform_unweighted(reduced.named_steps["scale"].transform(features))
+        birch = pipeline.named_steps["birch"]
+        birch.labels_, birch.n_clusters_, birch.n_subclusters_ = np.arange(len(features)), len(features), len(features)
+        birch.threshold_, birch.refits_ = 0.0, 0
+        return pipeline.named_steps, birch.labels_, pcs
+    pipeline = direct_pipeline(n_clusters, options.n_components, options.birch_threshold, seed)
+    pipeline.fit(features)
+    steps = pipeline.named_steps
+    pcs = steps["pca"].transform_unweighted(steps["scale"].transform(features))
+    if steps["birch"].n_clusters_ < n_clusters:
+        log.warning("the pool has only %d distinct structures by their descriptors: %d clusters instead of %d",
+                    steps["birch"].n_subclusters_, steps["birch"].n_clusters_, n_clusters)
+    return steps, steps["birch"].labels_, pcs
