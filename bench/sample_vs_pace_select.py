@@ -71,7 +71,7 @@ def main() -> None:
     potential = args.potential.resolve()
     asi = potential.with_suffix(".asi")
     if not asi.is_file():
-        sys.exit(f"{asi} not found: run scripts/demo.sh first or give --potential (with its .asi)")
+        sys.exit(f"{asi} not found: run scripts/si_example.sh first or give --potential (with its .asi)")
 
     import ase.io
     import pandas as pd

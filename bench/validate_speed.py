@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if not args.potential.is_file():
-        sys.exit(f"{args.potential} not found: run scripts/demo.sh first or give --potential")
+        sys.exit(f"{args.potential} not found: run scripts/si_example.sh first or give --potential")
 
     import ase.io
 

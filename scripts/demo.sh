@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Fresh machine -> installed -> train on the bundled Si example -> validate it -> metrics printed.
+# Fresh machine -> installed -> a complete active-learning loop (EMT labels) with maxvol and random
+# selection -> table of test errors per iteration and runs/demo/learning_curve.png.
+# Extra arguments go to `pace-worker demo` (e.g. --iterations 4, --workdir DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/pace-worker train --config examples/si/config.yaml --meta-config examples/si/meta_config.yaml \
-    --dataset examples/si/data/Si_training.xyz --iteration 1 "$@"
-# validate finds the test set that train recorded next to the potential
-.venv/bin/pace-worker validate --potential runs/si-demo/output_potential.yace \
-    --output runs/si-demo/validation_metrics.json
-echo "outputs: runs/si-demo/ (train_metrics.json, output_potential.yace, validation_metrics*.png, ...)"
+.venv/bin/pace-worker demo --workdir runs/demo --compare random "$@"

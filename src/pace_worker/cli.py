@@ -255,7 +255,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.demo import DemoRequest, run_demo
+    from pace_worker.demo import BROKEN_FORCE_ERROR, DemoRequest, run_demo
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
@@ -267,11 +267,13 @@ def run_demo(args: argparse.Namespace) -> int:
                                   seed=args.seed, labels_per_iteration=args.labels_per_iteration,
                                   show_progress=False if args.no_progress else None))
     print(f"\n{'strategy':10s} {'iter':>4s} {'labels':>6s} {'E RMSE meV/at':>13s} {'F RMSE meV/A':>12s} "
-          f"{'explore max γ':>13s} {'candidates':>10s} {'wall s':>7s}")
+          f"{'broken':>6s} {'explore max γ':>13s} {'candidates':>10s} {'wall s':>7s}")
     for r in result.rows:
         print(f"{r.strategy:10s} {r.iteration:>4d} {r.labels:>6d} {r.energy_rmse_mev_per_atom:>13.2f} "
-              f"{r.force_rmse_mev_per_A:>12.1f} {_fmt(r.exploration_gamma_max):>13s} "
+              f"{r.force_rmse_mev_per_A:>12.1f} {r.broken_test_structures:>6d} {_fmt(r.exploration_gamma_max):>13s} "
               f"{'-' if r.candidates is None else r.candidates:>10} {r.wall_time_s:>7.1f}")
+    print(f"broken: test structures whose worst force error exceeds {BROKEN_FORCE_ERROR / 1000:g} eV/Å "
+          f"(holes of the potential); test set: {result.files['test_set']}")
     for key, path in result.files.items():
         print(f"  {key:15s} {path}")
     return 0

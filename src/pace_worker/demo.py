@@ -70,9 +70,14 @@ class DemoRequest:
     md_starts: int = 3
     snapshot_every: int = 10
     gamma_stop: float = 10.0
-    test_structures: int = 40
+    test_structures: int = 60
     workers: Optional[int] = None
     show_progress: Optional[bool] = None
+    # stop a strategy's loop once its test force RMSE is at or below this (meV/Å); None: never
+    stop_at_force_rmse: Optional[float] = None
+
+
+BROKEN_FORCE_ERROR = 1000.0  # meV/Å: a test structure whose worst force error exceeds this is "broken"
 
 
 @dataclass
@@ -82,6 +87,7 @@ class IterationRow:
     labels: int
     energy_rmse_mev_per_atom: float
     force_rmse_mev_per_A: float
+    broken_test_structures: int  # worst force error > BROKEN_FORCE_ERROR (a hole in the potential)
     exploration_gamma_max: Optional[float]  # max γ seen when exploring with this iteration's potential
     candidates: Optional[int]
     wall_time_s: float
@@ -125,13 +131,16 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
     informative one), nothing after it."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
 
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng)
+    thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
+    dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng, fixcm=False)
     snapshots, gamma_max = [], 0.0
     for step in range(0, steps, every):
         dyn.run(every)
@@ -197,6 +206,9 @@ def run_demo(request: DemoRequest) -> DemoResult:
     test_starts = [pool[i] for i in rng.choice(unseen, size=8, replace=False)]
     temperatures = list(np.linspace(300, 1500, len(test_starts)))
     md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=request.seed + 1000)
+    md_budget = (2 * request.test_structures) // 3  # two thirds MD snapshots, one third unseen pool structures
+    if len(md_frames) > md_budget:
+        md_frames = [md_frames[i] for i in np.linspace(0, len(md_frames) - 1, md_budget).astype(int)]
     raw_test = label_with_emt([pool[i] for i in rng.choice(unseen, size=max(0, request.test_structures
                                                                                 - len(md_frames)), replace=False)])
     test_path = _write(workdir / "test_set.xyz", md_frames + raw_test)
@@ -245,7 +257,10 @@ def _loop(request, strategy, workdir, config, config_path, meta, initial_labels,
     for iteration in range(1, request.iterations + 1):
         t0 = time.perf_counter()
         gamma_max = n_candidates = None
-        if iteration < request.iterations:  # explore with this potential, pick, label
+        reached = (request.stop_at_force_rmse is not None
+                   and errors["force_rmse_mev_per_A"] <= request.stop_at_force_rmse)
+        last = iteration == request.iterations or reached
+        if not last:  # explore with this potential, pick, label
             starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
                 len(initial_labels), size=min(request.md_starts, len(initial_labels)), replace=False)]
             candidates, gamma_max = explore(potential["yaml"], potential["asi"], starts,
@@ -263,12 +278,12 @@ def _loop(request, strategy, workdir, config, config_path, meta, initial_labels,
                 atoms.arrays.pop("gamma", None)
             labels.extend(label_with_emt(picked))
         rows.append(IterationRow(strategy, iteration, potential["n_labels"], errors["energy_rmse_mev_per_atom"],
-                                 errors["force_rmse_mev_per_A"], gamma_max, n_candidates,
+                                 errors["force_rmse_mev_per_A"], errors["broken"], gamma_max, n_candidates,
                                  wall + time.perf_counter() - t0))
         log.info("demo %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
                  strategy, iteration, potential["n_labels"], errors["force_rmse_mev_per_A"],
                  "-" if gamma_max is None else f"{gamma_max:.2f}")
-        if iteration == request.iterations:
+        if last:
             break
         t1 = time.perf_counter()
         dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
@@ -294,5 +309,10 @@ def _train(dataset: Path, iteration: int, config, meta, output_dir: Path, initia
 def _validate(potential: dict, test_set: Path, output: Path, config, meta) -> dict:
     from pace_worker.validate import ValidateRequest, validate
 
-    return validate(ValidateRequest(potential=potential["yace"], output=output, test_set=test_set, config=config,
-                                    meta=meta, plots=False, show_progress=False)).metrics
+    import csv
+
+    metrics = validate(ValidateRequest(potential=potential["yace"], output=output, test_set=test_set, config=config,
+                                       meta=meta, plots=False, show_progress=False)).metrics
+    with open(metrics["outputs"]["csv"]) as f:
+        worst = [float(row["force_max_error_mev_per_A"]) for row in csv.DictReader(f)]
+    return {**metrics, "broken": int(sum(w > BROKEN_FORCE_ERROR for w in worst))}

@@ -65,7 +65,8 @@ class BirchClustering(ClusterMixin, BaseEstimator):
     defaults to half the RMS distance of the data to their mean. The global step groups the
     subclusters into ``n_clusters`` with Ward agglomerative clustering (scikit-learn's BIRCH default) or, above
     ``AGGLOMERATIVE_MAX_SUBCLUSTERS`` subclusters, with k-means weighted by subcluster size.
-    If the data have fewer distinct points than ``n_clusters``, fewer clusters result.
+    If the data have fewer distinct points than ``n_clusters``, fewer clusters result; with
+    ``n_clusters`` ≥ the number of points, each point is its own cluster.
 
     Attributes: ``labels_``, ``n_clusters_``, ``n_subclusters_``, ``threshold_``, ``refits_``.
     """
@@ -92,6 +93,11 @@ class BirchClustering(ClusterMixin, BaseEstimator):
         if int(self.n_clusters) < 1:
             raise ValueError(f"n_clusters must be >= 1, got {self.n_clusters}")
         X = np.asarray(X, dtype=np.float64)
+        if self.n_clusters >= len(X):  # every point is its own cluster
+            self.labels_ = np.arange(len(X))
+            self.n_clusters_ = self.n_subclusters_ = len(X)
+            self.threshold_, self.refits_ = 0.0, 0
+            return self
         spread = float(np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=1).mean()))
         threshold = self.threshold if self.threshold is not None else max(0.5 * spread, 1e-12)
         self.refits_ = 0

@@ -23,8 +23,8 @@ Coverage score (report): per kept principal component (unweighted), the fraction
 equal-width bins over the pool's range that are occupied by the pool and also by the picks;
 averaged over components. The number of bins is ``direct_sample.coverage_bins``, by default
 min(50, number of picks) — so that picks spread perfectly over the pool's range score 1 for
-small budgets too (with 10 picks and 50 bins no selection could score above ~0.2). Reported for the picks and for a seeded uniform
-random subset of the same size.
+small budgets too (with 10 picks and 50 bins no selection could score above ~0.2). Reported
+for the picks and for a seeded uniform random subset of the same size.
 """
 from __future__ import annotations
 
@@ -224,19 +224,11 @@ def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis:
 
 def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
     """(fitted steps by name, cluster label per row, unweighted kept PCs per row)."""
-    if n_clusters >= len(features):  # every structure is its own cluster
-        pipeline = direct_pipeline(1, options.n_components, options.birch_threshold, seed)
-        reduced = pipeline[:-1].fit(features)
-        pcs = reduced.named_steps["pca"].transform_unweighted(reduced.named_steps["scale"].transform(features))
-        birch = pipeline.named_steps["birch"]
-        birch.labels_, birch.n_clusters_, birch.n_subclusters_ = np.arange(len(features)), len(features), len(features)
-        birch.threshold_, birch.refits_ = 0.0, 0
-        return pipeline.named_steps, birch.labels_, pcs
     pipeline = direct_pipeline(n_clusters, options.n_components, options.birch_threshold, seed)
     pipeline.fit(features)
     steps = pipeline.named_steps
     pcs = steps["pca"].transform_unweighted(steps["scale"].transform(features))
-    if steps["birch"].n_clusters_ < n_clusters:
+    if steps["birch"].n_clusters_ < min(n_clusters, len(features)):
         log.warning("the pool has only %d distinct structures by their descriptors: %d clusters instead of %d",
                     steps["birch"].n_subclusters_, steps["birch"].n_clusters_, n_clusters)
     return steps, steps["birch"].labels_, pcs

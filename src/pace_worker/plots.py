@@ -110,7 +110,8 @@ def learning_curve(path: Path, rows) -> None:
         mine = [r for r in rows if r.strategy == strategy]
         ax.plot([r.labels for r in mine], [r.force_rmse_mev_per_A for r in mine], marker="o", label=strategy)
     ax.set_xlabel("labelled structures (EMT calls)")
-    ax.set_ylabel("test force RMSE (meV/Å)")
+    ax.set_ylabel("test force RMSE (meV/Å, log scale)")
+    ax.set_yscale("log")
     ax.set_title("active learning: held-out test error vs labels", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
