@@ -109,8 +109,12 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path, activeset.Act
             raise InputError(f"no potential given and no '{path}' found; give --potential (the B-basis .yaml "
                              "written by train) or set sample.potential in config.yaml")
     yaml_path = potentials.resolve_b_basis(path, what)
-    asi_given = request.asi or request.config.sample.get("asi")
-    asi = Path(asi_given) if asi_given else yaml_path.with_suffix(".asi")
+    if request.asi:
+        asi = Path(request.asi)
+    elif request.config.sample.get("asi"):  # relative to config.yaml, like sample.potential
+        asi = request.config.resolve_path(request.config.sample["asi"])
+    else:
+        asi = yaml_path.with_suffix(".asi")
     if not asi.is_file():
         raise InputError(f"active set '{asi}' not found; γ needs the .asi of potential '{yaml_path}' "
                          "(train writes it; or compute it with pace_activeset)")
