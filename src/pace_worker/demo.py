@@ -10,8 +10,9 @@ The loop (per selection strategy; the first two steps are shared, so strategies 
    ``initial_labels`` of them; EMT labels them.
 2. ``train`` iteration 1 on them.
 3. Explore: Langevin MD with the current potential (pyace ``PyACECalculator`` with its active
-   set, so γ is known at every step) from training structures at increasing temperatures
-   (:data:`TEMPERATURES`); a trajectory stops early when γ exceeds ``gamma_stop`` (the
+   set, so γ is known at every step) from ``md_starts`` training structures at each of the
+   increasing temperatures :data:`TEMPERATURES` (as DP-GEN explores several temperatures per
+   iteration); a trajectory stops early when γ exceeds ``gamma_stop`` (the
    potential is extrapolating wildly: later frames would be unphysical). Snapshots form the
    candidate pool.
 4. ``sample`` ``labels_per_iteration`` candidates with the strategy; EMT labels them; ``train``
@@ -40,7 +41,7 @@ from pace_worker.atomic_io import write_json_atomic
 log = logging.getLogger(__name__)
 
 SCHEMA = "pace-worker/demo_summary/1"
-TEMPERATURES = (300.0, 800.0, 1400.0, 2000.0)  # K; exploration of AL round r uses the first r + 1
+TEMPERATURES = (300.0, 800.0, 1400.0)  # K; every exploration runs MD at each, from each start
 
 DEMO_CONFIG = """\
 # science settings of the demo (pacemaker via pace-worker); edit and rerun to experiment
@@ -67,7 +68,7 @@ class DemoRequest:
     initial_labels: int = 12
     labels_per_iteration: int = 8
     md_steps: int = 200
-    md_starts: int = 3
+    md_starts: int = 4
     snapshot_every: int = 10
     gamma_stop: float = 10.0
     test_structures: int = 60
@@ -264,7 +265,7 @@ def _loop(request, strategy, workdir, config, config_path, meta, initial_labels,
             starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
                 len(initial_labels), size=min(request.md_starts, len(initial_labels)), replace=False)]
             candidates, gamma_max = explore(potential["yaml"], potential["asi"], starts,
-                                            TEMPERATURES[:iteration + 1], request.md_steps, request.snapshot_every,
+                                            TEMPERATURES, request.md_steps, request.snapshot_every,
                                             request.gamma_stop, request.seed + 10 * iteration)
             n_candidates = len(candidates)
             pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
