@@ -8,7 +8,8 @@ rattle 0.05 Å; seeded; :func:`pace_worker.toy_data.unlabelled_pool`), written o
 ``runs/bench-direct/`` and reused. For each size it runs the command with
 ``--n_clusters = fraction × size`` and prints wall time, peak memory (PSS and plain RSS summed
 over the process tree) and the coverage score of the DIRECT picks and of a seeded random
-subset of the same size (from the command's report).
+subset of the same size (from the command's report), and how many picks each family got
+(structure i of a pool belongs to family i mod 7).
 
 Goals: 100k structures in ≤ 10 min and < 4 GB on 2 cores; coverage ≥ random + 0.1 at 1 %.
 """
@@ -64,6 +65,12 @@ def main() -> None:
                                           "--n_clusters", str(n_clusters)], args.workdir)
         report = json.loads(out.with_name(out.stem + "_report.json").read_text())
         cov, t = report["coverage"], report["timing"]
+        from pace_worker.toy_data import FAMILIES
+
+        per_family = {f: 0 for f in FAMILIES}
+        for p in report["picks"]:
+            per_family[FAMILIES[p["pool_index"] % len(FAMILIES)]] += 1
+        print(f"{n}: picks per family {per_family}", flush=True)
         rows.append((n, n_clusters, wall, pss, rss, cov["direct"], cov["random"], report["pca"]["n_components"], t))
         print(f"{n}: {wall:.1f} s, PSS {pss:.0f} MiB, coverage {cov['direct']:.3f} vs random {cov['random']:.3f} "
               f"(stages: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()) + ")", flush=True)

@@ -161,6 +161,7 @@ class DirectSampleOptions(_Strict):
     descriptor: DescriptorSettings = Field(default_factory=DescriptorSettings)
     potential: Optional[str] = None
     n_components: Optional[int] = Field(None, ge=1)
+    weight_components: bool = True  # scale kept PCs by explained-variance ratio (DIRECT); False: plain PCs
     k_per_cluster: int = Field(1, ge=1)
     selection: Literal["center", "random", "smallest"] = "center"
     seed: int = 42

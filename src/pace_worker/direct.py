@@ -140,9 +140,9 @@ class BirchClustering(ClusterMixin, BaseEstimator):
 
 
 def direct_pipeline(n_clusters: int, n_components: Optional[int] = None, threshold: Optional[float] = None,
-                    random_state: int = 0) -> Pipeline:
+                    random_state: int = 0, weighted: bool = True) -> Pipeline:
     """StandardScaler → WeightedPCA → BirchClustering (fit on structure features)."""
-    return Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(n_components)),
+    return Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(n_components, weighted)),
                      ("birch", BirchClustering(n_clusters, threshold, random_state=random_state))])
 
 

@@ -135,7 +135,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         if n_clusters > len(rows):
             log.warning("asked for %d clusters but the pool has only %d usable structures: picking all of them",
                         n_clusters, len(rows))
-        weighted = pcs * fitted["pca"].explained_variance_ratio_
+        weighted = fitted["pca"].transform(fitted["scale"].transform(features[rows]))
         picked = pick_per_cluster(weighted, labels, k, selection, n_atoms[rows], seed)
         pick_rows = np.array([r for r, _ in picked], dtype=int)
         picks = [int(rows[r]) for r in pick_rows]
@@ -224,7 +224,8 @@ def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis:
 
 def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
     """(fitted steps by name, cluster label per row, unweighted kept PCs per row)."""
-    pipeline = direct_pipeline(n_clusters, options.n_components, options.birch_threshold, seed)
+    pipeline = direct_pipeline(n_clusters, options.n_components, options.birch_threshold, seed,
+                               options.weight_components)
     pipeline.fit(features)
     steps = pipeline.named_steps
     pcs = steps["pca"].transform_unweighted(steps["scale"].transform(features))
