@@ -12,9 +12,9 @@ The loop (per selection strategy; the first two steps are shared, so strategies 
 3. Explore: Langevin MD with the current potential (pyace ``PyACECalculator`` with its active
    set, so γ is known at every step) from ``md_starts`` training structures at each of the
    increasing temperatures :data:`TEMPERATURES` (as DP-GEN explores several temperatures per
-   iteration); a trajectory stops early when γ exceeds ``gamma_stop`` (the
-   potential is extrapolating wildly: later frames would be unphysical). Snapshots form the
-   candidate pool.
+   iteration); a trajectory stops at the first snapshot with γ above ``gamma_stop`` or atoms
+   closer than 1.5 Å (the potential is extrapolating wildly, the frames turn unphysical:
+   they are dropped). The snapshots before form the candidate pool.
 4. ``sample`` ``labels_per_iteration`` candidates with the strategy; EMT labels them; ``train``
    the next iteration warm-started from the previous potential on all labels so far.
 5. ``validate`` every iteration on a fixed held-out test set: EMT MD snapshots from 300 K to
@@ -78,6 +78,7 @@ class DemoRequest:
     stop_at_force_rmse: Optional[float] = None
 
 
+MIN_DISTANCE = 1.5  # Å: closer Cu atoms mean a collapsed (unphysical) MD snapshot
 BROKEN_FORCE_ERROR = 1000.0  # meV/Å: a test structure whose worst force error exceeds this is "broken"
 
 
@@ -128,8 +129,12 @@ def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], ste
 def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: int, seed: int,
              gamma_stop: Optional[float] = None) -> tuple[list[Atoms], float]:
     """Snapshots every ``every`` steps of 2 fs Langevin MD, and the max γ seen (0 without γ).
-    Stops when γ exceeds ``gamma_stop``; the snapshot that exceeded it is kept (the most
-    informative one), nothing after it."""
+    Stops at the first snapshot with γ above ``gamma_stop`` or two atoms closer than
+    :data:`MIN_DISTANCE` (the potential is extrapolating wildly there and the trajectory turns
+    unphysical); that snapshot and all after it are dropped, as an active-learning loop
+    would not send them to DFT."""
+    from pace_worker.structures import closest_pair_below
+
     from ase import units
     from ase.md.langevin import Langevin
     try:
@@ -148,12 +153,12 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
         gamma = calculator.results.get("gamma")
         g = float(np.max(gamma)) if gamma is not None else 0.0
         gamma_max = max(gamma_max, g)
+        if (gamma_stop is not None and g > gamma_stop) or closest_pair_below(atoms, MIN_DISTANCE) is not None:
+            break
         snap = atoms.copy()
         snap.calc = None
         snap.info.update({"config_type": f"md_{int(temperature)}K", "md_step": step + every})
         snapshots.append(snap)
-        if gamma_stop is not None and g > gamma_stop:
-            break
     return snapshots, gamma_max
 
 
@@ -268,6 +273,11 @@ def _loop(request, strategy, workdir, config, config_path, meta, initial_labels,
                                             TEMPERATURES, request.md_steps, request.snapshot_every,
                                             request.gamma_stop, request.seed + 10 * iteration)
             n_candidates = len(candidates)
+            if not candidates:  # every trajectory turned unphysical at once: nothing to label
+                log.warning("demo %s iteration %d: exploration left no physical snapshot; stopping this loop",
+                            strategy, iteration)
+                last = True
+        if not last:
             pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
             picks_path = folder / f"picks_{iteration}.xyz"
             sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
