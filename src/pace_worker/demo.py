@@ -12,9 +12,9 @@ The loop (per selection strategy; the first two steps are shared, so strategies 
 3. Explore: Langevin MD with the current potential (pyace ``PyACECalculator`` with its active
    set, so γ is known at every step) from ``md_starts`` training structures at each of the
    increasing temperatures :data:`TEMPERATURES` (as DP-GEN explores several temperatures per
-   iteration); a trajectory stops at the first snapshot with γ above ``gamma_stop`` or atoms
-   closer than 1.5 Å (the potential is extrapolating wildly, the frames turn unphysical:
-   they are dropped). The snapshots before form the candidate pool.
+   iteration); a trajectory stops at the first snapshot with γ above ``gamma_stop`` (kept: the
+   most informative one) or with atoms closer than 1.5 Å (collapsed, unphysical: dropped). The
+   snapshots form the candidate pool.
 4. ``sample`` ``labels_per_iteration`` candidates with the strategy; EMT labels them; ``train``
    the next iteration warm-started from the previous potential on all labels so far.
 5. ``validate`` every iteration on a fixed held-out test set: EMT MD snapshots from 300 K to
@@ -129,10 +129,11 @@ def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], ste
 def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: int, seed: int,
              gamma_stop: Optional[float] = None) -> tuple[list[Atoms], float]:
     """Snapshots every ``every`` steps of 2 fs Langevin MD, and the max γ seen (0 without γ).
-    Stops at the first snapshot with γ above ``gamma_stop`` or two atoms closer than
-    :data:`MIN_DISTANCE` (the potential is extrapolating wildly there and the trajectory turns
-    unphysical); that snapshot and all after it are dropped, as an active-learning loop
-    would not send them to DFT."""
+    Stops at the first snapshot with γ above ``gamma_stop`` — that extrapolative snapshot is
+    kept (the most informative one, as pacemaker's active learning collects it from LAMMPS),
+    nothing after it — or at the first snapshot with two atoms closer than
+    :data:`MIN_DISTANCE`, which is dropped (the trajectory has collapsed: unphysical, not worth
+    a DFT call)."""
     from pace_worker.structures import closest_pair_below
 
     from ase import units
@@ -153,12 +154,14 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
         gamma = calculator.results.get("gamma")
         g = float(np.max(gamma)) if gamma is not None else 0.0
         gamma_max = max(gamma_max, g)
-        if (gamma_stop is not None and g > gamma_stop) or closest_pair_below(atoms, MIN_DISTANCE) is not None:
+        if closest_pair_below(atoms, MIN_DISTANCE) is not None:
             break
         snap = atoms.copy()
         snap.calc = None
         snap.info.update({"config_type": f"md_{int(temperature)}K", "md_step": step + every})
         snapshots.append(snap)
+        if gamma_stop is not None and g > gamma_stop:
+            break
     return snapshots, gamma_max
 
 
