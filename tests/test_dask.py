@@ -13,6 +13,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from distributed import Client
 
 from conftest import run_cli, write_dataset
 from pace_worker.config import MetaConfig
@@ -98,7 +99,12 @@ def test_killed_worker_does_not_change_the_result(cluster, tmp_path):
                             text=True, env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1"})
     victim = cluster.workers[0]
     report_path = tmp_path / "d_report.json"
-    time.sleep(4.0)  # imports, scan, basis; then chunks are running on both workers
+    with Client(cluster.address, timeout="30s") as client:  # wait until chunks are being worked on
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) >= 4:
+                break
+            time.sleep(0.2)
     assert proc.poll() is None, "the run ended before the worker could be killed; make the pool bigger"
     cluster.kill_worker(0)
     out, err = proc.communicate(timeout=600)

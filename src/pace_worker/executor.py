@@ -13,8 +13,10 @@ Where the chunks run
 * default: ``workers`` local processes (forked; ``workers=1`` runs in the calling process);
 * ``scheduler="tcp://host:8786"`` (``--scheduler`` or meta_config ``dask.scheduler_address``):
   the workers of an existing Dask cluster (``dask scheduler`` + ``dask worker``, or
-  dask-jobqueue on Slurm/PBS). The initializer runs on every worker through a worker plugin
-  (also on workers that join later); chunks that name a file (byte ranges of a pool) and the
+  dask-jobqueue on Slurm/PBS). Each task runs the initializer before its chunk; initializers
+  load by path and cache per process (a no-op after the first chunk of a worker), so the
+  potential is read once per worker and a worker that joins or dies at any moment needs no
+  special handling; chunks that name a file (byte ranges of a pool) and the
   potential are read by path, so the workers need the same file system paths. If a worker dies,
   Dask reruns its chunks elsewhere and the result is the same. Workers with several threads run
   one chunk at a time per process (pyace objects are shared per process); start them with
@@ -24,7 +26,6 @@ A progress bar follows the chunks on a terminal (see :mod:`pace_worker.progress`
 """
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import threading
@@ -136,9 +137,14 @@ def _local_results(function, chunks, workers, initializer, initargs) -> Iterable
 PROCESS_LOCK = threading.Lock()
 
 
-def _run_on_worker(function, chunk):
-    """A chunk on a Dask worker: one at a time per process (the initializer's objects are per process)."""
+def _run_on_worker(function, chunk, initializer, initargs):
+    """A chunk on a Dask worker: the initializer first (it loads by path and caches per process,
+    so it reads the potential once per worker), one chunk at a time per process (the
+    initializer's objects are per process). No broadcast to all workers is needed, so a worker
+    that dies at any moment costs only a rerun of its chunks elsewhere."""
     with PROCESS_LOCK:
+        if initializer is not None:
+            initializer(*initargs)
         return function(chunk)
 
 
@@ -167,13 +173,7 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs)
                 raise InputError(f"the Dask scheduler at '{scheduler}' has no workers (waited {timeout_s:g} s); "
                                  f"start some with `dask worker {scheduler} --nthreads 1`")
             threads = sum(client.nthreads().values())
-        if initializer is not None:
-            from pace_worker.dask_plugin import InitializerPlugin
-
-            key = f"{initializer.__module__}.{initializer.__qualname__}{initargs!r}"
-            client.register_plugin(InitializerPlugin(initializer, initargs),
-                                   name="pace-worker-" + hashlib.sha1(key.encode()).hexdigest()[:12])
-        yield from _in_order(lambda chunk: client.submit(_run_on_worker, function, chunk, pure=False), chunks,
-                             2 * max(1, threads))
+        yield from _in_order(lambda chunk: client.submit(_run_on_worker, function, chunk, initializer, initargs,
+                                                         pure=False), chunks, 2 * max(1, threads))
     finally:
         client.close()
