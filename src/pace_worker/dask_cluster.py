@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Optional
 
 
+# Dask's statistical profiler samples every worker thread each 10 ms; on CPU-bound pyace chunks
+# it costs ~15 % (measured on this machine); we do not need its flame graphs.
+WORKER_ENVIRONMENT = {"DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -43,7 +48,7 @@ class DaskProcesses:
     def _start(self, *args: str, log: str) -> subprocess.Popen:
         return subprocess.Popen([*_dask_command(), *args], stdout=open(self.log_dir / log, "w"),
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1"})
+                                env={**os.environ, **WORKER_ENVIRONMENT, "PACE_WORKER_NO_PROGRESS": "1"})
 
     def __enter__(self) -> "DaskProcesses":
         from distributed import Client

@@ -174,6 +174,6 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs)
                                  f"start some with `dask worker {scheduler} --nthreads 1`")
             threads = sum(client.nthreads().values())
         yield from _in_order(lambda chunk: client.submit(_run_on_worker, function, chunk, initializer, initargs,
-                                                         pure=False), chunks, 2 * max(1, threads))
+                                                         pure=False), chunks, 4 * max(1, threads))
     finally:
         client.close()
