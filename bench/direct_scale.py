@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from measure import run_measured  # noqa: E402
 
+from pace_worker.atomic_io import companion_path  # noqa: E402
+
 
 def write_pool(path: Path, n: int, seed: int = 0, block: int = 5000) -> None:
     """Write ``n`` structures in blocks (memory stays small), through a temporary name."""
@@ -63,7 +65,7 @@ def main() -> None:
         wall, pss, rss, _ = run_measured([sys.executable, str(REPO / "src" / "main.py"), "direct_sample",
                                           "--input", str(pool), "--output", str(out),
                                           "--n_clusters", str(n_clusters)], args.workdir)
-        report = json.loads(out.with_name(out.stem + "_report.json").read_text())
+        report = json.loads(companion_path(out, "_report.json").read_text())
         cov, t = report["coverage"], report["timing"]
         from pace_worker.toy_data import FAMILIES
 

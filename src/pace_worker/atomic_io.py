@@ -15,6 +15,13 @@ from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
 
+def companion_path(output, suffix: str) -> Path:
+    """A file that goes with an output, next to it: ``<output without extension><suffix>``
+    (``sel.xyz`` + ``_report.json`` → ``sel_report.json``)."""
+    output = Path(output)
+    return output.with_name(output.with_suffix("").name + suffix)
+
+
 def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 

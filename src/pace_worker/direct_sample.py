@@ -39,7 +39,7 @@ from typing import Optional
 import numpy as np
 
 from pace_worker import potentials
-from pace_worker.atomic_io import atomic_output, write_json_atomic
+from pace_worker.atomic_io import atomic_output, companion_path, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.descriptors import features_chunk, load_basis, write_unfitted_basis
 from pace_worker.direct import SELECTIONS, coverage_score, direct_pipeline, pick_per_cluster
@@ -75,12 +75,6 @@ class DirectSampleResult:
     cluster_of_pick: list[int]
     report: dict
     files: dict[str, Path]
-
-
-def sibling(output: Path, suffix: str) -> Path:
-    """``<output stem><suffix>`` next to ``output`` (``sel.xyz`` → ``sel_report.json``)."""
-    output = Path(output)
-    return output.with_name(output.with_suffix("").name + suffix)
 
 
 def _descriptor_basis(request: DirectSampleRequest, elements: set[str], folder: Path) -> tuple[Path, str]:
@@ -149,8 +143,8 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
 
         t = time.perf_counter()
         output = Path(request.output)
-        files = {"structures": output, "report": sibling(output, "_report.json"),
-                 "descriptor_basis": sibling(output, "_descriptor_basis.yaml")}
+        files = {"structures": output, "report": companion_path(output, "_report.json"),
+                 "descriptor_basis": companion_path(output, "_descriptor_basis.yaml")}
         structures = read_selected(path, picks, offsets)
         picked_atoms = []
         for index, cluster in zip(picks, clusters):
@@ -165,7 +159,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         if request.plots:
             from pace_worker.plots import pca_map
 
-            files["pca_plot"] = sibling(output, "_pca.png")
+            files["pca_plot"] = companion_path(output, "_pca.png")
             with atomic_output(files["pca_plot"]) as tmp_png:
                 pca_map(tmp_png, pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
                         title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures")

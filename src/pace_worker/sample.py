@@ -43,7 +43,7 @@ from typing import Optional
 import numpy as np
 
 from pace_worker import activeset, potentials
-from pace_worker.atomic_io import write_json_atomic
+from pace_worker.atomic_io import companion_path, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError
 from pace_worker.executor import ChunkExecutor
@@ -272,6 +272,7 @@ def sample(request: SampleRequest) -> SampleResult:
         atoms.arrays["gamma"] = np.asarray(k.gamma, dtype=float)
         picked_atoms.append(atoms)
     output = Path(request.output)
+    report_file = companion_path(output, "_report.json")
     write_extxyz_atomic(output, picked_atoms)
 
     g_all = np.asarray(gamma_max_all)
@@ -294,11 +295,11 @@ def sample(request: SampleRequest) -> SampleResult:
         **selection_info,
         "wall_time_s": time.perf_counter() - t_start,
         "scoring_s": t_scored - t_start,
-        "outputs": {"structures": str(output.resolve()), "report": str(report_path(output).resolve())},
+        "outputs": {"structures": str(output.resolve()), "report": str(report_file.resolve())},
     }
-    write_json_atomic(report_path(output), report)
+    write_json_atomic(report_file, report)
     return SampleResult(picks=[int(k.pool_index) for k in chosen], report=report,
-                        files={"structures": output, "report": report_path(output)})
+                        files={"structures": output, "report": report_file})
 
 
 def _logdet_entry(inverse: np.ndarray, gain: float) -> dict:
@@ -307,7 +308,3 @@ def _logdet_entry(inverse: np.ndarray, gain: float) -> dict:
     before = log_abs_det_of_inverse(inverse)
     return {"before": before, "after": None if before is None else before + gain, "gain": gain,
             "rank": int(np.linalg.matrix_rank(inverse)), "size": int(inverse.shape[0])}
-
-
-def report_path(output: Path) -> Path:
-    return Path(output).with_suffix("").with_name(Path(output).with_suffix("").name + "_report.json")

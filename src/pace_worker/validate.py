@@ -38,7 +38,7 @@ from typing import Optional
 import numpy as np
 
 from pace_worker import activeset, potentials
-from pace_worker.atomic_io import atomic_output, write_json_atomic
+from pace_worker.atomic_io import atomic_output, companion_path, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, first_line
 from pace_worker.evaluation import load_potential, predict
@@ -201,11 +201,10 @@ def validate(request: ValidateRequest) -> ValidateResult:
         n_worst=int(opts.get("n_worst", 10)))
 
     output = Path(request.output)
-    stem = output.with_suffix("")
-    files = {"json": output, "csv": Path(f"{stem}_per_structure.csv")}
+    files = {"json": output, "csv": companion_path(output, "_per_structure.csv")}
     write_csv(files["csv"], table, groups, group_key)
     if request.plots:
-        files.update(make_plots(stem, structures, ref_energy, predictions, summary, table, groups, given.name))
+        files.update(make_plots(output, structures, ref_energy, predictions, summary, table, groups, given.name))
 
     n_atoms = structures.n_atoms
     metrics = {
@@ -242,11 +241,12 @@ def write_csv(path: Path, table: dict, groups: list[str], group_key: str) -> Non
                              gamma])
 
 
-def make_plots(stem: Path, structures, ref_energy, predictions, summary, table, groups, title) -> dict:
+def make_plots(output: Path, structures, ref_energy, predictions, summary, table, groups, title) -> dict:
     from pace_worker import plots
 
     n = np.array([len(a) for a in structures.atoms])
-    files = {"energy_parity": Path(f"{stem}_energy_parity.png"), "force_parity": Path(f"{stem}_force_parity.png")}
+    files = {"energy_parity": companion_path(output, "_energy_parity.png"),
+             "force_parity": companion_path(output, "_force_parity.png")}
     with atomic_output(files["energy_parity"]) as tmp:
         plots.energy_parity(tmp, np.asarray(ref_energy) / n, np.array([p.energy for p in predictions]) / n, groups,
                             summary["energy_rmse_mev_per_atom"], title)
@@ -257,7 +257,7 @@ def make_plots(stem: Path, structures, ref_energy, predictions, summary, table, 
                            np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
                            title)
     if table["gamma_max"] is not None:
-        files["force_error_vs_gamma"] = Path(f"{stem}_force_error_vs_gamma.png")
+        files["force_error_vs_gamma"] = companion_path(output, "_force_error_vs_gamma.png")
         with atomic_output(files["force_error_vs_gamma"]) as tmp:
             plots.error_vs_gamma(tmp, table["gamma_max"][with_f], table["force_rmse_mev_per_A"][with_f],
                                  summary["gamma"]["spearman_gamma_vs_force_rmse"], title)
