@@ -37,6 +37,16 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
                           cwd=cwd, timeout=timeout, env=full_env)
 
 
+def assert_one_line_error(proc, *words, code=2) -> str:
+    """The command failed with ``code`` and exactly one stderr line, no traceback, naming ``words``."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
 def write_dataset(path: Path, atoms) -> Path:
     ase.io.write(str(path), atoms, format="extxyz")
     return path

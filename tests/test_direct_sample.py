@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from conftest import REPO, run_cli, write_dataset
+from conftest import REPO, assert_one_line_error, run_cli, write_dataset
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.direct import coverage_score, pick_per_cluster
 from pace_worker.direct_sample import DirectSampleRequest, direct_sample
@@ -106,32 +106,24 @@ def test_config_section_is_validated(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
-def _one_line_error(proc, *words):
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 def test_empty_pool(tmp_path):
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
-    _one_line_error(run_cli("direct_sample", "--input", empty, "--output", tmp_path / "o.xyz", "--n_clusters", 2),
+    assert_one_line_error(run_cli("direct_sample", "--input", empty, "--output", tmp_path / "o.xyz", "--n_clusters", 2),
                     "empty.xyz", "no structures")
 
 
 @pytest.mark.parametrize("n", [0, -3])
 def test_n_clusters_not_positive(tmp_path, n):
-    _one_line_error(run_cli("direct_sample", "--input", SI_TRAINING, "--output", tmp_path / "o.xyz",
+    assert_one_line_error(run_cli("direct_sample", "--input", SI_TRAINING, "--output", tmp_path / "o.xyz",
                             "--n_clusters", n), "--n_clusters", "positive")
 
 
 def test_unreadable_input(tmp_path):
-    _one_line_error(run_cli("direct_sample", "--input", tmp_path, "--output", tmp_path / "o.xyz",
+    assert_one_line_error(run_cli("direct_sample", "--input", tmp_path, "--output", tmp_path / "o.xyz",
                             "--n_clusters", 2), "input")
     missing = tmp_path / "missing.xyz"
-    _one_line_error(run_cli("direct_sample", "--input", missing, "--output", tmp_path / "o.xyz",
+    assert_one_line_error(run_cli("direct_sample", "--input", missing, "--output", tmp_path / "o.xyz",
                             "--n_clusters", 2), "missing.xyz")
 
 
@@ -139,7 +131,7 @@ def test_structure_without_atoms(tmp_path):
     pool = unlabelled_pool(4, seed=2)
     pool.insert(2, Atoms(cell=[5, 5, 5], pbc=True))
     path = write_dataset(tmp_path / "pool.xyz", pool)
-    _one_line_error(run_cli("direct_sample", "--input", path, "--output", tmp_path / "o.xyz", "--n_clusters", 2),
+    assert_one_line_error(run_cli("direct_sample", "--input", path, "--output", tmp_path / "o.xyz", "--n_clusters", 2),
                     "structure 2", "no atoms")
     assert not (tmp_path / "o.xyz").exists()
 

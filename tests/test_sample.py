@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from conftest import run_cli, write_dataset
+from conftest import assert_one_line_error, run_cli, write_dataset
 from pace_worker.config import MetaConfig
 from pace_worker.sample import SampleRequest, sample
 from pace_worker.toy_data import fcc_cells, label_with_emt
@@ -138,11 +138,7 @@ def test_maxvol_picks_teach_the_potential_more_than_random_picks(cual, tmp_path)
 # ----------------------------------------------------------------------------- bad input
 def fails(root, *args, words=(), code=2):
     proc = run_cli("sample", "--potential", root / "output_potential.yaml", *args)
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+    return assert_one_line_error(proc, *words, code=code)
 
 
 def test_empty_pool(cual, tmp_path):

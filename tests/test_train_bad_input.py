@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from conftest import TINY_CONFIG, run_cli, write_dataset
+from conftest import TINY_CONFIG, assert_one_line_error, run_cli, write_dataset
 
 OUTPUTS = ("output_potential.yaml", "output_potential.yace", "output_potential.asi", "train_metrics.json")
 
@@ -24,17 +24,11 @@ def workspace(tmp_path, cu_structures):
 def fails_cleanly(workspace, *extra, dataset=None, config=None, words=()):
     args = ["train", "--config", config or workspace / "config.yaml", "--dataset",
             dataset or workspace / "good.xyz", "--iteration", "1", *extra]
-    proc = run_cli(*args)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
+    line = assert_one_line_error(run_cli(*args), *words)
     for name in OUTPUTS:
         assert (workspace / name).read_text() == f"previous {name}\n", name
     assert not (workspace / "iterations").exists(), "nothing may be started for bad input"
-    return lines[0]
+    return line
 
 
 def with_info_labels(structures):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from conftest import run_cli, write_dataset
+from conftest import assert_one_line_error, run_cli, write_dataset
 from pace_worker.config import MetaConfig
 from pace_worker.toy_data import label_with_emt
 from pace_worker.validate import ValidateRequest, validate
@@ -93,13 +93,7 @@ def test_results_do_not_depend_on_workers_or_chunks(cold_run, tmp_path):
 
 # ----------------------------------------------------------------------------- bad input
 def fails(*args, words=()):
-    proc = run_validate(*args)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(run_validate(*args), *words)
 
 
 def test_missing_potential(tmp_path):
