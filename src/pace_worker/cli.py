@@ -262,7 +262,6 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.labels_per_iteration < 1:
         raise InputError(f"--labels-per-iteration {args.labels_per_iteration}: must be at least 1")
     strategies = list(dict.fromkeys([args.strategy, *args.compare]))
-    configure_logging("INFO")
     result = run_demo(DemoRequest(workdir=args.workdir, iterations=args.iterations, strategies=strategies,
                                   seed=args.seed, labels_per_iteration=args.labels_per_iteration,
                                   show_progress=False if args.no_progress else None))

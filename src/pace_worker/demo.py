@@ -211,7 +211,8 @@ def run_demo(request: DemoRequest) -> DemoResult:
                                                 n_clusters=request.initial_labels, config=config, meta=meta,
                                                 seed=request.seed, show_progress=request.show_progress))
     initial_labels = label_with_emt(ase.io.read(workdir / "initial_picks.xyz", ":"))
-    unseen = [i for i in range(len(pool)) if i not in set(initial.picks)]
+    picked = set(initial.picks)
+    unseen = [i for i in range(len(pool)) if i not in picked]
     test_starts = [pool[i] for i in rng.choice(unseen, size=8, replace=False)]
     temperatures = list(np.linspace(300, 1500, len(test_starts)))
     md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=request.seed + 1000)
@@ -229,14 +230,14 @@ def run_demo(request: DemoRequest) -> DemoResult:
     shared.mkdir(exist_ok=True)
     dataset = _write(shared / "labels.xyz", initial_labels)
     t0 = time.perf_counter()
-    first = _train(dataset, 1, config, meta, shared, None, request.show_progress)
+    first = _train(dataset, len(initial_labels), 1, config, meta, shared, None, request.show_progress)
     first_errors = _validate(first, test_path, shared / "validation.json", config, meta)
     first_time = time.perf_counter() - t0
 
     rows: list[IterationRow] = []
     for strategy in request.strategies:
-        rows.extend(_loop(request, strategy, workdir, config, config_path, meta, initial_labels, first,
-                          first_errors, first_time, test_path))
+        rows.extend(_loop(request, strategy, workdir, config, meta, initial_labels, first, first_errors, first_time,
+                          test_path))
 
     from pace_worker.plots import learning_curve
 
@@ -249,7 +250,7 @@ def run_demo(request: DemoRequest) -> DemoResult:
     return DemoResult(rows=rows, files=files)
 
 
-def _loop(request, strategy, workdir, config, config_path, meta, initial_labels, first, first_errors, first_time,
+def _loop(request, strategy, workdir, config, meta, initial_labels, first, first_errors, first_time,
           test_path) -> list[IterationRow]:
     """Iterations 2… of one strategy, from the shared iteration-1 potential."""
     import ase.io
@@ -302,22 +303,21 @@ def _loop(request, strategy, workdir, config, config_path, meta, initial_labels,
         t1 = time.perf_counter()
         dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
         out = folder / f"iteration_{iteration + 1}"
-        potential = _train(dataset, iteration + 1, config, meta, out, potential["yaml"], request.show_progress)
+        potential = _train(dataset, len(labels), iteration + 1, config, meta, out, potential["yaml"],
+                           request.show_progress)
         errors = _validate(potential, test_path, out / "validation.json", config, meta)
         wall = time.perf_counter() - t1
     return rows
 
 
-def _train(dataset: Path, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
+def _train(dataset: Path, n_labels: int, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
            show_progress) -> dict:
-    import ase.io
-
     from pace_worker.train import TrainRequest, train
 
     train(TrainRequest(dataset=dataset, iteration=iteration, config=config, meta=meta, initial_potential=initial,
                        output_dir=output_dir, show_progress=show_progress))
     return {"yaml": output_dir / "output_potential.yaml", "asi": output_dir / "output_potential.asi",
-            "yace": output_dir / "output_potential.yace", "n_labels": len(ase.io.read(dataset, ":"))}
+            "yace": output_dir / "output_potential.yace", "n_labels": n_labels}
 
 
 def _validate(potential: dict, test_set: Path, output: Path, config, meta) -> dict:

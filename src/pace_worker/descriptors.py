@@ -35,7 +35,7 @@ from pace_worker.frames import PoolChunk
 from pace_worker.stack import import_pyace
 from pace_worker.structures import fully_periodic_or_not
 
-_BASIS: Optional[tuple] = None  # (path, ACEBBasisSet)
+_BASIS: Optional[tuple] = None  # (path, ACEBBasisSet, elements in feature order, column offsets)
 
 
 def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, path: Path) -> None:
@@ -52,22 +52,18 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
 
 
 def load_basis(basis_yaml: str) -> None:
-    """Worker initializer: read the B-basis once per process."""
+    """Worker initializer: read the B-basis and its feature layout once per process."""
     global _BASIS
     if _BASIS is not None and _BASIS[0] == str(basis_yaml):
         return
-    from pace_worker.activeset import load_bbasis
+    from pace_worker.activeset import functions_per_element, load_bbasis
 
-    _BASIS = (str(basis_yaml), load_bbasis(Path(basis_yaml)))
-
-
-def basis_layout() -> tuple[list[str], list[int]]:
-    """The basis' elements (in feature order) and the number of projections of each."""
-    from pace_worker.activeset import functions_per_element
-
-    bbasis = _BASIS[1]
+    bbasis = load_bbasis(Path(basis_yaml))
+    elements = list(bbasis.elements_name)
     per_element = functions_per_element(bbasis)
-    return list(bbasis.elements_name), [int(per_element[el]) for el in bbasis.elements_name]
+    # feature columns of element i: offsets[i]:offsets[i + 1]; composition after offsets[-1]
+    offsets = np.concatenate([[0], np.cumsum([int(per_element[el]) for el in elements])]).astype(int)
+    _BASIS = (str(basis_yaml), bbasis, elements, offsets)
 
 
 def structure_features(structures: Sequence, first_index: int = 0,
@@ -79,10 +75,8 @@ def structure_features(structures: Sequence, first_index: int = 0,
     """
     from pyace.activelearning import compute_B_projections
 
-    bbasis = _BASIS[1]
-    elements, sizes = basis_layout()
+    _, bbasis, elements, offsets = _BASIS
     index_of = {el: i for i, el in enumerate(elements)}
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
     n_features = int(offsets[-1]) + len(elements)
     features = np.zeros((len(structures), n_features), dtype=np.float32)
     usable = np.zeros(len(structures), dtype=bool)
@@ -101,9 +95,7 @@ def structure_features(structures: Sequence, first_index: int = 0,
             np.add.at(sums, owner[st], block)
             counts = np.bincount(owner[st], minlength=len(chosen))
             present = counts > 0
-            target = features[rows[present], offsets[st]:offsets[st + 1]]
-            target[:] = sums[present] / counts[present, None]
-            features[rows[present], offsets[st]:offsets[st + 1]] = target
+            features[rows[present], offsets[st]:offsets[st + 1]] = sums[present] / counts[present, None]
         for r, atoms in zip(rows, chosen):
             symbols = atoms.get_chemical_symbols()
             for el in set(symbols):

@@ -50,9 +50,12 @@ class WeightedPCA(TransformerMixin, BaseEstimator):
     def transform_unweighted(self, X) -> np.ndarray:
         return self.pca_.transform(X)[:, :self.n_components_]
 
-    def transform(self, X) -> np.ndarray:
-        pcs = self.transform_unweighted(X)
+    def weigh(self, pcs: np.ndarray) -> np.ndarray:
+        """Unweighted kept PCs → the space the clustering works in."""
         return pcs * self.explained_variance_ratio_ if self.weighted else pcs
+
+    def transform(self, X) -> np.ndarray:
+        return self.weigh(self.transform_unweighted(X))
 
 
 class BirchClustering(ClusterMixin, BaseEstimator):

@@ -129,7 +129,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         if n_clusters > len(rows):
             log.warning("asked for %d clusters but the pool has only %d usable structures: picking all of them",
                         n_clusters, len(rows))
-        weighted = fitted["pca"].transform(fitted["scale"].transform(features[rows]))
+        weighted = fitted["pca"].weigh(pcs)
         picked = pick_per_cluster(weighted, labels, k, selection, n_atoms[rows], seed)
         pick_rows = np.array([r for r, _ in picked], dtype=int)
         picks = [int(rows[r]) for r in pick_rows]

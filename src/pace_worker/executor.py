@@ -5,8 +5,9 @@ direct_sample), locally or on a Dask cluster.
 function over them. Each worker runs ``initializer(*initargs)`` once (e.g. loads the potential
 from its path), so heavy objects travel to a worker once, not per chunk. Results come back in
 input order whatever the number of workers, the chunk size or where they ran, so results do
-not depend on any of these. At most two chunks per worker are in flight: memory on the client
-stays bounded however long the input is.
+not depend on any of these. A few chunks per worker are in flight (2 per local process, 4 per
+Dask worker thread, which also covers the network round trip): memory on the client stays
+bounded however long the input is.
 
 Where the chunks run
 --------------------
@@ -16,9 +17,9 @@ Where the chunks run
   dask-jobqueue on Slurm/PBS). Each task runs the initializer before its chunk; initializers
   load by path and cache per process (a no-op after the first chunk of a worker), so the
   potential is read once per worker and a worker that joins or dies at any moment needs no
-  special handling; chunks that name a file (byte ranges of a pool) and the
-  potential are read by path, so the workers need the same file system paths. If a worker dies,
-  Dask reruns its chunks elsewhere and the result is the same. Workers with several threads run
+  special handling (Dask reruns a dead worker's chunks elsewhere; the result is the same).
+  Chunks that name a file (byte ranges of a pool) and the potential are read by path, so the
+  workers need the same file system paths. Workers with several threads run
   one chunk at a time per process (pyace objects are shared per process); start them with
   ``--nthreads 1 --nworkers N``.
 
@@ -87,7 +88,7 @@ class ChunkExecutor:
                    initializer: Optional[Callable] = None, initargs: tuple = (), description: str = "working",
                    total: Optional[int] = None, n_chunks: Optional[int] = None) -> Iterator[tuple[Sequence, Any]]:
         """Like :meth:`map` for chunks that are produced lazily (e.g. read from a file as they are
-        needed): yields ``(chunk, function(chunk))`` in order; at most two chunks per worker are
+        needed): yields ``(chunk, function(chunk))`` in order; only a few chunks per worker are
         held at once."""
         from pace_worker.progress import Progress
 
@@ -134,7 +135,7 @@ def _local_results(function, chunks, workers, initializer, initargs) -> Iterable
 
 
 # ----------------------------------------------------------------------------- Dask
-PROCESS_LOCK = threading.Lock()
+_PROCESS_LOCK = threading.Lock()
 
 
 def _run_on_worker(function, chunk, initializer, initargs):
@@ -142,7 +143,7 @@ def _run_on_worker(function, chunk, initializer, initargs):
     so it reads the potential once per worker), one chunk at a time per process (the
     initializer's objects are per process). No broadcast to all workers is needed, so a worker
     that dies at any moment costs only a rerun of its chunks elsewhere."""
-    with PROCESS_LOCK:
+    with _PROCESS_LOCK:
         if initializer is not None:
             initializer(*initargs)
         return function(chunk)

@@ -53,8 +53,7 @@ def emt_dataset(element: str = "Cu", n: int = 12, seed: int = 0, **kwargs) -> li
 def _bulk_cell(element: str, structure: str, rng, strain: float, rattle: float) -> Atoms:
     from ase.build import bulk as ase_bulk
 
-    reference = {"fcc": ase_bulk(element, "fcc", cubic=True).cell.lengths()[0]}
-    a_fcc = reference["fcc"]
+    a_fcc = ase_bulk(element, "fcc", cubic=True).cell.lengths()[0]
     if structure == "fcc":
         atoms = ase_bulk(element, "fcc", a=a_fcc, cubic=True).repeat((2, 2, 2))
     elif structure == "bcc":  # same nearest-neighbour distance as fcc
