@@ -33,6 +33,7 @@ def cluster(tmp_path_factory):
 def on_dask(address, **kw) -> MetaConfig:
     meta = MetaConfig(chunk_size=5, **kw)
     meta.dask.scheduler_address = address
+    meta.dask.chunks_per_task = 3  # groups of chunks per task; the pools here do not divide evenly
     return meta
 
 

@@ -277,6 +277,7 @@ class DaskSettings(BaseModel):
     model_config = ConfigDict(extra="ignore")
     scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
     connect_timeout_s: float = Field(15.0, gt=0)
+    chunks_per_task: int = Field(4, ge=1)  # consecutive chunks per Dask task (Dask's per-task cost is ~20 ms)
 
 
 class MetaConfig(BaseModel):
