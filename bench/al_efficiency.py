@@ -1,14 +1,16 @@
 """How many labels each selection strategy needs to reach a target test force error.
 
-    .venv/bin/python bench/al_efficiency.py [--seeds 0 1 2] [--target 50] [--iterations 5]
+    .venv/bin/python bench/al_efficiency.py [--seeds 0 1 2] [--target 50] [--labels-per-iteration 4]
+                                            [--max-labels 44]
 
 For each seed, the demo's active-learning loop (:func:`pace_worker.demo.run_demo`: EMT-labelled
 Cu, DIRECT-picked initial set of 12 shared by all strategies, MD exploration with the current
-potential, 8 labels per iteration, warm-started refits, a fixed held-out test set of EMT MD
+potential, ``--labels-per-iteration`` labels per iteration (default 4: a finer step than the
+demo's 8, so the label counts are resolved to 4), warm-started refits, a fixed held-out test set of EMT MD
 snapshots at 300–1500 K) runs with ``maxvol``, ``max_gamma`` and ``random`` until the test
 force RMSE is at or below ``--target`` meV/Å (default 50: about 3× the error the loop reaches
-with 28 maxvol labels, well above the fit's noise floor) or ``--iterations`` potentials
-were trained. Prints the labels needed per strategy and seed, the ratio maxvol / random per
+with 28 maxvol labels, well above the fit's noise floor) or ``--max-labels`` labels were
+used. Prints the labels needed per strategy and seed, the ratio maxvol / random per
 seed (goal ≤ 0.5) and the spread over seeds. A strategy that never reaches the target within
 the budget counts as needing more than its last label count: the ratio is then an upper bound
 ("<").
@@ -39,7 +41,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", type=float, default=50.0, help="test force RMSE to reach, meV/Å")
-    parser.add_argument("--iterations", type=int, default=5, help="most potentials trained per strategy")
+    parser.add_argument("--labels-per-iteration", type=int, default=4)
+    parser.add_argument("--max-labels", type=int, default=44, help="label budget per strategy")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-al")
     args = parser.parse_args()
 
@@ -47,9 +50,12 @@ def main() -> None:
     from pace_worker.demo import DemoRequest, run_demo
 
     configure_logging("WARNING")
+    initial = DemoRequest(workdir=args.workdir).initial_labels
+    iterations = 1 + max(0, args.max_labels - initial) // args.labels_per_iteration
     table = {}
     for seed in args.seeds:
-        result = run_demo(DemoRequest(workdir=args.workdir / f"seed_{seed}", iterations=args.iterations,
+        result = run_demo(DemoRequest(workdir=args.workdir / f"seed_{seed}", iterations=iterations,
+                                      labels_per_iteration=args.labels_per_iteration,
                                       strategies=STRATEGIES, seed=seed, stop_at_force_rmse=args.target,
                                       show_progress=False))
         table[seed] = {s: labels_needed(result.rows, s, args.target) for s in STRATEGIES}

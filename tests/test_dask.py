@@ -116,3 +116,14 @@ def test_killed_worker_does_not_change_the_result(cluster, tmp_path):
     assert np.isclose(report["coverage"]["direct"], local.report["coverage"]["direct"])
     picked = ase.io.read(tmp_path / "d.xyz", ":")
     assert len(picked) == len(local.picks)
+
+
+def test_task_groups_shrink_towards_the_end_and_keep_order():
+    from pace_worker.executor import _groups
+
+    groups = list(_groups(range(188), 8, 188, threads=2))
+    assert [c for g in groups for c in g] == list(range(188))  # every chunk once, in order
+    sizes = [len(g) for g in groups]
+    assert sizes[0] == 8 and sizes[-1] == 1 and sizes == sorted(sizes, reverse=True)
+    assert len(groups) < 188 // 4  # far fewer tasks than chunks
+    assert [len(g) for g in _groups(range(20), 8, None, threads=2)] == [8, 8, 4]  # length unknown: fixed size

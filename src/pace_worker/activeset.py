@@ -67,9 +67,10 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
                        maxvol_iters: int = 300, memory_limit: int = PROJECTIONS_MEMORY_LIMIT) -> ActiveSet:
     """MaxVol active set of the potential over all atoms of ``structures``."""
     bbasis = load_bbasis(potential_yaml)
-    from pyace.activelearning import (compute_A_active_inverse, compute_active_set_by_batches,
-                                      compute_B_projections)
+    from pyace.activelearning import compute_A_active_inverse, compute_active_set_by_batches
     from pyace.activelearning import compute_active_set as maxvol_active_set
+
+    from pace_worker.projections import BProjector
 
     nfuncs = functions_per_element(bbasis)
     counts = {el: 0 for el in bbasis.elements_name}
@@ -86,7 +87,7 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     names = bbasis.elements_name
     regularized = False
     if required <= memory_limit:
-        projections = compute_B_projections(bbasis, envs)
+        projections, _ = BProjector(bbasis)(envs)
         try:
             active = maxvol_active_set({st: p.copy() for st, p in projections.items()}, tol=gamma_tolerance,
                                        max_iters=maxvol_iters)
@@ -139,12 +140,11 @@ def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: li
                      bbasis=None) -> np.ndarray:
     """Max extrapolation grade γ of each structure (γ of an atom = max |B·A⁻¹|)."""
     bbasis = bbasis or load_bbasis(potential_yaml)
-    from pyace.activelearning import compute_B_projections
+    from pace_worker.projections import BProjector
 
     if not structures:
         return np.zeros(0)
-    envs = _environments(bbasis, structures)
-    projections, owner = compute_B_projections(bbasis, envs, structure_ind_list=list(range(len(envs))))
+    projections, owner = BProjector(bbasis)(structures)
     gamma = np.zeros(len(structures))
     for st, proj in projections.items():
         if len(proj) == 0:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import logging
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -52,6 +52,10 @@ def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- pacemaker sections
+# which members of a DIRECT cluster are picked (direct_sample)
+Selection = Literal["center", "random", "smallest"]
+SELECTIONS: tuple[str, ...] = get_args(Selection)
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,7 +167,7 @@ class DirectSampleOptions(_Strict):
     n_components: Optional[int] = Field(None, ge=1)
     weight_components: bool = True  # scale kept PCs by explained-variance ratio (DIRECT); False: plain PCs
     k_per_cluster: int = Field(1, ge=1)
-    selection: Literal["center", "random", "smallest"] = "center"
+    selection: Selection = "center"
     seed: int = 42
     birch_threshold: Optional[float] = Field(None, gt=0)
     coverage_bins: Optional[int] = Field(None, ge=2)  # None: min(50, number of picks)
@@ -277,7 +281,7 @@ class DaskSettings(BaseModel):
     model_config = ConfigDict(extra="ignore")
     scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
     connect_timeout_s: float = Field(15.0, gt=0)
-    chunks_per_task: int = Field(4, ge=1)  # consecutive chunks per Dask task (Dask's per-task cost is ~20 ms)
+    chunks_per_task: int = Field(8, ge=1)  # most consecutive chunks per Dask task (a Dask task costs ~20 ms)
 
 
 class MetaConfig(BaseModel):

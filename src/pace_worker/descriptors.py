@@ -35,7 +35,7 @@ from pace_worker.frames import PoolChunk
 from pace_worker.stack import import_pyace
 from pace_worker.structures import fully_periodic_or_not
 
-_BASIS: Optional[tuple] = None  # (path, ACEBBasisSet, elements in feature order, column offsets)
+_BASIS: Optional[tuple] = None  # (path, BProjector of the basis, elements in feature order, column offsets)
 
 
 def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, path: Path) -> None:
@@ -57,13 +57,14 @@ def load_basis(basis_yaml: str) -> None:
     if _BASIS is not None and _BASIS[0] == str(basis_yaml):
         return
     from pace_worker.activeset import functions_per_element, load_bbasis
+    from pace_worker.projections import BProjector
 
     bbasis = load_bbasis(Path(basis_yaml))
     elements = list(bbasis.elements_name)
     per_element = functions_per_element(bbasis)
     # feature columns of element i: offsets[i]:offsets[i + 1]; composition after offsets[-1]
     offsets = np.concatenate([[0], np.cumsum([int(per_element[el]) for el in elements])]).astype(int)
-    _BASIS = (str(basis_yaml), bbasis, elements, offsets)
+    _BASIS = (str(basis_yaml), BProjector(bbasis), elements, offsets)
 
 
 def structure_features(structures: Sequence, first_index: int = 0,
@@ -73,9 +74,7 @@ def structure_features(structures: Sequence, first_index: int = 0,
     A structure with an element the basis lacks is not usable (its row is zeros); a structure
     without atoms is an input error.
     """
-    from pyace.activelearning import compute_B_projections
-
-    _, bbasis, elements, offsets = _BASIS
+    _, projector, elements, offsets = _BASIS
     index_of = {el: i for i, el in enumerate(elements)}
     n_features = int(offsets[-1]) + len(elements)
     features = np.zeros((len(structures), n_features), dtype=np.float32)
@@ -86,8 +85,8 @@ def structure_features(structures: Sequence, first_index: int = 0,
         usable[k] = set(atoms.get_chemical_symbols()) <= index_of.keys()
     rows = np.flatnonzero(usable)
     if len(rows):
-        chosen = [fully_periodic_or_not(structures[k], bbasis.cutoffmax) for k in rows]
-        proj, owner = compute_B_projections(bbasis, chosen, structure_ind_list=list(range(len(chosen))))
+        chosen = [fully_periodic_or_not(structures[k], projector.bbasis.cutoffmax) for k in rows]
+        proj, owner = projector(chosen)
         for st, block in proj.items():
             if not len(block):
                 continue

@@ -16,9 +16,10 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pace_worker.config import SELECTIONS
+
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("center", "random", "smallest")
 AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
 
 

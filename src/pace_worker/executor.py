@@ -21,8 +21,9 @@ Where the chunks run
   Chunks that name a file (byte ranges of a pool) and the potential are read by path, so the
   workers need the same file system paths. A Dask task costs ~20 ms of CPU summed over client,
   scheduler and worker (measured on 2 cores; a local chunk ~0.3 ms), so each task carries
-  ``chunks_per_task`` consecutive chunks (meta_config ``dask.chunks_per_task``, default 4);
-  results are still per chunk and in order. Workers with several threads run
+  up to ``chunks_per_task`` consecutive chunks (meta_config ``dask.chunks_per_task``, default
+  8), fewer towards the end of a run so the workers finish together; results are still per
+  chunk and in order. Workers with several threads run
   one chunk at a time per process (pyace objects are shared per process); start them with
   ``--nthreads 1 --nworkers N``.
 
@@ -66,7 +67,7 @@ class ChunkExecutor:
     """
 
     def __init__(self, workers: Optional[int] = None, chunk_size: int = 16, show_progress: Optional[bool] = None,
-                 scheduler: Optional[str] = None, connect_timeout_s: float = 15.0, chunks_per_task: int = 4):
+                 scheduler: Optional[str] = None, connect_timeout_s: float = 15.0, chunks_per_task: int = 8):
         if chunks_per_task < 1:
             raise ValueError(f"chunks_per_task must be >= 1, got {chunks_per_task}")
         self.workers = workers
@@ -100,9 +101,11 @@ class ChunkExecutor:
         held at once."""
         from pace_worker.progress import Progress
 
+        if n_chunks is None and total is not None:  # chunks of chunk_size items, the last one shorter
+            n_chunks = -(-total // self.chunk_size)
         if self.scheduler:
             results = _dask_results(self.scheduler, self.connect_timeout_s, function, chunks, initializer, initargs,
-                                    self.chunks_per_task)
+                                    self.chunks_per_task, n_chunks)
         else:
             workers = self.workers or default_workers()
             if n_chunks is not None:
@@ -158,9 +161,20 @@ def _run_on_worker(function, chunks, initializer, initargs) -> list:
         return [function(chunk) for chunk in chunks]
 
 
-def _groups(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while group := list(itertools.islice(iterator, size)):
+def _groups(chunks: Iterable, largest: int, n_chunks: Optional[int], threads: int) -> Iterator[list]:
+    """Consecutive chunks grouped into tasks of up to ``largest`` chunks. With the number of
+    chunks known, groups shrink towards the end (half the remaining chunks per worker thread, at
+    least 1: "guided" scheduling), so no worker idles through a long last task while the others
+    are done."""
+    iterator = iter(chunks)
+    remaining = n_chunks
+    while True:
+        size = largest if remaining is None else max(1, min(largest, remaining // (2 * threads)))
+        group = list(itertools.islice(iterator, size))
+        if not group:
+            return
+        if remaining is not None:
+            remaining -= len(group)
         yield group
 
 
@@ -179,7 +193,7 @@ def connect(scheduler: str, timeout_s: float = 15.0):
 
 
 def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
-                  chunks_per_task: int) -> Iterable[tuple[Sequence, Any]]:
+                  chunks_per_task: int, n_chunks: Optional[int]) -> Iterable[tuple[Sequence, Any]]:
     client = connect(scheduler, timeout_s)
     try:
         threads = sum(client.nthreads().values())
@@ -190,8 +204,10 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
                 raise InputError(f"the Dask scheduler at '{scheduler}' has no workers (waited {timeout_s:g} s); "
                                  f"start some with `dask worker {scheduler} --nthreads 1`")
             threads = sum(client.nthreads().values())
+        threads = max(1, threads)
+        groups = _groups(chunks, chunks_per_task, n_chunks, threads)
         tasks = _in_order(lambda group: client.submit(_run_on_worker, function, group, initializer, initargs,
-                                                      pure=False), _groups(chunks, chunks_per_task), 2 * max(1, threads))
+                                                      pure=False), groups, 2 * threads)
         for group, results in tasks:
             yield from zip(group, results)
     finally:

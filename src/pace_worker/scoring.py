@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-_SCORER: Optional[tuple] = None  # (key, bbasis, {element: A⁻¹})
+_SCORER: Optional[tuple] = None  # (key, BProjector, {element: A⁻¹})
 
 
 def load_scorer(potential_yaml: str, asi: str) -> None:
@@ -21,23 +21,22 @@ def load_scorer(potential_yaml: str, asi: str) -> None:
     if _SCORER is not None and _SCORER[0] == key:
         return
     from pace_worker.activeset import load_active_set, load_bbasis
+    from pace_worker.projections import BProjector
 
     bbasis = load_bbasis(Path(potential_yaml))
     active = load_active_set(Path(asi), Path(potential_yaml), bbasis)
-    _SCORER = (key, bbasis, active.inverse)
+    _SCORER = (key, BProjector(bbasis), active.inverse)
 
 
 def potential_elements() -> set[str]:
-    return set(_SCORER[1].elements_name)
+    return set(_SCORER[1].bbasis.elements_name)
 
 
 def _projections(structures: Sequence[Atoms]):
     """Per structure: {element: [atoms of that element in order, n_funcs]} and their atom indices."""
-    from pyace.activelearning import compute_B_projections
-
-    _, bbasis, _ = _SCORER
-    proj, owner = compute_B_projections(bbasis, list(structures), structure_ind_list=list(range(len(structures))))
-    names = bbasis.elements_name
+    _, projector, _ = _SCORER
+    proj, owner = projector(structures)
+    names = projector.bbasis.elements_name
     per_structure = [dict() for _ in structures]
     for st, block in proj.items():
         if not len(block):
