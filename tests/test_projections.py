@@ -8,6 +8,7 @@ from pace_worker.activeset import load_bbasis
 from pace_worker.config import DescriptorSettings
 from pace_worker.descriptors import write_unfitted_basis
 from pace_worker.projections import BProjector
+from pace_worker.structures import fully_periodic_or_not
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +52,14 @@ def test_reused_projector_gives_the_same_twice(three_element_basis):
     assert all(np.array_equal(first[st], again[st]) for st in first)
 
 
-def test_mixed_pbc_and_foreign_elements_are_refused(three_element_basis):
-    slab = bulk("Cu", "fcc", a=3.6, cubic=True)
-    slab.pbc = (True, True, False)
+def test_slab_is_projected_as_its_periodic_copy_and_foreign_elements_are_refused(three_element_basis):
+    slab = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    slab.pbc = (True, True, False)  # pyace itself refuses this
+    slab.rattle(0.05, seed=1)
     with pytest.raises(ValueError, match="fully periodic"):
-        BProjector(three_element_basis)([slab])
+        compute_B_projections(three_element_basis, [slab])
+    ours, _ = BProjector(three_element_basis)([slab])
+    ref = compute_B_projections(three_element_basis, [fully_periodic_or_not(slab, three_element_basis.cutoffmax)])
+    assert all(np.array_equal(ours[st], ref[st]) for st in ref)
     with pytest.raises(ValueError, match="not in the basis"):
         BProjector(three_element_basis)([bulk("Au", "fcc", a=4.1)])

@@ -56,13 +56,6 @@ def functions_per_element(bbasis) -> dict[str, int]:
     return dict(zip(bbasis.elements_name, compute_number_of_functions(bbasis)))
 
 
-def _environments(bbasis, structures: list[Atoms]):
-    from pyace import aseatoms_to_atomicenvironment
-
-    return [aseatoms_to_atomicenvironment(a, cutoff=bbasis.cutoffmax,
-                                          elements_mapper_dict=bbasis.elements_to_index_map) for a in structures]
-
-
 def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tolerance: float = 1.01,
                        maxvol_iters: int = 300, memory_limit: int = PROJECTIONS_MEMORY_LIMIT) -> ActiveSet:
     """MaxVol active set of the potential over all atoms of ``structures``."""
@@ -82,12 +75,13 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
         detail = ", ".join(f"{el}: {c} atoms < {n} functions" for el, (c, n) in short.items())
         raise ActiveSetUnavailable(f"too few atoms to determine the active set ({detail})")
 
-    envs = _environments(bbasis, structures)
+    projector = BProjector(bbasis)
+    envs = [projector.environment(a) for a in structures]
     required = sum(counts[el] * nfuncs[el] * 8 for el in nfuncs)
     names = bbasis.elements_name
     regularized = False
     if required <= memory_limit:
-        projections, _ = BProjector(bbasis)(envs)
+        projections, _ = projector(envs)
         try:
             active = maxvol_active_set({st: p.copy() for st, p in projections.items()}, tol=gamma_tolerance,
                                        max_iters=maxvol_iters)

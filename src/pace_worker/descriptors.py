@@ -33,7 +33,6 @@ from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.frames import PoolChunk
 from pace_worker.stack import import_pyace
-from pace_worker.structures import fully_periodic_or_not
 
 _BASIS: Optional[tuple] = None  # (path, BProjector of the basis, elements in feature order, column offsets)
 
@@ -85,8 +84,8 @@ def structure_features(structures: Sequence, first_index: int = 0,
         usable[k] = set(atoms.get_chemical_symbols()) <= index_of.keys()
     rows = np.flatnonzero(usable)
     if len(rows):
-        chosen = [fully_periodic_or_not(structures[k], projector.bbasis.cutoffmax) for k in rows]
-        proj, owner = projector(chosen)
+        chosen = [structures[k] for k in rows]
+        proj, owner = projector(chosen)  # slabs and wires are made fully periodic there
         for st, block in proj.items():
             if not len(block):
                 continue

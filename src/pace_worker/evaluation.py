@@ -15,6 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.executor import ChunkExecutor
+from pace_worker.structures import fully_periodic_or_not
 
 _CALCULATOR = None  # one per process
 _LOADED: Optional[tuple] = None  # (potential, asi) of _CALCULATOR
@@ -56,13 +57,18 @@ def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
         raise RuntimeError("load_potential() was not called in this process")
     with_gamma = calc.is_active_set_configured
     out = []
-    for atoms in structures:
-        atoms = atoms.copy()
+    for original in structures:
+        # pyace refuses slabs and wires (mixed pbc): the same atoms, fully periodic with a cutoff
+        # of vacuum, have the same environments; their stress (of a changed cell) is not reported
+        atoms = fully_periodic_or_not(original, calc.basis.cutoffmax)
+        made_periodic = atoms is not original
+        atoms = atoms if made_periodic else original.copy()
         atoms.calc = calc
         calc.calculate(atoms, properties=("energy", "forces"))
         results = calc.results
+        keep_stress = "stress" in results and not made_periodic
         out.append(Prediction(energy=float(results["energy"]), forces=np.array(results["forces"]),
-                              stress=np.array(results["stress"]) if "stress" in results else None,
+                              stress=np.array(results["stress"]) if keep_stress else None,
                               gamma=np.array(results["gamma"]) if with_gamma else None))
     return out
 

@@ -9,13 +9,17 @@ atom's row through ``np.reshape`` in Python (~10 % of a worker's scoring time on
 here the evaluator is built once and each structure's rows are taken per species in one array
 operation. The atomic environment is pyace's ``build_atomic_env`` given species indices
 directly, which skips ``aseatoms_to_atomicenvironment``'s per-neighbour symbol lookup (~30 % of
-the environment time). Results are identical (tested).
+the environment time). Results are identical (tested). A slab or wire (mixed ``pbc``, which
+pyace refuses) is scored as the same structure made fully periodic with at least a cutoff of
+vacuum (:func:`pace_worker.structures.fully_periodic_or_not`): the same atomic environments.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
+
+from pace_worker.structures import fully_periodic_or_not
 
 
 class BProjector:
@@ -39,13 +43,11 @@ class BProjector:
         """pyace's atomic environment of ``atoms`` (as ``aseatoms_to_atomicenvironment`` builds it)."""
         from pyace.catomicenvironment import build_atomic_env
 
-        pbc = atoms.get_pbc()
-        if pbc.any() and not pbc.all():
-            raise ValueError("Only fully periodic or non-periodic cell are supported")
+        atoms = fully_periodic_or_not(atoms, self.bbasis.cutoffmax)  # pyace refuses slabs and wires
         species = self._species_of_number[atoms.numbers]
         if (species < 0).any():
             raise ValueError(f"elements {sorted(set(atoms[species < 0].get_chemical_symbols()))} are not in the basis")
-        return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(pbc.all()),
+        return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(atoms.pbc.all()),
                                 self.bbasis.cutoffmax)
 
     def __call__(self, structures: Sequence) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:

@@ -58,8 +58,8 @@ from pace_worker.metrics import errors_from_prediction_file, loss_history
 from pace_worker.pacemaker_input import build_input, potential_section
 from pace_worker.split import stable_split
 from pace_worker.stack import stack_versions
-from pace_worker.structures import (LabelledStructures, file_sha256, read_labelled_structures,
-                                    write_extxyz_atomic)
+from pace_worker.structures import (LabelledStructures, file_sha256, fully_periodic_or_not,
+                                    read_labelled_structures, write_extxyz_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -227,14 +227,18 @@ def plan_start(settings: PacemakerSettings, starts: StartingPotentials, data: Tr
     return "warm", str(starts.initial.resolve())
 
 
-def structures_dataframe(structures: LabelledStructures, names: list[str], explicit_weights: bool):
+def structures_dataframe(structures: LabelledStructures, names: list[str], explicit_weights: bool,
+                         cutoff: float):
     """pacemaker's DataFrame: ase_atoms, energy, forces, name (+ uniform weights, zero force
-    weight for energy-only structures, when ``explicit_weights``)."""
+    weight for energy-only structures, when ``explicit_weights``). Slabs and wires (mixed pbc,
+    which pyace refuses) go in fully periodic with at least ``cutoff`` (pacemaker's neighbour-list
+    cutoff) of vacuum: the same atomic environments, energies and forces."""
     import pandas as pd
 
     atoms = []
     for a in structures.atoms:
-        copy = a.copy()
+        copy = fully_periodic_or_not(a, cutoff)
+        copy = copy.copy() if copy is a else copy
         copy.calc = None
         atoms.append(copy)
     forces = [f if f is not None else np.zeros((len(a), 3)) for f, a in zip(structures.forces, atoms)]
@@ -252,11 +256,11 @@ def write_pacemaker_files(folder: Path, settings: PacemakerSettings, data: Train
     """train.pckl.gzip, test.pckl.gzip and input.yaml in the iteration folder."""
     # pacemaker joins train and test before weighting: both carry explicit weights or neither does
     explicit = bool(data.train.energy_only.any()) or bool(data.test is not None and data.test.energy_only.any())
-    structures_dataframe(data.train, data.train_names, explicit).to_pickle(
+    structures_dataframe(data.train, data.train_names, explicit, settings.cutoff).to_pickle(
         folder / "train.pckl.gzip", compression="gzip", protocol=4)
     test_file = None
     if data.test is not None:
-        structures_dataframe(data.test, data.test_names, explicit).to_pickle(
+        structures_dataframe(data.test, data.test_names, explicit, settings.cutoff).to_pickle(
             folder / "test.pckl.gzip", compression="gzip", protocol=4)
         test_file = "test.pckl.gzip"
     pacemaker_input = build_input(settings, potential=potential, train_file="train.pckl.gzip", test_file=test_file,
