@@ -1,7 +1,7 @@
 """How many labels each selection strategy needs to reach a target test force error.
 
     .venv/bin/python bench/al_efficiency.py [--seeds 0 1 2] [--target 50] [--labels-per-iteration 4]
-                                            [--max-labels 44]
+                                            [--max-labels 60]
 
 For each seed, the demo's active-learning loop (:func:`pace_worker.demo.run_demo`: EMT-labelled
 Cu, DIRECT-picked initial set of 12 shared by all strategies, MD exploration with the current
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--target", type=float, default=50.0, help="test force RMSE to reach, meV/Å")
     parser.add_argument("--labels-per-iteration", type=int, default=4)
-    parser.add_argument("--max-labels", type=int, default=44, help="label budget per strategy")
+    parser.add_argument("--max-labels", type=int, default=60, help="label budget per strategy")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-al")
     args = parser.parse_args()
 
