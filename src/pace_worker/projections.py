@@ -3,8 +3,8 @@
 :class:`BProjector` returns what ``pyace.activelearning.compute_B_projections(bbasis,
 structures, structure_ind_list=range(n))`` returns — ``{species: [atoms, n_funcs]}`` and
 ``{species: owning structure of each row}``, rows in structure and atom order — from the same
-pyace calls (``aseatoms_to_atomicenvironment``, ``ACECalculator.compute(...,
-compute_projections=True)``). pyace's function builds a new evaluator per call and copies every
+pyace C++ calls (``build_atomic_env``, ``ACECalculator.compute(..., compute_projections=True)``).
+pyace's function builds a new evaluator per call and copies every
 atom's row through ``np.reshape`` in Python (~10 % of a worker's scoring time on 32-atom cells);
 here the evaluator is built once and each structure's rows are taken per species in one array
 operation. The atomic environment is pyace's ``build_atomic_env`` given species indices
