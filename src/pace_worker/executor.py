@@ -5,9 +5,10 @@ direct_sample), locally or on a Dask cluster.
 function over them. Each worker runs ``initializer(*initargs)`` once (e.g. loads the potential
 from its path), so heavy objects travel to a worker once, not per chunk. Results come back in
 input order whatever the number of workers, the chunk size or where they ran, so results do
-not depend on any of these. A few chunks per worker are in flight (2 per local process, 2 tasks
-of ``chunks_per_task`` chunks per Dask worker thread): memory on the client stays
-bounded however long the input is.
+not depend on any of these. A few chunks per worker are in flight — 2 per local process, 4 tasks
+of up to ``chunks_per_task`` chunks per Dask worker thread (the scheduler holds the ones not yet
+running and hands them to whichever worker is free, so no worker waits for another's slow
+task) — so memory on the client stays bounded however long the input is.
 
 Where the chunks run
 --------------------
@@ -207,7 +208,7 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
         threads = max(1, threads)
         groups = _groups(chunks, chunks_per_task, n_chunks, threads)
         tasks = _in_order(lambda group: client.submit(_run_on_worker, function, group, initializer, initargs,
-                                                      pure=False), groups, 2 * threads)
+                                                      pure=False), groups, 4 * threads)
         for group, results in tasks:
             yield from zip(group, results)
     finally:
