@@ -103,7 +103,9 @@ class DemoResult:
 
 # ----------------------------------------------------------------------------- structures
 def raw_pool(n: int, seed: int) -> list[Atoms]:
-    """Unlabelled Cu structures of several families (periodic: EMT and pyace need full or no pbc)."""
+    """Unlabelled Cu structures of several families, slabs made fully periodic here with 4 Å of
+    vacuum. The commands accept mixed-pbc slabs themselves now; the conversion stays so the demo's
+    pool, and the numbers recorded in README, stay the same."""
     from pace_worker.structures import fully_periodic_or_not
     from pace_worker.toy_data import unlabelled_pool
 
