@@ -45,15 +45,50 @@ class DOptimalResult:
     swaps_per_element: dict[str, int]
 
 
+def add_outer(matrix: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) -> None:
+    """``matrix += alpha · x yᵀ`` in place. For a C-ordered float64 matrix this is BLAS ``dger``
+    on its transpose: no temporary of the matrix's size (10× faster than ``np.outer`` on a
+    64,000 × 40 matrix). ``x`` and ``y`` must not be views of ``matrix``."""
+    from scipy.linalg.blas import dger
+
+    if matrix.dtype == np.float64 and matrix.flags.c_contiguous and matrix.size:
+        updated = dger(alpha, np.ascontiguousarray(y, dtype=float), np.ascontiguousarray(x, dtype=float),
+                       a=matrix.T, overwrite_a=True)
+        if not np.shares_memory(updated, matrix):  # dger made a copy after all
+            matrix[...] = updated.T
+    else:
+        matrix += alpha * np.outer(x, y)
+
+
 def swap_into_active_set(c: np.ndarray, inverse: np.ndarray, b: int, j: int) -> float:
     """Replace active-set row j by candidate atom b, in place: the rank-1 MaxVol update of
     ``C = B A⁻¹`` (all candidate rows) and of ``A⁻¹``. Returns log|det| gained, log|C[b, j]|."""
     pivot = c[b, j]
     u = c[b].copy()
     u[j] -= 1.0
-    c -= np.outer(c[:, j], u) / pivot
-    inverse -= np.outer(inverse[:, j], u) / pivot
+    add_outer(c, -1.0 / pivot, c[:, j].copy(), u)
+    add_outer(inverse, -1.0 / pivot, inverse[:, j].copy(), u)
     return float(np.log(abs(pivot)))
+
+
+def swap_into_active_set_transposed(c_t: np.ndarray, inverse: np.ndarray, b: int, j: int) -> float:
+    """:func:`swap_into_active_set` with ``Cᵀ`` (functions × atoms) in place of ``C``."""
+    pivot = c_t[j, b]
+    u = c_t[:, b].copy()
+    u[j] -= 1.0
+    add_outer(c_t, -1.0 / pivot, u, c_t[j].copy())
+    add_outer(inverse, -1.0 / pivot, inverse[:, j].copy(), u)
+    return float(np.log(abs(pivot)))
+
+
+def column_abs_max(matrix: np.ndarray) -> np.ndarray:
+    """``np.abs(matrix).max(axis=0)`` row by row (contiguous rows: ~2× faster, no temporary of
+    the matrix's size)."""
+    best = np.abs(matrix[0])
+    row = np.empty_like(best)
+    for k in range(1, len(matrix)):
+        np.maximum(best, np.abs(matrix[k], out=row), out=best)
+    return best
 
 
 def joint_maxvol_order(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray],
@@ -93,42 +128,54 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
     """
     elements = sorted(inverse)
     inv = {el: np.array(inverse[el], dtype=float, copy=True) for el in elements}
-    c_mat, owner = {}, {}
+    # per element: Cᵀ = (B A⁻¹)ᵀ, functions × candidate atoms (a candidate's atoms are adjacent
+    # columns, candidates in order), which candidates own the blocks and where each block starts
+    c_t, owners, starts = {}, {}, {}
     for el in elements:
-        blocks = [c.projections.get(el) for c in candidates]
-        rows = [b for b in blocks if b is not None and len(b)]
-        c_mat[el] = (np.vstack(rows) @ inv[el]) if rows else np.zeros((0, inv[el].shape[0]))
-        owner[el] = np.concatenate([np.full(len(b), k) for k, b in enumerate(blocks) if b is not None and len(b)]
-                                   ) if rows else np.zeros(0, dtype=int)
+        blocks = [(k, c.projections[el]) for k, c in enumerate(candidates) if len(c.projections.get(el, ()))]
+        if blocks:
+            c_t[el] = np.ascontiguousarray((np.vstack([b for _, b in blocks]) @ inv[el]).T)
+            owners[el] = np.array([k for k, _ in blocks])
+            starts[el] = np.concatenate([[0], np.cumsum([len(b) for _, b in blocks])])
+    columns = {el: {int(k): slice(starts[el][i], starts[el][i + 1]) for i, k in enumerate(owners[el])}
+               for el in c_t}
     alive = np.ones(len(candidates), dtype=bool)
     swaps = {el: 0 for el in elements}
     result = DOptimalResult([], [], [], swaps)
 
     def scores() -> np.ndarray:
         best = np.zeros(len(candidates))
-        for el in elements:
-            if len(owner[el]):
-                np.maximum.at(best, owner[el], np.abs(c_mat[el]).max(axis=1))
+        for el in c_t:
+            per_block = np.maximum.reduceat(column_abs_max(c_t[el]), starts[el][:-1])
+            best[owners[el]] = np.maximum(best[owners[el]], per_block)
         return best
+
+    def score_of(k: int) -> float:
+        return max([float(np.abs(c_t[el][:, columns[el][k]]).max()) for el in c_t if k in columns[el]] + [0.0])
 
     queue = list(first)
     for _ in range(min(n, len(candidates))):
-        s = np.where(alive, scores(), -np.inf)
-        k = queue.pop(0) if queue else int(np.argmax(s))  # first of equal scores: candidate order decides
+        if queue:  # given picks: only their own γ is needed
+            k = queue.pop(0)
+            gamma = score_of(k)
+        else:
+            s = np.where(alive, scores(), -np.inf)
+            k = int(np.argmax(s))  # first of equal scores: candidate order decides
+            gamma = float(s[k])
         result.order.append(k)
-        result.gamma_at_pick.append(float(s[k]))
-        result.volume_gain.append(bool(s[k] > tolerance))
+        result.gamma_at_pick.append(gamma)
+        result.volume_gain.append(bool(gamma > tolerance))
         alive[k] = False
-        for el in elements:
-            rows = np.nonzero(owner[el] == k)[0]
+        for el in c_t:
+            if k not in columns[el]:
+                continue
+            cols = columns[el][k]
             for _ in range(max_swaps_per_structure):
-                if not len(rows):
-                    break
-                block = np.abs(c_mat[el][rows])
+                block = np.abs(c_t[el][:, cols]).T  # atoms × functions: ties go to the first atom
                 r, j = np.unravel_index(int(np.argmax(block)), block.shape)
                 if block[r, j] <= tolerance:
                     break
-                swap_into_active_set(c_mat[el], inv[el], rows[r], j)
+                swap_into_active_set_transposed(c_t[el], inv[el], cols.start + r, j)
                 swaps[el] += 1
     return result
 
