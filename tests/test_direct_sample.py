@@ -2,6 +2,7 @@
 coverage than random on real Si data, reproducible, non-periodic structures; bad input."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import ase.io
@@ -71,6 +72,18 @@ def test_same_seed_same_picks_whatever_workers_and_chunks(five_families, tmp_pat
     assert picks[0] == picks[2] and picks[1] == picks[3]
     assert picks[0][1] != picks[1][1]  # random and center differ
     assert len(picks[1][1]) == 16
+
+
+def test_a_compressed_pool_gives_the_same_structures(five_families, tmp_path):
+    with open(five_families, "rb") as src, gzip.open(tmp_path / "pool.xyz.gz", "wb") as dst:
+        dst.write(src.read())
+    results = [direct_sample(DirectSampleRequest(input=path, output=tmp_path / f"o{k}.xyz", n_clusters=6, plots=False,
+                                                 meta=MetaConfig(workers=2, chunk_size=7)))
+               for k, path in enumerate((five_families, tmp_path / "pool.xyz.gz"))]
+    assert results[0].picks == results[1].picks
+    plain, packed = (ase.io.read(tmp_path / f"o{k}.xyz", ":") for k in (0, 1))
+    assert [a.info["pool_index"] for a in packed] == results[0].picks
+    assert all(np.array_equal(a.positions, b.positions) for a, b in zip(plain, packed))
 
 
 def test_given_basis_reproduces_the_default_one(five_families, tmp_path):

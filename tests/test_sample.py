@@ -2,6 +2,7 @@
 their labels help more than random ones, results are reproducible; bad input."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import ase.io
@@ -99,6 +100,17 @@ def test_same_inputs_same_picks_whatever_workers_and_chunks(cual):
         b = picks(root, strategy, meta=MetaConfig(workers=2, chunk_size=3))
         assert a.picks == b.picks, strategy
     assert picks(root, "random", seed=1).picks != picks(root, "random", seed=2).picks
+
+
+def test_a_compressed_pool_gives_the_same_picks(cual, tmp_path):
+    root, _ = cual
+    with open(root / "pool.xyz", "rb") as src, gzip.open(tmp_path / "pool.xyz.gz", "wb") as dst:
+        dst.write(src.read())
+    plain = picks(root, "maxvol", meta=MetaConfig(workers=2, chunk_size=5))
+    packed = sample(SampleRequest(candidates=tmp_path / "pool.xyz.gz", n_samples=6, output=tmp_path / "sel.xyz",
+                                  potential=root / "output_potential.yaml", meta=MetaConfig(workers=2, chunk_size=5)))
+    assert packed.picks == plain.picks
+    assert packed.report["pool"]["read"] == plain.report["pool"]["read"]
 
 
 def test_gamma_window_skips_the_wildest(cual):

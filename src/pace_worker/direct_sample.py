@@ -109,7 +109,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
 
     path = check_readable_file(request.input, "input")
     elements: set[str] = set()
-    offsets = frame_offsets(path, f"input '{path}'", elements)
+    offsets = frame_offsets(path, "input", elements)
     if not offsets:
         raise InputError(f"input '{path}' contains no structures; give an extxyz pool")
     timings["scan_s"] = time.perf_counter() - t0

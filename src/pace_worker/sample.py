@@ -11,8 +11,9 @@ is replaced by the ``.yaml`` beside it, or the command fails (a .yace cannot giv
 
 How (two passes over the pool, in chunks on worker processes)
 -------------------------------------------------------------
-1. Stream the pool (worker processes read their own byte ranges of the file; a compressed
-   file is read here chunk by chunk); drop exact duplicates (same species, positions, cell;
+1. Scan the pool for where each structure starts (line counts, no parsing), then stream it
+   (worker processes read their own byte ranges of the file; a compressed file is read here
+   chunk by chunk); drop exact duplicates (same species, positions, cell;
    the first one counts) and skip structures with elements the potential lacks (both counted);
    compute per-atom γ against the potential's active set. Only each structure's max γ is kept
    for all structures, plus a bounded buffer of the ``buffer_size`` most promising ones
@@ -45,9 +46,9 @@ import numpy as np
 from pace_worker import activeset, potentials
 from pace_worker.atomic_io import companion_path, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
-from pace_worker.frames import PoolChunk, pool_chunks
+from pace_worker.frames import PoolChunk, frame_offsets, pool_chunks
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    picks_logdet_gain, top_by_gamma)
@@ -184,10 +185,14 @@ def sample(request: SampleRequest) -> SampleResult:
         return kept[0].key[0]
 
     with_projections = strategy in ("maxvol", "gamma_window")
-    chunks = pool_chunks(request.candidates, request.meta.chunk_size, "candidates",
-                         lambda: {"send_back_from": send_back_from(), "with_projections": with_projections})
+    candidates_file = check_readable_file(request.candidates, "candidates")
+    offsets = frame_offsets(candidates_file, "candidates")  # the pool size: progress total, Dask task sizes
+    chunks = pool_chunks(candidates_file, request.meta.chunk_size, "candidates",
+                         lambda: {"send_back_from": send_back_from(), "with_projections": with_projections},
+                         offsets=offsets)
     for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
-                                          initargs=(str(potential), str(asi)), description="scoring"):
+                                          initargs=(str(potential), str(asi)), description="scoring",
+                                          total=len(offsets)):
         for index, fp, g, atoms, gamma, projections in results:
             counts["read"] += 1
             if fp in seen:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
+from pace_worker.frames import is_compressed
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "energy_dft", "total_energy",
                "TotEnergy", "Energy")
@@ -122,9 +124,14 @@ def _is_pickle(path: Path) -> bool:
 
 def _read_ase(path: Path) -> list[Atoms]:
     import ase.io
+    from ase.io.formats import open_with_compression
 
     try:
-        images = ase.io.read(str(path), index=":", format="extxyz")
+        if is_compressed(path):  # decompressed once: ASE would seek back into the stream
+            with open_with_compression(str(path), "r") as f:  # once per frame, from its start each time
+                images = ase.io.read(io.StringIO(f.read()), index=":", format="extxyz")
+        else:
+            images = ase.io.read(str(path), index=":", format="extxyz")
     except Exception as exc:  # ASE raises many kinds for a malformed file
         raise InputError(f"dataset '{path}' is not a readable extended XYZ file ({first_line(exc)}); "
                          "give an extxyz (.xyz/.extxyz, optionally .gz) or a pacemaker .pckl.gzip file")
