@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 
-def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
-    """Wall seconds, peak PSS and peak RSS (MiB, summed over the process tree), output."""
+def run_measured(cmd, cwd, memory: bool = True) -> tuple[float, float, float, str]:
+    """Wall seconds, peak PSS and peak RSS (MiB, summed over the process tree; 0 without
+    ``memory``), output. Polling PSS reads every process's smaps (~15 ms of CPU per poll of 3
+    processes): on a machine whose cores the command keeps busy that CPU is taken from it, so
+    time a multi-process command with ``memory=False``."""
     import psutil
 
     start = time.perf_counter()
@@ -19,7 +22,7 @@ def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
                                 env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
         parent = psutil.Process(proc.pid)
         peak_pss = peak_rss = 0
-        while proc.poll() is None:
+        while memory and proc.poll() is None:
             try:
                 infos = [p.memory_full_info() for p in [parent] + parent.children(recursive=True)]
                 peak_pss = max(peak_pss, sum(i.pss for i in infos))
@@ -27,6 +30,7 @@ def run_measured(cmd, cwd) -> tuple[float, float, float, str]:
             except psutil.Error:
                 pass
             time.sleep(0.3)  # reading smaps for PSS costs CPU: poll gently
+        proc.wait()
     wall = time.perf_counter() - start
     text = out_path.read_text()
     if proc.returncode != 0:

@@ -1,18 +1,24 @@
 """``pace-worker sample`` (maxvol) against pyace's ``pace_select`` on the same potential and pools.
 
-    .venv/bin/python bench/sample_vs_pace_select.py [--sizes 2000 20000] [--n 50] [--rounds 3]
+    .venv/bin/python bench/sample_vs_pace_select.py [--sizes 2000 20000] [--n 50] [--rounds 5]
                                                     [--potential runs/si-demo/output_potential.yaml]
 
 Pools of 32-atom diamond-Si cells (random strain up to ±6 %, rattle 0.02–0.2 Å; seeded) are
 written as extxyz (ours) and as a pacemaker DataFrame pickle (pace_select). Both select N
 structures with the potential's active set. For each pool size it prints
 
-* wall time ratio ours / pace_select (goal ≤ 0.6 on 2 cores): the tools run ``--rounds`` times
-  alternately (this VM's speed drifts by up to ~30 % between minutes); the median of the
-  per-round ratios is printed, with the medians of the times,
-* peak memory ratio ours / pace_select (goal ≤ 0.3 at 20k): the sum over the process tree of
-  PSS (proportional set size: a page shared by the forked workers counts once in total), polled
-  every 0.3 s; the plain RSS sum (which counts shared pages once per process) is printed too,
+* wall time ratio ours / pace_select (goal ≤ 0.6 on 2 cores): the tools run alternately,
+  pace_select first and last, ours ``--rounds`` times; this VM's speed drifts by up to ~15 %
+  between minutes (the same single-process run took 37.8 s and 43.3 s two minutes apart), so
+  each of our runs is divided by the mean of the pace_select runs just before and after it
+  (which cancels a steady drift); the median of these ratios is printed, with the medians of
+  the times. Timed runs are not polled for
+  memory: reading every process's smaps costs ~15 ms of CPU per poll, which a command that
+  keeps both cores busy pays and a single-process one does not,
+* peak memory ratio ours / pace_select (goal ≤ 0.3 at 20k), from one more run of each: the sum
+  over the process tree of PSS (proportional set size: a page shared by the forked workers
+  counts once in total), polled every 0.3 s; the plain RSS sum (which counts shared pages once
+  per process) is printed too,
 * D-optimality of each method's picks, per element (goal: ours ≥ pace_select's): the gain of
   log|det| of the active set grown from the previous active set by MaxVol swaps with the
   picks' atoms (:func:`pace_worker.selection.swap_maxvol_gain`; a MaxVol recomputed from
@@ -68,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--n", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each tool, alternating; medians are printed")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each tool, alternating; medians are printed")
     parser.add_argument("--potential", type=Path, default=REPO / "runs/si-demo/output_potential.yaml")
     args = parser.parse_args()
     potential = args.potential.resolve()
@@ -92,16 +98,19 @@ def main() -> None:
                         str(work / "ours.xyz"), "--potential", str(potential), "--asi", str(asi)]
             ref_cmd = [str(BIN / "pace_select"), str(work / "pool.pckl.gzip"), "-p", str(potential), "-a", str(asi),
                        "-m", str(args.n), "-o", str(work / "ref.pkl.gz"), "-V"]
-            runs_ours, runs_ref = [], []  # (wall s, peak PSS, peak RSS sum) per round
-            for _ in range(args.rounds):  # alternate: this VM's speed drifts between minutes
-                runs_ours.append(run_measured(ours_cmd, work)[:3])
-                runs_ref.append(run_measured(ref_cmd, work)[:3])
-            ratios = [o[0] / r[0] for o, r in zip(runs_ours, runs_ref)]
+            # ref, ours, ref, ours, ..., ref: each of our runs is compared with the mean of the
+            # pace_select runs just before and after it, which cancels a drift of the VM's speed
+            times_ref = [run_measured(ref_cmd, work, memory=False)[0]]
+            times_ours = []
+            for _ in range(args.rounds):
+                times_ours.append(run_measured(ours_cmd, work, memory=False)[0])
+                times_ref.append(run_measured(ref_cmd, work, memory=False)[0])
+            ratios = [o / ((before + after) / 2) for o, before, after in zip(times_ours, times_ref, times_ref[1:])]
             print(f"pool {size}: time ours / pace_select per round: " + ", ".join(f"{r:.2f}" for r in ratios),
                   flush=True)
-            t_ours, t_ref = (float(np.median([r[0] for r in runs])) for runs in (runs_ours, runs_ref))
-            pss_ours, rss_ours = (max(r[k] for r in runs_ours) for k in (1, 2))  # peaks over the rounds
-            pss_ref, rss_ref = (max(r[k] for r in runs_ref) for k in (1, 2))
+            t_ours, t_ref = float(np.median(times_ours)), float(np.median(times_ref))
+            _, pss_ours, rss_ours, _ = run_measured(ours_cmd, work)  # memory in runs of their own: polling
+            _, pss_ref, rss_ref, _ = run_measured(ref_cmd, work)     # PSS takes CPU from the timed command
             ours = ase.io.read(work / "ours.xyz", index=":")
             ref = list(pd.read_pickle(work / "ref.pkl.gz")["ase_atoms"])
             d_ours, d_ref = d_optimality(potential, asi, ours), d_optimality(potential, asi, ref)

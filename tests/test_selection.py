@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pace_worker.selection import (Candidate, add_outer, greedy_d_optimal, picks_logdet_gain,
-                                   swap_into_active_set, swap_into_active_set_transposed)
+from pace_worker.selection import Candidate, add_outer, greedy_d_optimal, picks_logdet_gain, swap_into_active_set
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "float32"])
@@ -32,12 +31,12 @@ def test_a_swap_keeps_c_equal_to_b_times_the_new_inverse(transposed):
     atom, row = 17, int(np.argmax(np.abs(c[17])))
     expected_gain = np.log(abs(np.linalg.det(np.vstack([active[:row], b[atom], active[row + 1:]])))) - \
         np.log(abs(np.linalg.det(active)))
-    if transposed:
+    if transposed:  # Cᵀ stored in C order (as greedy_d_optimal keeps it)
         c_t = np.ascontiguousarray(c.T)
-        gain = swap_into_active_set_transposed(c_t, inverse, atom, row)
+        gain = swap_into_active_set(c_t, inverse, atom, row)
         c = c_t.T
-    else:
-        gain = swap_into_active_set(c, inverse, atom, row)
+    else:  # C stored in C order, passed as its (Fortran-ordered) transpose
+        gain = swap_into_active_set(c.T, inverse, atom, row)
     new_active = active.copy()
     new_active[row] = b[atom]
     np.testing.assert_allclose(inverse, np.linalg.inv(new_active), atol=1e-10)
