@@ -88,11 +88,13 @@ def parse_frames(text: bytes) -> list:
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
 
-def read_frames(path: str, offset: int, count: int) -> list:
-    """``count`` structures parsed by ASE from byte ``offset`` of an extxyz file."""
+def read_frames(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list:
+    """``count`` structures parsed by ASE from byte ``offset`` of an extxyz file (structure
+    ``first_index``, for error messages)."""
     with open(path, "rb") as f:
         f.seek(offset)
-        texts = [text for _, text in itertools.islice(_split_frames(f, path, "structures", start=offset), count)]
+        frames = _split_frames(f, path, what, first_index=first_index, start=offset)
+        texts = [text for _, text in itertools.islice(frames, count)]
     return parse_frames(b"".join(texts))
 
 
@@ -120,7 +122,9 @@ class PoolChunk:
         try:
             if self.text is not None:
                 return parse_frames(self.text)
-            return read_frames(self.path, self.offset, self.count)
+            return read_frames(self.path, self.offset, self.count, self.first_index, self.what)
+        except InputError:
+            raise
         except Exception as exc:  # ASE raises many kinds for a malformed file
             raise InputError(f"{self.what} '{self.path}': structures {self.first_index}-"
                              f"{self.first_index + self.count - 1} cannot be read as extended XYZ "
