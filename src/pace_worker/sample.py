@@ -11,13 +11,14 @@ is replaced by the ``.yaml`` beside it, or the command fails (a .yace cannot giv
 
 How (two passes over the pool, in chunks on worker processes)
 -------------------------------------------------------------
-1. Scan the pool for where each structure starts (line counts, no parsing), then stream it
-   (worker processes read their own byte ranges of the file; a compressed file is read here
-   chunk by chunk); drop exact duplicates (same species, positions, cell;
-   the first one counts) and skip structures with elements the potential lacks (both counted);
-   compute per-atom γ against the potential's active set. Only each structure's max γ is kept
-   for all structures, plus a bounded buffer of the ``buffer_size`` most promising ones
-   (``max(20 N, 2000)`` by default): memory does not grow with the pool beyond that.
+1. Scan a plain pool for where each structure starts (line counts, no parsing), then stream
+   it (worker processes read their own byte ranges of the file; a compressed file is
+   decompressed here once, in order, and its chunks parsed on the workers); drop exact
+   duplicates (same species, positions, cell; the first one counts) and skip structures with
+   elements the potential lacks (both counted); compute per-atom γ against the potential's
+   active set. Only each structure's max γ is kept for all structures, plus a bounded buffer of
+   the ``buffer_size`` most promising ones (``max(20 N, 2000)`` by default): memory does not
+   grow with the pool beyond that.
 2. Select from the buffer:
 
    * ``maxvol`` (default): batch D-optimal selection starting from the active set — the better
@@ -48,7 +49,7 @@ from pace_worker.atomic_io import companion_path, write_json_atomic
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
-from pace_worker.frames import PoolChunk, frame_offsets, pool_chunks
+from pace_worker.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    picks_logdet_gain, top_by_gamma)
@@ -186,13 +187,15 @@ def sample(request: SampleRequest) -> SampleResult:
 
     with_projections = strategy in ("maxvol", "gamma_window")
     candidates_file = check_readable_file(request.candidates, "candidates")
-    offsets = frame_offsets(candidates_file, "candidates")  # the pool size: progress total, Dask task sizes
+    # the pool size (progress total, Dask task sizes) from a scan of a plain file; a compressed one
+    # would be decompressed twice for it, so it streams without a total
+    offsets = None if is_compressed(candidates_file) else frame_offsets(candidates_file, "candidates")
     chunks = pool_chunks(candidates_file, request.meta.chunk_size, "candidates",
                          lambda: {"send_back_from": send_back_from(), "with_projections": with_projections},
                          offsets=offsets)
     for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
                                           initargs=(str(potential), str(asi)), description="scoring",
-                                          total=len(offsets)):
+                                          total=None if offsets is None else len(offsets)):
         for index, fp, g, atoms, gamma, projections in results:
             counts["read"] += 1
             if fp in seen:
