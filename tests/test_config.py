@@ -17,10 +17,10 @@ def test_three_layouts_give_the_same_settings(tmp_path, layout):
             "ace_model": "ace_model:\n  pacemaker_config:\n" + "".join(
                 "    " + line + "\n" for line in PACEMAKER.splitlines())}[layout]
     path = tmp_path / "config.yaml"
-    path.write_text(text + "sample: {strategy: maxvol}\n")
+    path.write_text(text + "sample: {strategy: random}\n")
     cfg = load_worker_config(path)
     assert cfg.pacemaker.cutoff == 5.0 and cfg.pacemaker.fit.maxiter == 7 and cfg.pacemaker.backend.batch_size == 10
-    assert cfg.sample == {"strategy": "maxvol"}
+    assert cfg.sample.strategy == "random"
 
 
 def test_settings_in_two_places_is_an_error(tmp_path):
@@ -70,3 +70,107 @@ def test_default_potential_is_filled_from_data(tmp_path):
     assert pot["elements"] == ["Al", "Cu"]
     assert pot["bonds"]["ALL"]["rcut"] == 5.5
     assert pot["functions"]["number_of_functions_per_element"] == 40
+
+
+PIPELINE_CONFIG = """\
+experiment: {name: cu-al, workdir: /data}
+generation: {n_structures: 100, supercell: [2, 2, 2]}
+dft_params: {code: vasp, encut: 520, kpoints: [4, 4, 4]}
+md_params: {temperature: [300, 800], steps: 1000}
+training_params: {max_time: 3600}
+exploration: {engine: lammps}
+al_params: {n_iterations: 10, gamma_threshold: 5}
+ace_model:
+  initial_potentials: []
+  potential_name: ace
+  pacemaker_config:
+    cutoff: 5.0
+    fit: {maxiter: 7, max_time: 120}
+sample: {strategy: max_gamma, gamma_lo: 2.0}
+validate: {group_by: config_type}
+"""
+
+
+def test_pipeline_config_other_workers_sections_are_ignored_and_logged(tmp_path, caplog):
+    path = tmp_path / "config.yaml"
+    path.write_text(PIPELINE_CONFIG)
+    with caplog.at_level("INFO", logger="pace_worker"):
+        cfg = load_worker_config(path)
+    assert cfg.pacemaker.cutoff == 5.0 and cfg.pacemaker.fit.maxiter == 7 and cfg.pacemaker.fit.max_time == 120
+    assert cfg.sample.strategy == "max_gamma" and cfg.sample.gamma_lo == 2.0
+    assert set(cfg.ignored_keys) == {"experiment", "generation", "dft_params", "md_params", "training_params",
+                                     "exploration", "al_params", "ace_model.potential_name"}
+    ignored_lines = [r.getMessage() for r in caplog.records if "ignoring sections of other workers" in r.getMessage()]
+    assert len(ignored_lines) == 1 and "dft_params" in ignored_lines[0] and "ace_model.potential_name" in ignored_lines[0]
+    assert cfg.initial_potentials == [] and cfg.initial_potential() is None
+
+
+def test_pipeline_initial_potentials_one_entry_is_relative_to_the_config(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("ace_model:\n  initial_potentials: [pots/start.yaml]\n  pacemaker_config: {cutoff: 5}\n")
+    cfg = load_worker_config(path)
+    assert cfg.initial_potential() == tmp_path / "pots" / "start.yaml"
+    path.write_text("ace_model:\n  initial_potentials: [a.yaml, b.yaml]\n  pacemaker_config: {cutoff: 5}\n")
+    assert load_worker_config(path).initial_potential() is None
+    path.write_text("ace_model:\n  initial_potentials: {a: 1}\n  pacemaker_config: {cutoff: 5}\n")
+    with pytest.raises(InputError, match="initial_potentials"):
+        load_worker_config(path)
+
+
+@pytest.mark.parametrize("text, key, suggestion", [
+    ("cutof: 5\n", "cutof", "cutoff"),
+    ("sampel: {strategy: random}\n", "sampel", "sample"),
+    ("validat: {}\n", "validat", "validate"),
+    ("direct_sampel: {}\n", "direct_sampel", "direct_sample"),
+    ("ace_modle: {pacemaker_config: {}}\n", "ace_modle", "ace_model"),
+    ("ace_model: {pacemaker_confg: {cutoff: 5}}\n", "ace_model.pacemaker_confg", "ace_model.pacemaker_config"),
+    ("sample: {gama_lo: 2.0}\n", "sample.gama_lo", "gamma_lo"),
+    ("sample: {stratgy: random}\n", "sample.stratgy", "strategy"),
+    ("validate: {tes_set: t.xyz}\n", "validate.tes_set", "test_set"),
+    ("validate: {group_bye: x}\n", "validate.group_bye", "group_by"),
+    ("fit: {maxiters: 5}\n", "fit.maxiters", "fit.maxiter"),
+    ("ace_model: {pacemaker_config: {fit: {max_iter: 5}}}\n", "ace_model.pacemaker_config.fit.max_iter",
+     "fit.maxiter"),
+    ("pacemaker: {rcut: 5.0}\n", "pacemaker.rcut", "cutoff"),
+    ("pacemaker: {potential: {number_of_functions: 5}}\n", "pacemaker.potential.number_of_functions",
+     "potential.functions.number_of_functions_per_element"),
+])
+def test_near_misses_and_typos_are_errors_with_a_suggestion(tmp_path, text, key, suggestion):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        load_worker_config(path)
+    message = str(err.value)
+    assert f"'{key}'" in message and f"'{suggestion}" in message, message
+
+
+@pytest.mark.parametrize("text, key", [
+    ("sample: {strategy: best}\n", "sample.strategy"),
+    ("sample: {gamma_lo: abc}\n", "sample.gamma_lo"),
+    ("sample: {gamma_lo: 20, gamma_hi: 10}\n", "sample"),
+    ("sample: {seed: -3}\n", "sample.seed"),
+    ("sample: {buffer_size: 0}\n", "sample.buffer_size"),
+    ("validate: {n_worst: -1}\n", "validate.n_worst"),
+    ("fit: {optimizer: NotAnOptimizer}\n", "fit.optimizer"),
+    ("fit: {max_time: 0}\n", "fit.max_time"),
+])
+def test_wrong_values_in_our_sections_name_the_key(tmp_path, text, key):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=f"'{key}'"):
+        load_worker_config(path)
+
+
+def test_max_time_is_not_passed_to_pacemaker_but_a_budget_callback_is(tmp_path):
+    from pace_worker._pacemaker_child import BUDGET_CALLBACK
+    from pace_worker.pacemaker_input import build_input
+
+    path = tmp_path / "config.yaml"
+    path.write_text("fit: {maxiter: 5, max_time: 30}\n")
+    fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
+                      seed=1, reference_energy=None)["fit"]
+    assert "max_time" not in fit and fit["callbacks"] == [BUDGET_CALLBACK]
+    path.write_text("fit: {maxiter: 5}\n")
+    fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
+                      seed=1, reference_energy=None)["fit"]
+    assert "callbacks" not in fit

@@ -4,12 +4,39 @@ Started by :mod:`pace_worker.fit` as ``python -m pace_worker._pacemaker_child <p
 with the settings in the environment variable ``PACE_WORKER_CHILD`` (JSON). Writes the
 devices TensorFlow saw to ``device.json`` in the working folder; exits with status 3 when a
 GPU was required (``device: gpu``) and TensorFlow sees none.
+
+A wall-time budget (``deadline`` in ``PACE_WORKER_CHILD``, seconds since the epoch) is kept by
+:func:`budget_callback`, which pacemaker calls after every optimizer step (``fit.callbacks``).
+Past the deadline it raises ``StopIteration``, which SciPy's ``minimize`` takes as "stop here"
+(the same way pacemaker's own early stopping ends a fit): pacemaker then finishes as after a
+normal fit (core repulsion, ``output_potential.yaml``, predictions). It records the stop in
+``budget_stop.json``.
 """
+import importlib
 import json
 import os
 import sys
+import time
 
 NO_GPU_EXIT = 3
+BUDGET_CALLBACK = "pace_worker._pacemaker_child.budget_callback"
+BUDGET_STOP_FILE = "budget_stop.json"
+
+
+def budget_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,
+                    **_) -> None:
+    """pacemaker callback: stop the optimizer at the first step past the deadline."""
+    deadline = json.loads(os.environ.get("PACE_WORKER_CHILD", "{}")).get("deadline")
+    if deadline is None or time.time() < float(deadline):
+        return
+    with open(BUDGET_STOP_FILE + ".tmp", "w") as f:
+        json.dump({"optimizer_steps": int(current_fit_iteration) + 1, "fit_cycle": int(current_fit_cycle),
+                   "ladder_step": int(current_ladder_step), "seconds_past_deadline": time.time() - float(deadline)},
+                  f)
+    os.replace(BUDGET_STOP_FILE + ".tmp", BUDGET_STOP_FILE)
+    print(f"pace-worker: the fit's time budget ran out after {int(current_fit_iteration) + 1} optimizer steps; "
+          "stopping here", flush=True)
+    raise StopIteration("pace-worker: time budget of the fit reached")
 
 
 def main() -> None:
@@ -30,6 +57,9 @@ def main() -> None:
         print("pace-worker: a GPU was requested but TensorFlow sees none", file=sys.stderr)
         sys.exit(NO_GPU_EXIT)
     from pyace.cli.pacemaker import main as pacemaker_main
+
+    # this file runs as __main__: pacemaker finds the budget callback by its importable name
+    importlib.import_module("pace_worker._pacemaker_child")
 
     pacemaker_main(sys.argv[1:])
 

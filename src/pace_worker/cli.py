@@ -65,11 +65,11 @@ def load_configs(args: argparse.Namespace):
     """config.yaml and meta_config.yaml of a command; sets the log level from meta_config."""
     from pace_worker.config import load_meta_config, load_worker_config
 
-    config = load_worker_config(args.config)
     meta = load_meta_config(args.meta_config)
     if getattr(args, "scheduler", None):
         meta.dask.scheduler_address = args.scheduler
-    configure_logging(meta.log_level)
+    configure_logging(meta.log_level)  # before config.yaml, whose loading logs what it ignores
+    config = load_worker_config(args.config)
     return config, meta
 
 
@@ -108,6 +108,9 @@ def print_train_summary(result) -> None:
     fmt = _fmt
     print(f"iteration {m['iteration']} ({m['mode']}): {m['fit']['n_functions']} functions, "
           f"{m['fit']['iterations']} optimizer steps, {m['wall_time_s']:.1f} s, device {m['device'].get('used', '?')}")
+    if m["fit"].get("stopped_by") == "max_time":
+        print(f"the time budget (fit.max_time {m['fit']['max_time_s']:g} s) ended the fit; the potential reached "
+              "by then is published")
     print(f"{'set':6s} {'structures':>10s} {'E RMSE meV/at':>14s} {'E MAE':>8s} {'F RMSE meV/A':>13s} {'F MAE':>8s}")
     for name in ("train", "test"):
         s = m.get(name)

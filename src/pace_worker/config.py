@@ -1,13 +1,23 @@
 """config.yaml (the science) and meta_config.yaml (the environment): loading and validation.
 
-``config.yaml`` holds pacemaker settings, either
+``config.yaml`` is the whole pipeline's file. It holds pacemaker settings, either
 
 * at top level (a plain pacemaker ``input.yaml`` works as it is),
 * under ``pacemaker:``, or
-* under ``ace_model: {pacemaker_config: ...}`` (a layout some orchestrators use),
+* under ``ace_model: {pacemaker_config: ...}`` (the pipeline's layout),
 
-next to the sections of the other commands (``sample``, ``direct_sample``, ``validate``).
-Unknown keys are errors that name the key and suggest the closest valid one.
+next to pace-worker's own sections (``train``, ``sample``, ``direct_sample``, ``validate``) and
+the sections of the pipeline's other workers (``experiment``, ``dft_params``, ``md_params``, ...).
+
+* A top-level key that is neither ours nor pacemaker's belongs to another worker and is ignored
+  (named once in the log), unless it is a near miss of one of ours or of pacemaker's
+  (``cutof``): that is an error with the suggestion.
+* ``ace_model`` may carry orchestrator keys besides ``pacemaker_config``; they are ignored the
+  same way, except ``initial_potentials`` (a list of potentials to start from; one entry is
+  used as ``--initial-potential`` when that flag is absent).
+* Inside the pacemaker settings and inside our own sections everything is strict: an unknown
+  key is an error that names it and suggests the closest valid one (or pacemaker's spelling of
+  a key from another format, such as ``max_iter`` → ``fit.maxiter``).
 
 ``meta_config.yaml`` is shared with other workers: unknown keys there are ignored (logged at
 debug level). Relative paths in it are resolved against the folder of the meta_config file.
@@ -20,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
 
 from pace_worker.errors import InputError
 
@@ -55,6 +65,8 @@ def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
 # which members of a DIRECT cluster are picked (direct_sample)
 Selection = Literal["center", "random", "smallest"]
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+# the optimizers of pacemaker's tensorpot backend (tensorpotential.compat.pace.fit)
+Optimizer = Literal["BFGS", "L-BFGS-B", "CG", "trf", "dogbox", "lm", "dual_annealing", "Adam", "SGD"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,7 +108,7 @@ class PotentialSection(_Strict):
 class FitSection(_Strict):
     loss: dict = Field(default_factory=lambda: {"kappa": 0.3, "L1_coeffs": 1e-8, "L2_coeffs": 1e-8})
     weighting: Optional[dict] = None
-    optimizer: str = "BFGS"
+    optimizer: Optimizer = "BFGS"
     options: Optional[dict] = None
     maxiter: int = Field(1000, ge=0)
     repulsion: Union[str, dict, None] = "auto"
@@ -111,6 +123,9 @@ class FitSection(_Strict):
     min_relative_test_loss_per_iter: Optional[float] = None
     early_stopping_patience: Optional[int] = None
     callbacks: Optional[list] = None
+    # pace-worker's (not passed to pacemaker): wall-time budget of the fit in seconds; when it runs
+    # out, pacemaker is stopped and the last potential it reached is published
+    max_time: Optional[float] = Field(None, gt=0)
 
 
 class BackendSection(_Strict):
@@ -140,6 +155,33 @@ class PacemakerSettings(_Strict):
 PACEMAKER_KEYS = set(PacemakerSettings.model_fields)
 COMMAND_SECTIONS = {"train", "sample", "direct_sample", "validate"}
 LAYOUT_KEYS = {"pacemaker", "ace_model"}
+OUR_TOP_LEVEL_KEYS = PACEMAKER_KEYS | COMMAND_SECTIONS | LAYOUT_KEYS
+NEAR_MISS_CUTOFF = 0.8  # difflib ratio above which an unknown top-level key is taken for a typo of ours
+
+# spellings of other fitting codes / older formats, with pacemaker's spelling (for error messages)
+FOREIGN_SPELLINGS = {
+    "rcut": "cutoff", "r_cut": "cutoff", "cutoff_radius": "cutoff", "r_max": "cutoff", "rmax": "cutoff",
+    "max_iter": "fit.maxiter", "maxiters": "fit.maxiter", "max_iterations": "fit.maxiter", "niter": "fit.maxiter",
+    "n_iter": "fit.maxiter", "epochs": "fit.maxiter", "max_epochs": "fit.maxiter", "nepochs": "fit.maxiter",
+    "n_epochs": "fit.maxiter", "number_of_functions": "potential.functions.number_of_functions_per_element",
+    "n_functions": "potential.functions.number_of_functions_per_element",
+    "num_functions": "potential.functions.number_of_functions_per_element",
+    "functions_per_element": "potential.functions.number_of_functions_per_element",
+    "batchsize": "backend.batch_size", "batch": "backend.batch_size",
+    "test_fraction": "data.test_size", "test_split": "data.test_size", "validation_split": "data.test_size",
+    "test_ratio": "data.test_size", "train_file": "data.filename", "training_file": "data.filename",
+    "dataset": "data.filename", "test_file": "data.test_filename",
+    "energy_weight": "fit.loss.kappa", "force_weight": "fit.loss.kappa", "kappa": "fit.loss.kappa",
+    "loss_kappa": "fit.loss.kappa", "learning_rate": "fit.optimizer / fit.options",
+    "optimiser": "fit.optimizer", "minimizer": "fit.optimizer", "method": "fit.optimizer",
+    "species": "potential.elements", "type_map": "potential.elements", "chemical_symbols": "potential.elements",
+    "random_seed": "seed", "rng_seed": "seed", "basis": "potential", "model": "potential",
+    "evaluator_name": "backend.evaluator", "device": "meta_config.yaml device",
+}
+
+
+
+SampleStrategy = Literal["maxvol", "max_gamma", "gamma_window", "random"]
 
 
 class TrainOptions(_Strict):
@@ -173,16 +215,58 @@ class DirectSampleOptions(_Strict):
     coverage_bins: Optional[int] = Field(None, ge=2)  # None: min(50, number of picks)
 
 
+class SampleOptions(_Strict):
+    """``sample:`` — settings of the sample command (see :mod:`pace_worker.sample`)."""
+
+    potential: Optional[str] = None  # B-basis .yaml; relative to config.yaml
+    asi: Optional[str] = None        # its active set; relative to config.yaml
+    strategy: SampleStrategy = "maxvol"
+    seed: int = Field(42, ge=0)
+    gamma_lo: float = Field(1.5, ge=0)
+    gamma_hi: float = Field(10.0, gt=0)
+    buffer_size: Optional[int] = Field(None, ge=1)  # None: max(20 N, 2000)
+
+    @model_validator(mode="after")
+    def _window_not_empty(self):
+        if self.gamma_lo > self.gamma_hi:
+            raise ValueError(f"gamma_lo ({self.gamma_lo}) must not exceed gamma_hi ({self.gamma_hi})")
+        return self
+
+
+class ValidateOptions(_Strict):
+    """``validate:`` — settings of the validate command (see :mod:`pace_worker.validate`)."""
+
+    test_set: Optional[str] = None  # relative to config.yaml
+    asi: Optional[str] = None       # relative to config.yaml
+    group_by: str = "config_type"   # the info key whose values group the errors
+    low_window_ev_per_atom: float = Field(1.0, gt=0)
+    n_worst: int = Field(10, ge=0)
+
+
 class WorkerConfig(BaseModel):
     """The whole config.yaml after layout normalisation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
     source: Optional[Path] = None
     pacemaker: PacemakerSettings = Field(default_factory=PacemakerSettings)
     train: TrainOptions = Field(default_factory=TrainOptions)
-    sample: dict = Field(default_factory=dict)
+    sample: SampleOptions = Field(default_factory=SampleOptions)
     direct_sample: DirectSampleOptions = Field(default_factory=DirectSampleOptions)
-    validate_: dict = Field(default_factory=dict, alias="validate")
+    validate_: ValidateOptions = Field(default_factory=ValidateOptions, alias="validate")
+    # ace_model.initial_potentials (the pipeline's list of potentials to start from), as given
+    initial_potentials: list[str] = Field(default_factory=list)
+    # top-level sections of other workers and ace_model keys of the orchestrator, ignored
+    ignored_keys: list[str] = Field(default_factory=list)
+
+    def explicit_setting(self, section: str, name: str) -> bool:
+        """Whether config.yaml itself sets ``section.name`` (not the default)."""
+        return name in getattr(self, section).model_fields_set
+
+    def initial_potential(self) -> Optional[Path]:
+        """The one entry of ``ace_model.initial_potentials`` (relative to config.yaml), if one."""
+        if len(self.initial_potentials) == 1:
+            return self.resolve_path(self.initial_potentials[0])
+        return None
 
     def resolve_path(self, value) -> Path:
         """A path written in config.yaml: relative paths are relative to the config file's folder."""
@@ -193,8 +277,17 @@ class WorkerConfig(BaseModel):
 
 
 def _suggest(key: str, valid) -> str:
+    foreign = FOREIGN_SPELLINGS.get(str(key).lower())
+    if foreign is not None:
+        return f"that is another format's spelling: pacemaker's is '{foreign}'"
     close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+
+
+def _near_miss(key: str) -> Optional[str]:
+    """The key of ours or pacemaker's that an unknown top-level key is a typo of, if any."""
+    close = difflib.get_close_matches(str(key), sorted(OUR_TOP_LEVEL_KEYS), n=1, cutoff=NEAR_MISS_CUTOFF)
+    return close[0] if close else None
 
 
 def _valid_keys_at(model: type[BaseModel], loc: tuple) -> set:
@@ -220,15 +313,37 @@ def _raise_validation(exc: ValidationError, path: Path, prefix: str, model: type
     if err["type"] == "extra_forbidden":
         valid = _valid_keys_at(model, clean[:-1])
         raise InputError(f"config '{path}': unknown key '{dotted}', {_suggest(clean[-1], valid)}")
-    raise InputError(f"config '{path}': key '{dotted}': {err['msg']} (got {err.get('input')!r})")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    raise InputError(f"config '{path}': key '{dotted}': {err['msg']} (got {got}); fix it in config.yaml")
+
+
+def _validate_section(model: type[BaseModel], raw, path: Path, prefix: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InputError(f"config '{path}': '{prefix}' must be a mapping (key: value), got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        _raise_validation(exc, path, prefix, model)
 
 
 def load_worker_config(path: Union[str, Path, None]) -> WorkerConfig:
-    """Read and validate config.yaml; ``None`` gives all defaults."""
+    """Read and validate config.yaml; ``None`` gives all defaults. See the module docstring."""
     if path is None:
         return WorkerConfig()
     path = Path(path)
     raw = load_yaml_mapping(path, "config")
+    ignored: list[str] = []
+    for key in raw:
+        if key in OUR_TOP_LEVEL_KEYS:
+            continue
+        near = _near_miss(key)
+        if near is not None:
+            raise InputError(f"config '{path}': unknown key '{key}', did you mean '{near}'?")
+        ignored.append(str(key))
+
     layouts = [k for k in ("pacemaker", "ace_model") if k in raw]
     top_level_pacemaker = {k: raw[k] for k in raw if k in PACEMAKER_KEYS}
     if len(layouts) + bool(top_level_pacemaker) > 1:
@@ -236,42 +351,48 @@ def load_worker_config(path: Union[str, Path, None]) -> WorkerConfig:
         raise InputError(f"config '{path}': pacemaker settings are given in more than one place "
                          f"({', '.join(found)}); keep one of them")
     prefix = ""
+    initial_potentials: list[str] = []
     if "pacemaker" in raw:
-        pacemaker_raw, prefix = raw["pacemaker"] or {}, "pacemaker"
+        pacemaker_raw, prefix = raw["pacemaker"], "pacemaker"
     elif "ace_model" in raw:
         ace_model = raw["ace_model"] or {}
-        if not isinstance(ace_model, dict) or set(ace_model) - {"pacemaker_config"}:
-            extra = sorted(set(ace_model) - {"pacemaker_config"}) if isinstance(ace_model, dict) else ace_model
-            raise InputError(f"config '{path}': under 'ace_model' only 'pacemaker_config' is known, got {extra}")
-        pacemaker_raw, prefix = ace_model.get("pacemaker_config") or {}, "ace_model.pacemaker_config"
+        if not isinstance(ace_model, dict):
+            raise InputError(f"config '{path}': 'ace_model' must be a mapping with 'pacemaker_config', "
+                             f"got {type(ace_model).__name__}")
+        initial_potentials = _initial_potentials(ace_model.get("initial_potentials"), path)
+        for key in ace_model:
+            if key in ("pacemaker_config", "initial_potentials"):
+                continue
+            if difflib.get_close_matches(str(key), ["pacemaker_config"], n=1, cutoff=NEAR_MISS_CUTOFF):
+                raise InputError(f"config '{path}': unknown key 'ace_model.{key}', did you mean "
+                                 "'ace_model.pacemaker_config'?")
+            ignored.append(f"ace_model.{key}")
+        pacemaker_raw, prefix = ace_model.get("pacemaker_config"), "ace_model.pacemaker_config"
     else:
         pacemaker_raw = top_level_pacemaker
-    if not isinstance(pacemaker_raw, dict):
-        raise InputError(f"config '{path}': '{prefix}' must be a mapping of pacemaker settings")
+    if ignored:
+        log.info("config %s: ignoring sections of other workers: %s", path, ", ".join(ignored))
 
-    for key in raw:
-        if key not in PACEMAKER_KEYS | COMMAND_SECTIONS | LAYOUT_KEYS:
-            valid = PACEMAKER_KEYS | COMMAND_SECTIONS | LAYOUT_KEYS
-            raise InputError(f"config '{path}': unknown key '{key}', {_suggest(key, valid)}")
-    try:
-        pacemaker = PacemakerSettings.model_validate(pacemaker_raw)
-    except ValidationError as exc:
-        _raise_validation(exc, path, prefix, PacemakerSettings)
-    try:
-        train = TrainOptions.model_validate(raw.get("train") or {})
-    except ValidationError as exc:
-        _raise_validation(exc, path, "train", TrainOptions)
-    try:
-        direct_sample = DirectSampleOptions.model_validate(raw.get("direct_sample") or {})
-    except ValidationError as exc:
-        _raise_validation(exc, path, "direct_sample", DirectSampleOptions)
-    sections = {}
-    for name in ("sample", "validate"):
-        value = raw.get(name) or {}
-        if not isinstance(value, dict):
-            raise InputError(f"config '{path}': '{name}' must be a mapping")
-        sections[name] = value
-    return WorkerConfig(source=path, pacemaker=pacemaker, train=train, direct_sample=direct_sample, **sections)
+    return WorkerConfig(
+        source=path,
+        pacemaker=_validate_section(PacemakerSettings, pacemaker_raw, path, prefix),
+        train=_validate_section(TrainOptions, raw.get("train"), path, "train"),
+        sample=_validate_section(SampleOptions, raw.get("sample"), path, "sample"),
+        direct_sample=_validate_section(DirectSampleOptions, raw.get("direct_sample"), path, "direct_sample"),
+        validate=_validate_section(ValidateOptions, raw.get("validate"), path, "validate"),
+        initial_potentials=initial_potentials, ignored_keys=ignored)
+
+
+def _initial_potentials(value, path: Path) -> list[str]:
+    """``ace_model.initial_potentials``: a list of paths (or one path, or nothing)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InputError(f"config '{path}': 'ace_model.initial_potentials' must be a list of potential paths, "
+                         f"got {value!r}")
+    return list(value)
 
 
 # ----------------------------------------------------------------------------- meta_config
@@ -288,6 +409,7 @@ class MetaConfig(BaseModel):
     """meta_config.yaml: where and how to run. Shared with other workers: extra keys ignored."""
 
     model_config = ConfigDict(extra="ignore")
+    _source: Optional[Path] = PrivateAttr(default=None)  # the file it was read from
     device: str = "auto"
     threads: Optional[int] = Field(None, ge=1)
     output_dir: Optional[Path] = None
@@ -312,6 +434,10 @@ class MetaConfig(BaseModel):
         if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
+
+    @property
+    def source(self) -> Optional[Path]:
+        return self._source
 
     @property
     def gpu_index(self) -> Optional[int]:
@@ -339,6 +465,7 @@ def load_meta_config(path: Union[str, Path, None]) -> MetaConfig:
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         raise InputError(f"meta_config '{path}': key '{key}': {err['msg']} (got {err.get('input')!r})")
+    meta._source = path
     base = path.parent
     for name in ("output_dir", "work_dir"):
         value = getattr(meta, name)

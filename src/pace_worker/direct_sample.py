@@ -45,6 +45,7 @@ from pace_worker.descriptors import features_chunk, load_basis, write_unfitted_b
 from pace_worker.direct import SELECTIONS, coverage_score, direct_pipeline, pick_per_cluster
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
+from pace_worker.output_paths import check_outputs, same_file
 from pace_worker.frames import frame_offsets, pool_chunks, read_selected
 from pace_worker.structures import write_extxyz_atomic
 
@@ -77,6 +78,15 @@ class DirectSampleResult:
     files: dict[str, Path]
 
 
+def output_files(output: Path, plots: bool) -> dict[str, Path]:
+    """The picks and the files written next to them."""
+    files = {"structures": output, "report": companion_path(output, "_report.json"),
+             "descriptor_basis": companion_path(output, "_descriptor_basis.yaml")}
+    if plots:
+        files["pca_plot"] = companion_path(output, "_pca.png")
+    return files
+
+
 def _descriptor_basis(request: DirectSampleRequest, elements: set[str], folder: Path) -> tuple[Path, str]:
     """(B-basis YAML, how it was chosen): the given potential's, else an unfitted default basis."""
     options = request.config.direct_sample
@@ -106,6 +116,17 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
     if selection not in SELECTIONS:
         raise InputError(f"selection '{selection}' is unknown; use one of {', '.join(SELECTIONS)}")
     seed = int(request.seed if request.seed is not None else options.seed)
+    output = Path(request.output)
+    files = output_files(output, request.plots)
+    given_basis = Path(request.potential) if request.potential is not None else (
+        request.config.resolve_path(options.potential) if options.potential else None)
+    basis_files = [given_basis, given_basis.with_suffix(".yaml")] if given_basis is not None else []
+    to_check = {("--output" if key == "structures" else key.replace("_", " ")): p for key, p in files.items()
+                # a descriptor basis given back as the potential is not written again (reuse, by design)
+                if not (key == "descriptor_basis" and any(same_file(p, b) for b in basis_files))}
+    check_outputs(to_check, {"input pool": Path(request.input), "potential": given_basis,
+                             "potential's B-basis": basis_files[1] if basis_files else None,
+                             "config": request.config.source, "meta_config": request.meta.source})
 
     path = check_readable_file(request.input, "input")
     elements: set[str] = set()
@@ -142,9 +163,6 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
                     "random": coverage_score(pcs, random_rows, bins), "random_seed": seed}
 
         t = time.perf_counter()
-        output = Path(request.output)
-        files = {"structures": output, "report": companion_path(output, "_report.json"),
-                 "descriptor_basis": companion_path(output, "_descriptor_basis.yaml")}
         structures = read_selected(path, picks, offsets)
         picked_atoms = []
         for index, cluster in zip(picks, clusters):
@@ -159,7 +177,6 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         if request.plots:
             from pace_worker.plots import pca_map
 
-            files["pca_plot"] = companion_path(output, "_pca.png")
             with atomic_output(files["pca_plot"]) as tmp_png:
                 pca_map(tmp_png, pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
                         title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures")

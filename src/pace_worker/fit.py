@@ -14,12 +14,13 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pace_worker._pacemaker_child import NO_GPU_EXIT
+from pace_worker._pacemaker_child import BUDGET_STOP_FILE, NO_GPU_EXIT
 from pace_worker.config import MetaConfig
 from pace_worker.errors import FitError, InputError
 from pace_worker.progress import Progress
@@ -38,13 +39,20 @@ class FitRun:
     wall_time_s: float
     device: dict = field(default_factory=dict)
     iterations: int = 0
+    budget_stop: Optional[dict] = None  # set when the time budget ended the fit (budget_stop.json)
 
     @property
     def output_potential(self) -> Path:
         return self.workdir / "output_potential.yaml"
 
 
-def child_environment(meta: MetaConfig) -> dict:
+def budget_grace_s(max_time: float) -> float:
+    """How long past its budget a fit may run before it is killed: the budget is checked after each
+    optimizer step, so this is the room for one slow step (or TensorFlow's start-up)."""
+    return max(60.0, 0.25 * max_time)
+
+
+def child_environment(meta: MetaConfig, deadline: Optional[float] = None) -> dict:
     """Environment of the fit process: device visibility and threads are fixed before TF starts."""
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,7 +64,7 @@ def child_environment(meta: MetaConfig) -> dict:
     if meta.threads:
         for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = str(meta.threads)
-    env["PACE_WORKER_CHILD"] = json.dumps({"device": meta.device, "threads": meta.threads})
+    env["PACE_WORKER_CHILD"] = json.dumps({"device": meta.device, "threads": meta.threads, "deadline": deadline})
     # the child must import this very package, installed or not
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -87,19 +95,38 @@ def _last_error_line(path: Path) -> str:
 
 
 def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input.yaml",),
-                  maxiter: Optional[int] = None, show_progress: Optional[bool] = None) -> FitRun:
-    """Run ``pacemaker <args>`` in ``workdir``; raise FitError if it fails."""
+                  maxiter: Optional[int] = None, show_progress: Optional[bool] = None,
+                  max_time: Optional[float] = None) -> FitRun:
+    """Run ``pacemaker <args>`` in ``workdir``; raise FitError if it fails.
+
+    ``max_time`` (seconds): the fit's wall-time budget. The fit stops at the first optimizer
+    step past it and finishes normally (see :mod:`pace_worker._pacemaker_child`); one that runs
+    :func:`budget_grace_s` longer (no step to stop at) is killed and fails.
+    """
     workdir = Path(workdir)
     out_path = workdir / OUTPUT_NAME
+    (workdir / BUDGET_STOP_FILE).unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "pace_worker._pacemaker_child", *args]
-    log.info("pacemaker starts in %s (device %s)", workdir, meta.device)
+    log.info("pacemaker starts in %s (device %s%s)", workdir, meta.device,
+             f", time budget {max_time:g} s" if max_time else "")
     start = time.perf_counter()
+    deadline = time.time() + max_time if max_time else None
     iterations = 0
+    killed_past_budget = threading.Event()
     progress = Progress("fitting", total=maxiter, enabled=show_progress)
     with open(out_path, "a", buffering=1) as out, progress as bar:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta, deadline), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        watchdog = None
+        if max_time:
+            def _kill_past_budget():
+                killed_past_budget.set()
+                proc.kill()
+
+            watchdog = threading.Timer(max_time + budget_grace_s(max_time), _kill_past_budget)
+            watchdog.daemon = True
+            watchdog.start()
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -116,6 +143,9 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
             except subprocess.TimeoutExpired:
                 proc.kill()
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
     wall = time.perf_counter() - start
     device = {}
     if (workdir / "device.json").is_file():
@@ -123,10 +153,19 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
     if proc.returncode == NO_GPU_EXIT:
         raise InputError(f"meta_config device: {meta.device} asks for a GPU but TensorFlow sees none; "
                          "set device: auto (GPU when present) or cpu")
+    if killed_past_budget.is_set():
+        raise FitError(f"the fit ran {budget_grace_s(max_time):.0f} s past its time budget (fit.max_time "
+                       f"{max_time:g} s) without an optimizer step to stop at, and was killed; nothing was "
+                       f"published. Raise fit.max_time; output in {out_path}")
     if proc.returncode != 0:
         raise FitError(f"pacemaker failed (exit {proc.returncode}): {_last_error_line(out_path)}; "
                        f"full output in {out_path}")
     if not (workdir / "output_potential.yaml").is_file():
         raise FitError(f"pacemaker finished without writing output_potential.yaml; see {out_path}")
+    budget_stop = None
+    if (workdir / BUDGET_STOP_FILE).is_file():
+        budget_stop = {"max_time_s": max_time, **json.loads((workdir / BUDGET_STOP_FILE).read_text())}
+        log.warning("the time budget (fit.max_time %g s) ended the fit after %d optimizer steps; publishing the "
+                    "potential reached so far", max_time, budget_stop["optimizer_steps"])
     log.info("pacemaker finished in %.1f s after %d iterations", wall, iterations)
-    return FitRun(workdir=workdir, wall_time_s=wall, device=device, iterations=iterations)
+    return FitRun(workdir=workdir, wall_time_s=wall, device=device, iterations=iterations, budget_stop=budget_stop)

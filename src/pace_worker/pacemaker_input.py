@@ -94,7 +94,11 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
         data["aug_factor"] = settings.data.aug_factor
     if settings.data.ignore_weights is not None:
         data["ignore_weights"] = settings.data.ignore_weights
-    fit = _drop_none(settings.fit.model_dump())
+    fit = _drop_none(settings.fit.model_dump(exclude={"max_time"}))  # max_time is pace-worker's
+    if settings.fit.max_time is not None:  # the budget is kept by a callback after every optimizer step
+        from pace_worker._pacemaker_child import BUDGET_CALLBACK
+
+        fit["callbacks"] = [*(fit.get("callbacks") or []), BUDGET_CALLBACK]
     backend = _drop_none(settings.backend.model_dump())
     return {
         "seed": int(seed),

@@ -40,15 +40,16 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import numpy as np
 
 from pace_worker import activeset, potentials
 from pace_worker.atomic_io import companion_path, write_json_atomic
-from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.config import MetaConfig, SampleStrategy, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
+from pace_worker.output_paths import check_outputs
 from pace_worker.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
@@ -58,7 +59,7 @@ from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
 log = logging.getLogger(__name__)
 
 SCHEMA = "pace-worker/sample_report/1"
-STRATEGIES = ("maxvol", "max_gamma", "gamma_window", "random")
+STRATEGIES: tuple[str, ...] = get_args(SampleStrategy)
 
 
 @dataclass
@@ -94,13 +95,9 @@ class _Kept:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _option(request: SampleRequest, name: str, default):
-    return request.config.sample.get(name, default)
-
-
-def resolve_potential(request: SampleRequest) -> tuple[Path, Path, activeset.ActiveSet]:
-    """(B-basis .yaml, .asi, the active set checked against the potential) by the documented rule."""
-    given = request.potential or request.config.sample.get("potential")
+def find_potential(request: SampleRequest) -> tuple[Path, str, Path]:
+    """(potential as given, where it came from, its .asi) by the documented rule; nothing is read."""
+    given = request.potential or request.config.sample.potential
     if given:
         path, what = ((Path(given), "--potential") if request.potential else
                       (request.config.resolve_path(given), "config sample.potential"))
@@ -110,13 +107,18 @@ def resolve_potential(request: SampleRequest) -> tuple[Path, Path, activeset.Act
         if not path.is_file():
             raise InputError(f"no potential given and no '{path}' found; give --potential (the B-basis .yaml "
                              "written by train) or set sample.potential in config.yaml")
-    yaml_path = potentials.resolve_b_basis(path, what)
     if request.asi:
         asi = Path(request.asi)
-    elif request.config.sample.get("asi"):  # relative to config.yaml, like sample.potential
-        asi = request.config.resolve_path(request.config.sample["asi"])
+    elif request.config.sample.asi:  # relative to config.yaml, like sample.potential
+        asi = request.config.resolve_path(request.config.sample.asi)
     else:
-        asi = yaml_path.with_suffix(".asi")
+        asi = path.with_suffix(".asi")
+    return path, what, asi
+
+
+def load_potential_and_active_set(path: Path, what: str, asi: Path) -> tuple[Path, Path, activeset.ActiveSet]:
+    """(B-basis .yaml, .asi, the active set checked against the potential)."""
+    yaml_path = potentials.resolve_b_basis(path, what)
     if not asi.is_file():
         raise InputError(f"active set '{asi}' not found; γ needs the .asi of potential '{yaml_path}' "
                          "(train writes it; or compute it with pace_activeset)")
@@ -156,17 +158,24 @@ def score_chunk(chunk: PoolChunk) -> list[tuple]:
 # ----------------------------------------------------------------------------- the command
 def sample(request: SampleRequest) -> SampleResult:
     t_start = time.perf_counter()
-    strategy = request.strategy or _option(request, "strategy", "maxvol")
+    opts = request.config.sample
+    strategy = request.strategy or opts.strategy
     if strategy not in STRATEGIES:
         raise InputError(f"strategy '{strategy}' is unknown; use one of {', '.join(STRATEGIES)}")
     n = int(request.n_samples)
     if n <= 0:
         raise InputError(f"--n_samples {n}: must be a positive number of structures")
-    seed = int(request.seed if request.seed is not None else _option(request, "seed", 42))
-    gamma_lo = float(_option(request, "gamma_lo", 1.5))
-    gamma_hi = float(_option(request, "gamma_hi", 10.0))
-    buffer_size = int(_option(request, "buffer_size", max(20 * n, 2000)))
-    potential, asi, active_set = resolve_potential(request)
+    seed = int(request.seed if request.seed is not None else opts.seed)
+    gamma_lo, gamma_hi = opts.gamma_lo, opts.gamma_hi
+    buffer_size = opts.buffer_size or max(20 * n, 2000)
+    potential_path, potential_what, asi_path = find_potential(request)
+    output = Path(request.output)
+    report_file = companion_path(output, "_report.json")
+    check_outputs({"--output": output, "report": report_file},
+                  {"candidates pool": Path(request.candidates), "potential": potential_path,
+                   "potential's B-basis": potential_path.with_suffix(".yaml"), "active set": asi_path,
+                   "config": request.config.source, "meta_config": request.meta.source})
+    potential, asi, active_set = load_potential_and_active_set(potential_path, potential_what, asi_path)
 
     # pass 1: stream, dedupe, score, keep a bounded buffer
     counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
@@ -279,8 +288,6 @@ def sample(request: SampleRequest) -> SampleResult:
         atoms.info["gamma_max"] = float(k.gamma.max())
         atoms.arrays["gamma"] = np.asarray(k.gamma, dtype=float)
         picked_atoms.append(atoms)
-    output = Path(request.output)
-    report_file = companion_path(output, "_report.json")
     write_extxyz_atomic(output, picked_atoms)
 
     g_all = np.asarray(gamma_max_all)

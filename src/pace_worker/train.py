@@ -134,11 +134,24 @@ class TrainingData:
 
 
 # ----------------------------------------------------------------------------- steps
+def initial_potential_of(request: TrainRequest) -> tuple[Optional[Path], str]:
+    """``--initial-potential``, else the one entry of config ``ace_model.initial_potentials``."""
+    if request.initial_potential:
+        return Path(request.initial_potential), "--initial-potential"
+    listed = request.config.initial_potentials
+    if len(listed) == 1:
+        return request.config.initial_potential(), "config ace_model.initial_potentials"
+    if listed:
+        log.info("config ace_model.initial_potentials lists %d potentials (%s); with more than one, none is used: "
+                 "give --initial-potential", len(listed), ", ".join(listed))
+    return None, ""
+
+
 def resolve_starting_potentials(request: TrainRequest) -> StartingPotentials:
     settings = request.config.pacemaker
+    initial, initial_source = initial_potential_of(request)
     found = StartingPotentials(
-        initial=potentials.resolve_b_basis(request.initial_potential, "--initial-potential")
-        if request.initial_potential else None,
+        initial=potentials.resolve_b_basis(initial, initial_source) if initial else None,
         given_basis=potentials.resolve_b_basis(request.potential_yaml, "--potential-yaml")
         if request.potential_yaml else None,
         config_basis=potentials.resolve_b_basis(request.config.resolve_path(settings.potential),
@@ -347,7 +360,7 @@ def train(request: TrainRequest) -> TrainResult:
                           inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
 
     fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
-                            show_progress=request.show_progress)
+                            show_progress=request.show_progress, max_time=settings.fit.max_time)
 
     # .yace, active set, test set, metrics: all in the iteration folder first
     staged = {k: folder.path / f"{OUTPUT_STEM}.{k}" for k in ("yaml", "yace", "asi")}
@@ -380,7 +393,9 @@ def train(request: TrainRequest) -> TrainResult:
         "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
                 "iterations": fit_run.iterations, "initial_loss": losses[0] if losses else None,
                 "final_loss": losses[-1] if losses else None, "n_functions": n_functions,
-                "wall_time_s": fit_run.wall_time_s},
+                "wall_time_s": fit_run.wall_time_s, "max_time_s": settings.fit.max_time,
+                "stopped_by": "max_time" if fit_run.budget_stop else "optimizer",
+                "budget_stop": fit_run.budget_stop},
         "split": {"rule": data.split_rule, "test_size": settings.data.test_size, "n_train": len(data.train),
                   "n_test": len(data.test) if data.test is not None else 0},
         "active_set": active_info,

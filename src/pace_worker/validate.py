@@ -43,6 +43,7 @@ from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, first_line
 from pace_worker.evaluation import load_potential, predict
 from pace_worker.executor import ChunkExecutor
+from pace_worker.output_paths import check_outputs
 from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
 from pace_worker.validation_metrics import compute_metrics
 
@@ -75,7 +76,7 @@ def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
     if request.test_set is not None:
         return Path(request.test_set), "--test-set"
     tried = []
-    configured = request.config.validate_.get("test_set")
+    configured = request.config.validate_.test_set
     if configured:
         path = request.config.resolve_path(configured)
         if path.is_file():
@@ -123,7 +124,7 @@ def resolve_potential(path: Path):
 
 
 def find_active_set(request: ValidateRequest, b_basis: Optional[Path]) -> Optional[Path]:
-    explicit = request.asi or request.config.validate_.get("asi")
+    explicit = request.asi or request.config.validate_.asi
     if explicit:
         asi = request.config.resolve_path(explicit) if not request.asi else Path(request.asi)
         if b_basis is None:
@@ -169,8 +170,19 @@ def corrected_energies(structures: LabelledStructures, reference) -> np.ndarray:
 # ----------------------------------------------------------------------------- the command
 def validate(request: ValidateRequest) -> ValidateResult:
     t_start = time.perf_counter()
-    given, b_basis, elements = resolve_potential(request.potential)
+    output = Path(request.output)
+    files = output_files(output, request.plots)
+    potential = Path(request.potential)
     test_path, rule = find_test_set(request)
+    explicit_asi = request.asi or (request.config.resolve_path(request.config.validate_.asi)
+                                   if request.config.validate_.asi else None)
+    check_outputs({("--output" if key == "json" else key.replace("_", " ")): p for key, p in files.items()},
+                  {"potential": potential, "potential's B-basis": potential.with_suffix(".yaml"),
+                   "potential's .yace": potential.with_suffix(".yace"),
+                   "active set": explicit_asi or potential.with_suffix(".asi"), "test set": test_path,
+                   "train metrics": potential.parent / "train_metrics.json" if rule == "train_metrics.json" else None,
+                   "config": request.config.source, "meta_config": request.meta.source})
+    given, b_basis, elements = resolve_potential(request.potential)
     asi = find_active_set(request, b_basis)
     structures = read_test_set(test_path, request, elements)
     evaluated = b_basis if asi is not None else given
@@ -189,7 +201,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
     eval_s = time.perf_counter() - t_eval
 
     opts = request.config.validate_
-    group_key = opts.get("group_by", "config_type")
+    group_key = opts.group_by
     groups = [str(a.info.get(group_key, "all")) for a in structures.atoms]
     gamma_max = np.array([p.gamma.max() for p in predictions]) if asi is not None else None
     summary, table = compute_metrics(
@@ -197,14 +209,16 @@ def validate(request: ValidateRequest) -> ValidateResult:
         pred_energy=np.array([p.energy for p in predictions]), ref_forces=structures.forces,
         pred_forces=[p.forces for p in predictions],
         ref_stress=structures.stresses or [None] * len(structures), pred_stress=[p.stress for p in predictions],
-        gamma_max=gamma_max, low_window=float(opts.get("low_window_ev_per_atom", 1.0)),
-        n_worst=int(opts.get("n_worst", 10)))
+        gamma_max=gamma_max, low_window=opts.low_window_ev_per_atom,
+        n_worst=opts.n_worst)
 
-    output = Path(request.output)
-    files = {"json": output, "csv": companion_path(output, "_per_structure.csv")}
     write_csv(files["csv"], table, groups, group_key)
     if request.plots:
-        files.update(make_plots(output, structures, ref_energy, predictions, summary, table, groups, given.name))
+        make_plots(files, structures, ref_energy, predictions, summary, table, groups, given.name)
+    else:
+        files = {k: v for k, v in files.items() if k in ("json", "csv")}
+    if gamma_max is None:
+        files.pop("force_error_vs_gamma", None)
 
     n_atoms = structures.n_atoms
     metrics = {
@@ -241,12 +255,20 @@ def write_csv(path: Path, table: dict, groups: list[str], group_key: str) -> Non
                              gamma])
 
 
-def make_plots(output: Path, structures, ref_energy, predictions, summary, table, groups, title) -> dict:
+def output_files(output: Path, plots: bool) -> dict[str, Path]:
+    """The metrics JSON and the files written next to it (the γ plot only when an active set is found)."""
+    files = {"json": output, "csv": companion_path(output, "_per_structure.csv")}
+    if plots:
+        files.update(energy_parity=companion_path(output, "_energy_parity.png"),
+                     force_parity=companion_path(output, "_force_parity.png"),
+                     force_error_vs_gamma=companion_path(output, "_force_error_vs_gamma.png"))
+    return files
+
+
+def make_plots(files: dict, structures, ref_energy, predictions, summary, table, groups, title) -> None:
     from pace_worker import plots
 
     n = np.array([len(a) for a in structures.atoms])
-    files = {"energy_parity": companion_path(output, "_energy_parity.png"),
-             "force_parity": companion_path(output, "_force_parity.png")}
     with atomic_output(files["energy_parity"]) as tmp:
         plots.energy_parity(tmp, np.asarray(ref_energy) / n, np.array([p.energy for p in predictions]) / n, groups,
                             summary["energy_rmse_mev_per_atom"], title)
@@ -257,8 +279,6 @@ def make_plots(output: Path, structures, ref_energy, predictions, summary, table
                            np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
                            title)
     if table["gamma_max"] is not None:
-        files["force_error_vs_gamma"] = companion_path(output, "_force_error_vs_gamma.png")
         with atomic_output(files["force_error_vs_gamma"]) as tmp:
             plots.error_vs_gamma(tmp, table["gamma_max"][with_f], table["force_rmse_mev_per_A"][with_f],
                                  summary["gamma"]["spearman_gamma_vs_force_rmse"], title)
-    return files
