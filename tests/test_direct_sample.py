@@ -140,13 +140,18 @@ def test_unreadable_input(tmp_path):
                             "--n_clusters", 2), "missing.xyz")
 
 
-def test_structure_without_atoms(tmp_path):
+def test_structure_without_atoms_is_skipped_and_counted(tmp_path):
+    """The pool rule: an unusable structure is skipped, counted by reason and named in one warning."""
     pool = unlabelled_pool(4, seed=2)
     pool.insert(2, Atoms(cell=[5, 5, 5], pbc=True))
     path = write_dataset(tmp_path / "pool.xyz", pool)
-    assert_one_line_error(run_cli("direct_sample", "--input", path, "--output", tmp_path / "o.xyz", "--n_clusters", 2),
-                    "structure 2", "no atoms")
-    assert not (tmp_path / "o.xyz").exists()
+    proc = run_cli("direct_sample", "--input", path, "--output", tmp_path / "o.xyz", "--n_clusters", 2)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and "structure 2" in warnings[0] and "no_atoms" in warnings[0]
+    report = json.loads((tmp_path / "o_report.json").read_text())
+    assert report["pool"]["skipped"]["by_reason"] == {"no_atoms": 1} and report["pool"]["usable"] == 4
+    assert 2 not in [p["pool_index"] for p in report["picks"]]
 
 
 def test_more_clusters_than_structures_picks_all(tmp_path):

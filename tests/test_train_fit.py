@@ -33,7 +33,7 @@ def test_cold_fit_writes_all_outputs_in_the_dataset_folder(cold_run):
     for name in ("input.yaml", "log.txt", "pacemaker.out", "interim_potential_0.yaml", "metrics.txt"):
         assert (archive / name).is_file(), name
     assert not list(root.glob(".*.tmp-*")), "temporary files left behind"
-    assert m["schema"] == "pace-worker/train_metrics/1"
+    assert m["schema"] == "pace-worker/train_metrics/2"
     assert m["iteration"] == 1 and m["fit_seed"] == m["seed"] + 1 and m["mode"] == "cold"
     assert m["device"]["used"] == "cpu" and m["device"]["requested"] == "cpu"
     assert m["versions"]["python-ace"] == "0.4.0rc1" and m["versions"]["tensorpotential"] == "0.6.2.1"

@@ -23,6 +23,29 @@ from pace_worker.stack import import_pyace
 log = logging.getLogger(__name__)
 
 PROJECTIONS_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of B-projections held at once before batching
+# the potential .yaml's metadata key that names its own active set (an .asi cannot carry it: pyace and
+# LAMMPS read every array in it as an element's matrix)
+ACTIVE_SET_KEY = "pace_worker_active_set_sha256"
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def record_active_set(potential_yaml: Path, asi_path: Optional[Path]) -> None:
+    """Write the .asi's sha256 into the potential's metadata (or remove a stale one when None)."""
+    import_pyace()
+    from pyace import BBasisConfiguration
+
+    bconf = BBasisConfiguration(str(potential_yaml))
+    meta = bconf.metadata
+    if asi_path is not None:
+        meta[ACTIVE_SET_KEY] = file_sha256(asi_path)
+    elif ACTIVE_SET_KEY in meta:
+        del meta[ACTIVE_SET_KEY]
+    bconf.save(str(potential_yaml))
 
 
 class ActiveSetUnavailable(Exception):
@@ -127,6 +150,14 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
         if inverse[el].shape != (n, n):
             raise InputError(f"active set '{asi_path}': element {el} has shape {inverse[el].shape}, potential "
                              f"'{potential_yaml}' needs ({n}, {n}); it belongs to another potential")
+    from pyace import BBasisConfiguration
+
+    recorded = dict(BBasisConfiguration(str(potential_yaml)).metadata).get(ACTIVE_SET_KEY)
+    if recorded is not None and recorded != file_sha256(asi_path):
+        raise InputError(f"active set '{asi_path}' is not the one built for potential '{potential_yaml}' (train "
+                         f"recorded its active set's sha256 {recorded[:12]}… in the potential); give the .asi "
+                         f"written with it (if you recomputed it on purpose, remove '{ACTIVE_SET_KEY}' from the "
+                         "potential's metadata)")
     return ActiveSet(inverse)
 
 

@@ -42,7 +42,41 @@ def atomic_output(path) -> Iterator[Path]:
 
 def write_json_atomic(path, data) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+        write_json(tmp, data)
+
+
+def write_json(path, data) -> None:
+    """Strict JSON: a non-finite number (NaN, ±inf: a broken structure's error, say) is written as
+    null, and the top-level ``non_finite_as_null`` lists where (no ``NaN``/``Infinity`` tokens,
+    which JSON does not have)."""
+    where: list[str] = []
+    clean = _finite(data, "", where)
+    if where and isinstance(clean, dict):
+        clean["non_finite_as_null"] = where
+    Path(path).write_text(json.dumps(clean, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def _finite(value, path: str, where: list):
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _finite(v, f"{path}.{k}" if path else str(k), where) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{path}[{i}]", where) for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist(), path, where)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not np.isfinite(value):
+            where.append(path)
+            return None
+        return float(value)
+    if value is None or isinstance(value, str):
+        return value
+    return _json_default(value)
 
 
 def _json_default(value):
@@ -59,29 +93,94 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def publish(files: Mapping[Path, Optional[Path]]) -> None:
-    """Move a group of finished files into place: ``{destination: source}``.
+def _backup_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.bak-{os.getpid()}")
+
+
+def publish(files: Mapping[Path, Optional[Path]], move: bool = False) -> None:
+    """Move a group of finished files into place, all or none: ``{destination: source}``.
 
     A source of ``None`` removes the destination (a stale file that must not outlive the group,
-    such as an active set of an older potential). All sources are first copied to temporary
-    names next to their destinations; only then are they renamed, one after the other.
+    such as an active set of an older potential). All sources are first copied (or, with
+    ``move``, taken as they are: temporary files next to their destinations) to temporary names
+    next to their destinations; then every existing destination is kept under a backup name (a
+    hard link) and the new files are renamed into place one after the other. If anything fails
+    or the process is interrupted (SIGTERM, Ctrl-C) before the last rename, the previous files
+    are put back and the new ones removed.
     """
     staged: list[tuple[Path, Path]] = []
+    backups: dict[Path, Path] = {}
+    changed: list[Path] = []
     try:
         for dest, src in files.items():
             if src is None:
                 continue
             dest = Path(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
+            if move:
+                staged.append((Path(src), dest))
+                continue
             tmp = _temp_name(dest)
-            shutil.copyfile(src, tmp)
             staged.append((tmp, dest))
+            shutil.copyfile(src, tmp)
+        removals = [Path(dest) for dest, src in files.items() if src is None and Path(dest).exists()]
+        for dest in [d for _, d in staged] + removals:
+            if dest.exists() and dest not in backups:
+                backup = _backup_name(dest)
+                backup.unlink(missing_ok=True)
+                try:
+                    os.link(dest, backup)
+                except OSError:  # no hard links here: a copy keeps the previous file as well
+                    shutil.copy2(dest, backup)
+                backups[dest] = backup
+        for tmp, dest in staged:
+            changed.append(dest)
+            os.replace(tmp, dest)
+        for dest in removals:
+            changed.append(dest)
+            dest.unlink(missing_ok=True)
     except BaseException:
+        for dest in reversed(changed):  # roll back: the previous set, exactly as it was
+            with contextlib.suppress(OSError):
+                if dest in backups:
+                    os.replace(backups.pop(dest), dest)
+                else:
+                    dest.unlink(missing_ok=True)
         for tmp, _ in staged:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         raise
-    for tmp, dest in staged:
-        os.replace(tmp, dest)
-    for dest, src in files.items():
-        if src is None:
-            Path(dest).unlink(missing_ok=True)
+    finally:
+        for backup in backups.values():
+            with contextlib.suppress(OSError):
+                backup.unlink(missing_ok=True)
+
+
+class OutputGroup:
+    """The outputs of one command, staged under temporary names and published together.
+
+    ``group.stage(dest)`` gives the temporary path to write ``dest`` to; :meth:`publish` renames
+    them all into place (see :func:`publish`: all or none, also on SIGTERM); leaving the
+    ``with`` block without publishing removes whatever was staged.
+    """
+
+    def __init__(self) -> None:
+        self.staged: dict[Path, Path] = {}
+
+    def __enter__(self) -> "OutputGroup":
+        return self
+
+    def stage(self, dest) -> Path:
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.staged[dest] = _temp_name(dest)
+        return self.staged[dest]
+
+    def publish(self) -> None:
+        publish(dict(self.staged), move=True)
+        self.staged.clear()
+
+    def __exit__(self, *exc) -> None:
+        for tmp in self.staged.values():
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)

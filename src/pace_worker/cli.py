@@ -39,6 +39,23 @@ class Command:
     aliases: tuple[str, ...] = ()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Flag errors are one line that points to ``--help`` (no usage dump), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
 def add_flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
     """Add ``--a_b`` together with its ``--a-b`` twin (or the other way round)."""
     spellings = [f"--{name}"]
@@ -65,12 +82,23 @@ def load_configs(args: argparse.Namespace):
     """config.yaml and meta_config.yaml of a command; sets the log level from meta_config."""
     from pace_worker.config import load_meta_config, load_worker_config
 
+    check_scheduler_flag(args)
     meta = load_meta_config(args.meta_config)
     if getattr(args, "scheduler", None):
         meta.dask.scheduler_address = args.scheduler
     configure_logging(meta.log_level)  # before config.yaml, whose loading logs what it ignores
     config = load_worker_config(args.config)
     return config, meta
+
+
+def check_scheduler_flag(args: argparse.Namespace) -> None:
+    from pace_worker.config import check_scheduler_address
+
+    if getattr(args, "scheduler", None):
+        try:
+            check_scheduler_address(args.scheduler)
+        except ValueError as exc:
+            raise InputError(f"--scheduler: {exc}")
 
 
 def _fmt(value, digits=2) -> str:
@@ -178,7 +206,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
              help="B-basis .yaml (default: config sample.potential, else output_potential.yaml in the output folder)")
     add_flag(parser, "asi", type=Path, default=None, help="active set (default: the .asi next to the potential)")
     add_flag(parser, "strategy", choices=STRATEGIES, default=None, help="selection strategy (default: maxvol)")
-    add_flag(parser, "seed", type=int, default=None, help="seed of the random strategy (default: config or 42)")
+    add_flag(parser, "seed", type=non_negative_int, default=None,
+             help="seed of the random strategy (default: config or 42)")
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -218,7 +247,7 @@ def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
              help="which members of a cluster: center (default), random, smallest (fewest atoms)")
     add_flag(parser, "potential", type=Path, default=None,
              help="use this potential's B-basis as descriptor (default: an unfitted basis for the pool's elements)")
-    add_flag(parser, "seed", type=int, default=None, help="seed of random choices (default: config or 42)")
+    add_flag(parser, "seed", type=non_negative_int, default=None, help="seed of random choices (default: config or 42)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PCA plot")
 
 
@@ -252,7 +281,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "strategy", choices=STRATEGIES, default="maxvol", help="selection strategy (default maxvol)")
     add_flag(parser, "compare", choices=STRATEGIES, nargs="*", default=[],
              help="also run the loop with these strategies and the same label budget (e.g. random)")
-    add_flag(parser, "seed", type=int, default=0, help="seed of the pool, MD and random choices")
+    add_flag(parser, "seed", type=non_negative_int, default=0, help="seed of the pool, MD and random choices")
     add_flag(parser, "labels-per-iteration", type=int, default=8, help="structures labelled per iteration")
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
 
@@ -308,7 +337,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pace-worker", description="The Pacemaker (ACE) worker of an active-learning pipeline.",
         epilog="Exit status: 0 ok, 1 the work failed, 2 bad input, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"pace-worker {__version__}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
 
@@ -44,9 +45,12 @@ def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
     if not path.is_file():
         raise InputError(f"{what} '{path}' does not exist; give the path of a YAML file")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
         raise InputError(f"{what} '{path}' cannot be read ({exc.strerror}); check its permissions")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -69,7 +73,19 @@ SELECTIONS: tuple[str, ...] = get_args(Selection)
 Optimizer = Literal["BFGS", "L-BFGS-B", "CG", "trf", "dogbox", "lm", "dual_annealing", "Adam", "SGD"]
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN/inf never reach the science
+
+
+class LossSection(_Strict):
+    """``fit.loss:`` — pacemaker's loss function (``pyace.lossfuncspec.LossFunctionSpecification``)."""
+
+    kappa: float = Field(0.3, ge=0, le=1)  # energy vs force weight
+    L1_coeffs: float = Field(1e-8, ge=0)
+    L2_coeffs: float = Field(1e-8, ge=0)
+    w0_rad: Optional[float] = Field(None, ge=0)
+    w1_rad: Optional[float] = Field(None, ge=0)
+    w2_rad: Optional[float] = Field(None, ge=0)
+    w_orth: Optional[float] = Field(None, ge=0)
 
 
 class DataSection(_Strict):
@@ -106,7 +122,7 @@ class PotentialSection(_Strict):
 
 
 class FitSection(_Strict):
-    loss: dict = Field(default_factory=lambda: {"kappa": 0.3, "L1_coeffs": 1e-8, "L2_coeffs": 1e-8})
+    loss: LossSection = Field(default_factory=LossSection)
     weighting: Optional[dict] = None
     optimizer: Optimizer = "BFGS"
     options: Optional[dict] = None
@@ -143,8 +159,8 @@ class BackendSection(_Strict):
 class PacemakerSettings(_Strict):
     """The pacemaker part of config.yaml; every section is optional (documented defaults)."""
 
-    seed: int = 42
-    cutoff: float = Field(6.0, gt=0)
+    seed: int = Field(42, ge=0, lt=2 ** 31 - 100000)  # + iteration seeds the fit
+    cutoff: float = Field(6.0, ge=1.0, le=25.0)
     metadata: Optional[dict] = None
     data: DataSection = Field(default_factory=DataSection)
     potential: Union[PotentialSection, str, None] = None
@@ -195,10 +211,20 @@ class DescriptorSettings(_Strict):
     """``direct_sample.descriptor:`` — the unfitted ACE basis used as DIRECT's encoder when no
     potential is given (see :mod:`pace_worker.descriptors`)."""
 
-    cutoff: float = Field(5.0, gt=0)
+    cutoff: float = Field(5.0, ge=1.0, le=25.0)
     functions_per_element: int = Field(128, ge=1)
-    nradmax_by_orders: list[int] = Field(default_factory=lambda: [8, 4, 2])
-    lmax_by_orders: list[int] = Field(default_factory=lambda: [0, 6, 2])
+    nradmax_by_orders: list[int] = Field(default_factory=lambda: [8, 4, 2], min_length=1, max_length=6)
+    lmax_by_orders: list[int] = Field(default_factory=lambda: [0, 6, 2], min_length=1, max_length=6)
+
+    @model_validator(mode="after")
+    def _orders_match(self):
+        if len(self.nradmax_by_orders) != len(self.lmax_by_orders):
+            raise ValueError(f"nradmax_by_orders ({len(self.nradmax_by_orders)} orders) and lmax_by_orders "
+                             f"({len(self.lmax_by_orders)}) must have the same length")
+        if min(self.nradmax_by_orders) < 1 or min(self.lmax_by_orders) < 0 or self.lmax_by_orders[0] != 0:
+            raise ValueError("nradmax_by_orders must be >= 1 and lmax_by_orders >= 0 with lmax_by_orders[0] = 0 "
+                             "(pacemaker's rule for pair functions)")
+        return self
 
 
 class DirectSampleOptions(_Strict):
@@ -210,7 +236,7 @@ class DirectSampleOptions(_Strict):
     weight_components: bool = True  # scale kept PCs by explained-variance ratio (DIRECT); False: plain PCs
     k_per_cluster: int = Field(1, ge=1)
     selection: Selection = "center"
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     birch_threshold: Optional[float] = Field(None, gt=0)
     coverage_bins: Optional[int] = Field(None, ge=2)  # None: min(50, number of picks)
 
@@ -396,6 +422,21 @@ def _initial_potentials(value, path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- meta_config
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc|ws|wss)://[A-Za-z0-9._\-\[\]:]+:\d{1,5}/?$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """A Dask scheduler address ``tcp://HOST:PORT`` (tls/ucx/ws also), or ValueError saying why."""
+    text = str(address).strip()
+    if not SCHEDULER_ADDRESS.match(text):
+        raise ValueError(f"'{address}' is not a Dask scheduler address; give it as tcp://HOST:PORT "
+                         "(e.g. tcp://10.0.0.5:8786)")
+    port = int(text.rstrip("/").rsplit(":", 1)[1])
+    if not 0 < port < 65536:
+        raise ValueError(f"'{address}': port {port} is outside 1-65535")
+    return text
+
+
 class DaskSettings(BaseModel):
     """``dask:`` in meta_config.yaml — run chunks on an existing Dask cluster instead of local processes."""
 
@@ -403,6 +444,11 @@ class DaskSettings(BaseModel):
     scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
     connect_timeout_s: float = Field(15.0, gt=0)
     chunks_per_task: int = Field(8, ge=1)  # most consecutive chunks per Dask task (a Dask task costs ~20 ms)
+
+    @field_validator("scheduler_address")
+    @classmethod
+    def _check_address(cls, value: Optional[str]) -> Optional[str]:
+        return None if value in (None, "") else check_scheduler_address(value)
 
 
 class MetaConfig(BaseModel):

@@ -31,7 +31,7 @@ import numpy as np
 
 from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
-from pace_worker.frames import PoolChunk
+from pace_worker.frames import PoolChunk, read_checked
 from pace_worker.stack import import_pyace
 
 _BASIS: Optional[tuple] = None  # (path, BProjector of the basis, elements in feature order, column offsets)
@@ -101,9 +101,16 @@ def structure_features(structures: Sequence, first_index: int = 0,
     return features, usable
 
 
-def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Worker: ``(first_index, features, usable, n_atoms)`` of a chunk of the pool."""
-    structures = chunk.read()
+def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list]:
+    """Worker: ``(first_index, features, usable, n_atoms, problems)`` of a chunk of the pool;
+    ``problems[k]`` is why structure k could not be used at all (see
+    :func:`pace_worker.frames.read_checked`), else None."""
+    checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
     label = f"{chunk.what} '{chunk.path}'" if chunk.path else chunk.what
-    features, usable = structure_features(structures, chunk.first_index, label)
-    return chunk.first_index, features, usable, np.array([len(a) for a in structures], dtype=np.int64)
+    good = [k for k, (atoms, _) in enumerate(checked) if atoms is not None]
+    block, ok = structure_features([checked[k][0] for k in good], chunk.first_index, label)
+    features = np.zeros((len(checked), block.shape[1]), dtype=np.float32)
+    usable = np.zeros(len(checked), dtype=bool)
+    features[good], usable[good] = block, ok
+    n_atoms = np.array([len(a) if a is not None else 0 for a, _ in checked], dtype=np.int64)
+    return chunk.first_index, features, usable, n_atoms, [problem for _, problem in checked]

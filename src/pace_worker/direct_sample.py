@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from pace_worker import potentials
-from pace_worker.atomic_io import atomic_output, companion_path, write_json_atomic
+from pace_worker.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.descriptors import features_chunk, load_basis, write_unfitted_basis
 from pace_worker.direct import SELECTIONS, coverage_score, direct_pipeline, pick_per_cluster
@@ -47,7 +48,7 @@ from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
 from pace_worker.output_paths import check_outputs, same_file
 from pace_worker.frames import frame_offsets, pool_chunks, read_selected
-from pace_worker.structures import write_extxyz_atomic
+from pace_worker.structures import SkippedStructures, write_extxyz
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
     path = check_readable_file(request.input, "input")
     elements: set[str] = set()
     offsets = frame_offsets(path, "input", elements)
+    # as ASE reads them ("cu" is Cu); a frame with an unknown symbol is skipped as unreadable
+    elements = {e.capitalize() for e in elements} & set(chemical_symbols[1:])
     if not offsets:
         raise InputError(f"input '{path}' contains no structures; give an extxyz pool")
     timings["scan_s"] = time.perf_counter() - t0
@@ -138,12 +141,16 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
     with tempfile.TemporaryDirectory(prefix="pace-worker-direct-") as tmp:
         basis, basis_source = _descriptor_basis(request, elements, Path(tmp))
         t = time.perf_counter()
-        features, usable, n_atoms = _encode(request, path, offsets, basis)
+        features, usable, n_atoms, skipped = _encode(request, path, offsets, basis)
         timings["descriptors_s"] = time.perf_counter() - t
         rows = np.flatnonzero(usable)
         if not len(rows):
-            raise InputError(f"input '{path}': none of the {len(offsets)} structures has only elements of the "
-                             f"descriptor basis {basis}; give a potential for these elements or none")
+            raise InputError(f"input '{path}': none of the {len(offsets)} structures is usable ({skipped.total} "
+                             f"broken: {skipped.summary()}; the others have elements outside the descriptor basis "
+                             f"{basis}); fix the pool, or give a potential for its elements")
+        if len(rows) > 1 and not np.any(np.ptp(features[rows], axis=0) > 0):
+            raise InputError(f"input '{path}': all {len(rows)} usable structures have identical descriptors (the "
+                             "same structure repeated); there is nothing to diversify: remove the duplicates")
         t = time.perf_counter()
         fitted, labels, pcs = _cluster(features[rows], n_clusters, options, seed)
         timings["clustering_s"] = time.perf_counter() - t
@@ -170,22 +177,33 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
             atoms.info["pool_index"] = index
             atoms.info["cluster_id"] = cluster
             picked_atoms.append(atoms)
-        write_extxyz_atomic(output, picked_atoms)
-        if Path(basis).resolve() != files["descriptor_basis"].resolve():
-            with atomic_output(files["descriptor_basis"]) as tmp_basis:
-                shutil.copyfile(basis, tmp_basis)
-        if request.plots:
-            from pace_worker.plots import pca_map
+        group = OutputGroup()  # picks, report, basis and plot are published together, or none
+        with group:
+            write_extxyz(group.stage(output), picked_atoms, name=output)
+            if Path(basis).resolve() != files["descriptor_basis"].resolve():
+                shutil.copyfile(basis, group.stage(files["descriptor_basis"]))
+            if request.plots:
+                from pace_worker.plots import pca_map
 
-            with atomic_output(files["pca_plot"]) as tmp_png:
-                pca_map(tmp_png, pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
+                pca_map(group.stage(files["pca_plot"]), pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
                         title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures")
-        timings["write_s"] = time.perf_counter() - t
+            timings["write_s"] = time.perf_counter() - t
+            report = direct_report(request, path, n_clusters, k, selection, seed, basis_source, features, elements,
+                                   offsets, rows, skipped, fitted, labels, picks, clusters, coverage, timings, t0,
+                                   files)
+            write_json(group.stage(files["report"]), report)
+            group.publish()
+    return DirectSampleResult(picks=picks, cluster_of_pick=clusters, report=report, files=files)
 
+
+def direct_report(request, path, n_clusters, k, selection, seed, basis_source, features, elements, offsets, rows,
+                  skipped, fitted, labels, picks, clusters, coverage, timings, t0, files) -> dict:
+    """The JSON report of a direct_sample run."""
+    options = request.config.direct_sample
     sizes = np.bincount(labels)
     pca = fitted["pca"]
     birch = fitted["birch"]
-    report = {
+    return {
         "schema": SCHEMA,
         "input": str(path.resolve()),
         "n_clusters_requested": n_clusters,
@@ -194,7 +212,8 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         "seed": seed,
         "descriptor": {"basis": basis_source, "n_features": int(features.shape[1]),
                        "elements": sorted(elements)},
-        "pool": {"read": len(offsets), "usable": int(len(rows)), "unknown_elements": int(len(offsets) - len(rows))},
+        "pool": {"read": len(offsets), "usable": int(len(rows)),
+                 "unknown_elements": int(len(offsets) - len(rows) - skipped.total), "skipped": skipped.report()},
         "pca": {"n_components": int(pca.n_components_), "rule": "Kaiser" if options.n_components is None
                 else "n_components",
                 "explained_variance": [float(v) for v in pca.explained_variance_],
@@ -211,8 +230,6 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         "timing": {**timings, "wall_time_s": time.perf_counter() - t0},
         "outputs": {key: str(p.resolve()) for key, p in files.items()},
     }
-    write_json_atomic(files["report"], report)
-    return DirectSampleResult(picks=picks, cluster_of_pick=clusters, report=report, files=files)
 
 
 def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis: Path):
@@ -220,17 +237,23 @@ def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis:
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
     features = usable = None
     n_atoms = np.zeros(len(offsets), dtype=np.int64)
-    chunks = pool_chunks(path, request.meta.chunk_size, "input", offsets=offsets)
-    for _, (first, block, ok, sizes) in executor.map_chunks(features_chunk, chunks, initializer=load_basis,
-                                                            initargs=(str(basis),), description="descriptors",
-                                                            total=len(offsets)):
+    skipped = SkippedStructures()
+    options = {"min_distance": request.config.pacemaker.data.min_distance}
+    chunks = pool_chunks(path, request.meta.chunk_size, "input", offsets=offsets, options=lambda: options)
+    for _, (first, block, ok, sizes, problems) in executor.map_chunks(
+            features_chunk, chunks, initializer=load_basis, initargs=(str(basis),), description="descriptors",
+            total=len(offsets)):
         if features is None:
             features = np.zeros((len(offsets), block.shape[1]), dtype=np.float32)
             usable = np.zeros(len(offsets), dtype=bool)
         features[first:first + len(block)] = block
         usable[first:first + len(block)] = ok
         n_atoms[first:first + len(block)] = sizes
-    return features, usable, n_atoms
+        for k, problem in enumerate(problems):
+            if problem is not None:
+                skipped.add(first + k, problem)
+    skipped.warn(f"input '{path}'")
+    return features, usable, n_atoms, skipped
 
 
 def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):

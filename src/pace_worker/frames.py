@@ -10,13 +10,18 @@ took 43 s, 20,000 would take over an hour). All frame splitting is :func:`_split
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
+import lzma
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 from pace_worker.errors import InputError, check_readable_file, first_line
+
+UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 
 COMPRESSED = (".gz", ".bz2", ".xz")
 
@@ -57,7 +62,9 @@ def _split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements
             if keep_text:
                 lines.append(body)
             if elements is not None and k:
-                elements.add(body.split(maxsplit=1)[0].decode())
+                fields = body.split(maxsplit=1)
+                if fields:
+                    elements.add(fields[0].decode(errors="replace"))
         yield offset, b"".join(lines) if keep_text else b""
         index += 1
 
@@ -68,8 +75,20 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     seekable)."""
     import ase.io.formats
 
-    with ase.io.formats.open_with_compression(str(path), "rb") as f:
+    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
         return [offset for offset, _ in _split_frames(f, path, what, keep_text=False, elements=elements)]
+
+
+@contextlib.contextmanager
+def damaged_file(path, what: str):
+    """A compressed file that is truncated or corrupt becomes one clear InputError."""
+    try:
+        yield
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{what} '{path}' is damaged ({type(exc).__name__}: {first_line(exc)}); a compressed "
+                         "file may be truncated: copy or decompress it again")
 
 
 def chunk_ranges(path: Path, chunk_size: int, offsets: Optional[list[int]] = None,
@@ -131,6 +150,47 @@ class PoolChunk:
                              f"({first_line(exc)}); give an extxyz file")
 
 
+def frame_texts(chunk: "PoolChunk") -> list[bytes]:
+    """The text of each frame of a chunk."""
+    if chunk.text is not None:
+        return [text for _, text in _split_frames(io.BytesIO(chunk.text), chunk.path, chunk.what)]
+    with open(chunk.path, "rb") as f:
+        f.seek(chunk.offset)
+        frames = _split_frames(f, chunk.path, chunk.what, first_index=chunk.first_index, start=chunk.offset)
+        return [text for _, text in itertools.islice(frames, chunk.count)]
+
+
+def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Optional[object], Optional[str]]]:
+    """``(structure, None)`` or ``(None, reason)`` for each structure of a pool chunk: a frame
+    ASE cannot parse is ``unreadable``; a parsed one with a geometry pyace must not see gets the
+    reason of :func:`pace_worker.structures.geometry_problem`. One bad frame spoils only itself."""
+    from pace_worker.structures import geometry_problem
+
+    try:
+        parsed = (parse_frames(chunk.text) if chunk.text is not None else
+                  read_frames(chunk.path, chunk.offset, chunk.count, chunk.first_index, chunk.what))
+        if len(parsed) != chunk.count:
+            raise ValueError("frame count mismatch")
+        results: list = [(atoms, None) for atoms in parsed]
+    except InputError:
+        raise
+    except Exception:  # parse frame by frame: only the bad ones are lost
+        results = []
+        for text in frame_texts(chunk):
+            try:
+                results.append((parse_frames(text)[0], None))
+            except Exception as exc:
+                results.append((None, f"{UNREADABLE}: {first_line(exc)[:60]}"))
+    checked = []
+    for atoms, reason in results:
+        if atoms is not None:
+            problem = geometry_problem(atoms, min_distance)
+            if problem is not None:
+                atoms, reason = None, f"{problem[0]}: {problem[1]}"
+        checked.append((atoms, reason))
+    return checked
+
+
 def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=lambda: {},
                 offsets: Optional[list[int]] = None) -> Iterator[PoolChunk]:
     """Chunks of a pool for the workers to parse: byte ranges of a plain extxyz file, or the text
@@ -145,7 +205,7 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
         for first, offset, count in ranges:
             yield PoolChunk(first, count, path=str(path), offset=offset, what=what, options=options())
         return
-    with ase.io.formats.open_with_compression(str(path), "rb") as f:
+    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
         frames = _split_frames(f, path, what)
         first = 0
         while True:
@@ -165,7 +225,7 @@ def read_selected(path: Path, indices, offsets: Optional[list[int]] = None) -> d
     if offsets is not None and not is_compressed(path):
         return {i: read_frames(str(path), offsets[i], 1)[0] for i in sorted(wanted)}
     found = {}
-    with ase.io.formats.open_with_compression(str(path), "rb") as f:
+    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, "input"):
         for i, (_, text) in enumerate(_split_frames(f, path, "input")):
             if i in wanted:
                 found[i] = parse_frames(text)[0]

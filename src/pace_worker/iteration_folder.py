@@ -1,15 +1,23 @@
-"""The working folder of one iteration (``iter_NNN/``): fresh, replaced, or resumed.
+"""The working folder of one iteration (``iter_NNN/``): fresh, resumed, or replaced only on success.
 
-``state.json`` records ``{"status": "running" | "completed", "inputs": <fingerprint>, "attempt": k}``.
-A folder whose run was interrupted (status ``running``) with the same input fingerprint and an
-interim potential is resumed from that interim potential (copied to ``resume_from_<k>.yaml``);
-any other existing folder is removed and started anew.
+The archive of a finished iteration is never lost to a failed rerun: a rerun of a finished
+iteration works in ``iter_NNN.attempt-<pid>/`` and takes the name ``iter_NNN`` only when it
+succeeded (:meth:`IterationFolder.commit`); a failed attempt stays beside the archive for its
+logs and is removed by the next successful run.
+
+``state.json`` records ``{"status": "running" | "completed", "inputs": <fingerprint>, "attempt": k}``
+(written atomically). A folder whose run was interrupted (status ``running``) with the same
+input fingerprint and an interim potential is resumed from that interim potential (copied to
+``resume_from_<k>.yaml``). An interrupted run of other inputs is started anew in place; a
+``state.json`` that cannot be read (a run killed while writing it) counts as "start this
+iteration over", without removing what the folder holds until the new run succeeded.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +33,23 @@ def fingerprint(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def read_state(path: Path) -> Optional[dict]:
+    """The folder's state: ``{}`` for none, ``None`` for a damaged one."""
+    state_file = Path(path) / "state.json"
+    if not state_file.is_file():
+        return {}
+    try:
+        state = json.loads(state_file.read_text())
+        return state if isinstance(state, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass
 class IterationFolder:
-    path: Path
-    inputs: str  # fingerprint of everything that determines the fit
+    path: Path       # where this run works
+    final: Path      # the archive name it gets on success (``iter_NNN``)
+    inputs: str      # fingerprint of everything that determines the fit
     attempt: int = 1
     resume_from: Optional[Path] = None
 
@@ -38,11 +59,13 @@ class IterationFolder:
 
     @classmethod
     def open(cls, path: Path, inputs: str) -> "IterationFolder":
-        """Resume an interrupted run of the same inputs, or start the folder anew."""
+        """Resume an interrupted run of the same inputs, or start anew (see the module docstring)."""
         path = Path(path)
-        state_file = path / "state.json"
-        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-        if (state.get("status") == "running" and state.get("inputs") == inputs
+        state = read_state(path) if path.exists() else {}
+        if state is None:
+            log.warning("%s/state.json is damaged (a run was killed while writing it): starting this iteration "
+                        "over; the folder is replaced only if the new run succeeds", path)
+        if (state and state.get("status") == "running" and state.get("inputs") == inputs
                 and (path / INTERIM_POTENTIAL).is_file()):
             attempt = int(state.get("attempt", 1))
             resume_from = path / f"resume_from_{attempt}.yaml"
@@ -50,18 +73,38 @@ class IterationFolder:
             for name in STALE_AFTER_INTERRUPT:
                 (path / name).unlink(missing_ok=True)
             log.info("%s was interrupted: resuming from %s", path.name, resume_from.name)
-            folder = cls(path, inputs, attempt + 1, resume_from)
+            folder = cls(path, path, inputs, attempt + 1, resume_from)
+        elif path.exists() and (state is None or state.get("status") == "completed"):
+            work = path.with_name(f"{path.name}.attempt-{os.getpid()}")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            log.info("%s is a finished iteration: this run works in %s and replaces it only on success",
+                     path.name, work.name)
+            folder = cls(work, path, inputs)
         else:
             if path.exists():
-                log.info("replacing %s", path)
+                log.info("replacing %s (an interrupted run of other inputs)", path)
                 shutil.rmtree(path)
             path.mkdir(parents=True)
-            folder = cls(path, inputs)
+            folder = cls(path, path, inputs)
         folder._write_state("running")
         return folder
 
-    def mark_completed(self) -> None:
+    def commit(self) -> Path:
+        """Mark the run completed and give it the archive name (replacing the previous archive)."""
         self._write_state("completed")
+        if self.path != self.final:
+            old = self.final.with_name(f"{self.final.name}.old-{os.getpid()}")
+            if self.final.exists():
+                os.replace(self.final, old)
+            os.replace(self.path, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+            self.path = self.final
+        for leftover in self.final.parent.glob(f"{self.final.name}.attempt-*"):  # failed attempts
+            shutil.rmtree(leftover, ignore_errors=True)
+        return self.final
 
     def _write_state(self, status: str) -> None:
-        self.state_file.write_text(json.dumps({"status": status, "inputs": self.inputs, "attempt": self.attempt}))
+        tmp = self.state_file.with_name(f".state.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"status": status, "inputs": self.inputs, "attempt": self.attempt}))
+        os.replace(tmp, self.state_file)

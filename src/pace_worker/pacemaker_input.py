@@ -95,6 +95,7 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
     if settings.data.ignore_weights is not None:
         data["ignore_weights"] = settings.data.ignore_weights
     fit = _drop_none(settings.fit.model_dump(exclude={"max_time"}))  # max_time is pace-worker's
+    fit["loss"] = _drop_none(fit["loss"])
     if settings.fit.max_time is not None:  # the budget is kept by a callback after every optimizer step
         from pace_worker._pacemaker_child import BUDGET_CALLBACK
 

@@ -103,3 +103,19 @@ def write_yace(yaml_path: Path, yace_path: Path) -> int:
     bconf = BBasisConfiguration(str(yaml_path))
     ACEBBasisSet(bconf).to_ACECTildeBasisSet().save_yaml(str(yace_path))
     return int(bconf.total_number_of_functions)
+
+
+def inner_cutoffs(path: Path) -> dict[tuple[str, str], float]:
+    """``{(A, B): r_in}`` of a B-basis .yaml: below ``r_in`` a pair is inside the core repulsion
+    (ZBL with ``repulsion: auto``, set to the shortest distance of the training data)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    cutoffs: dict[tuple[str, str], float] = {}
+    for block in data.get("species") or []:
+        names = str(block.get("speciesblock", "")).split()
+        if "r_in" not in block or not names or len(names) > 2:
+            continue
+        a, b = (names[0], names[0]) if len(names) == 1 else names
+        cutoffs[(a, b)] = cutoffs[(b, a)] = float(block["r_in"])
+    return cutoffs

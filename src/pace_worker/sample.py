@@ -45,16 +45,16 @@ from typing import Optional, get_args
 import numpy as np
 
 from pace_worker import activeset, potentials
-from pace_worker.atomic_io import companion_path, write_json_atomic
+from pace_worker.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, SampleStrategy, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
 from pace_worker.output_paths import check_outputs
-from pace_worker.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks
+from pace_worker.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks, read_checked
 from pace_worker.scoring import load_scorer, projections_chunk, score_structures
 from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    picks_logdet_gain, top_by_gamma)
-from pace_worker.structures import structure_fingerprint, write_extxyz_atomic
+from pace_worker.structures import SkippedStructures, structure_fingerprint, write_extxyz
 
 log = logging.getLogger(__name__)
 
@@ -125,33 +125,52 @@ def load_potential_and_active_set(path: Path, what: str, asi: Path) -> tuple[Pat
     return yaml_path, asi, activeset.load_active_set(asi, yaml_path)
 
 
-def score_chunk(chunk: PoolChunk) -> list[tuple]:
-    """Worker: ``(pool_index, fingerprint, max γ, atoms, per-atom γ, projections)`` per structure.
-    Max γ is None for a structure with elements the potential lacks. Chunk options:
+@dataclass
+class ScoredStructure:
+    """What a worker sends back for one pool structure (see :func:`score_chunk`)."""
+
+    pool_index: int
+    fingerprint: Optional[str] = None      # None for a structure that could not be used at all
+    gamma_max: Optional[float] = None      # None: not scored (unknown elements or a problem)
+    atoms: object = None                   # sent back only if it may still enter the buffer
+    gamma: Optional[np.ndarray] = None     # per atom
+    projections: Optional[dict] = None
+    problem: Optional[str] = None          # "<reason>: <detail>" of a structure that was skipped
+
+
+def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
+    """Worker: a :class:`ScoredStructure` per structure of the chunk. Unusable structures (a frame
+    ASE cannot parse, a geometry pyace must not see) carry their problem; ``gamma_max`` is None
+    for them and for structures with elements the potential lacks. Chunk options:
     ``send_back_from`` — structures whose max γ is below it cannot enter the buffer any more, so
     their atoms, per-atom γ and projections are not sent back (None: all are);
-    ``with_projections`` — send projections back at all."""
+    ``with_projections`` — send projections back at all; ``min_distance`` — closer atoms make a
+    structure unusable."""
     from pace_worker.scoring import potential_elements
 
     send_back_from = chunk.options.get("send_back_from")
     with_projections = chunk.options.get("with_projections", False)
-    structures = chunk.read()
+    checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
     known = potential_elements()
-    usable = [k for k, a in enumerate(structures) if set(a.get_chemical_symbols()) <= known]
-    scores = dict(zip(usable, score_structures([structures[k] for k in usable],
+    usable = [k for k, (a, _) in enumerate(checked) if a is not None and set(a.get_chemical_symbols()) <= known]
+    scores = dict(zip(usable, score_structures([checked[k][0] for k in usable],
                                                send_back_from if with_projections else np.inf)))
     rows = []
-    for k, atoms in enumerate(structures):
+    for k, (atoms, problem) in enumerate(checked):
+        index = chunk.first_index + k
+        if atoms is None:
+            rows.append(ScoredStructure(index, problem=problem))
+            continue
         fp = structure_fingerprint(atoms)
         if k not in scores:
-            rows.append((chunk.first_index + k, fp, None, None, None, None))
+            rows.append(ScoredStructure(index, fp))
             continue
         gamma, projections = scores[k]
         g = float(gamma.max())
         if send_back_from is not None and g < send_back_from:
-            rows.append((chunk.first_index + k, fp, g, None, None, None))
+            rows.append(ScoredStructure(index, fp, g))
         else:
-            rows.append((chunk.first_index + k, fp, g, atoms, gamma, projections))
+            rows.append(ScoredStructure(index, fp, g, atoms, gamma, projections))
     return rows
 
 
@@ -180,6 +199,7 @@ def sample(request: SampleRequest) -> SampleResult:
     # pass 1: stream, dedupe, score, keep a bounded buffer
     counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
               "outside_window": 0}
+    skipped = SkippedStructures()
     seen: set[str] = set()
     gamma_max_all: list[float] = []
     kept: list[_Kept] = []  # a min-heap of the best candidates (or the random reservoir)
@@ -200,13 +220,19 @@ def sample(request: SampleRequest) -> SampleResult:
     # would be decompressed twice for it, so it streams without a total
     offsets = None if is_compressed(candidates_file) else frame_offsets(candidates_file, "candidates")
     chunks = pool_chunks(candidates_file, request.meta.chunk_size, "candidates",
-                         lambda: {"send_back_from": send_back_from(), "with_projections": with_projections},
+                         lambda: {"send_back_from": send_back_from(), "with_projections": with_projections,
+                                  "min_distance": request.config.pacemaker.data.min_distance},
                          offsets=offsets)
     for _, results in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
                                           initargs=(str(potential), str(asi)), description="scoring",
                                           total=None if offsets is None else len(offsets)):
-        for index, fp, g, atoms, gamma, projections in results:
+        for row in results:
+            index, fp, g, atoms, gamma, projections = (row.pool_index, row.fingerprint, row.gamma_max, row.atoms,
+                                                       row.gamma, row.projections)
             counts["read"] += 1
+            if row.problem is not None:
+                skipped.add(index, row.problem)
+                continue
             if fp in seen:
                 counts["duplicates"] += 1
                 continue
@@ -235,11 +261,12 @@ def sample(request: SampleRequest) -> SampleResult:
 
     if counts["read"] == 0:
         raise InputError(f"candidates '{request.candidates}' contains no structures")
+    skipped.warn(f"candidates '{request.candidates}'")
     if counts["usable"] == 0:
         raise InputError(f"candidates '{request.candidates}': none of the {counts['read']} structures is usable "
                          f"({counts['duplicates']} duplicates, {counts['unknown_elements']} with elements the "
                          f"potential lacks, {counts['above_gamma_hi'] + counts['outside_window']} outside the γ "
-                         "window)")
+                         f"window, {skipped.total} broken: {skipped.summary()})")
     if n > counts["usable"]:
         log.warning("asked for %d structures but only %d are usable: returning all of them", n, counts["usable"])
 
@@ -288,7 +315,6 @@ def sample(request: SampleRequest) -> SampleResult:
         atoms.info["gamma_max"] = float(k.gamma.max())
         atoms.arrays["gamma"] = np.asarray(k.gamma, dtype=float)
         picked_atoms.append(atoms)
-    write_extxyz_atomic(output, picked_atoms)
 
     g_all = np.asarray(gamma_max_all)
     report = {
@@ -300,7 +326,7 @@ def sample(request: SampleRequest) -> SampleResult:
         "potential": str(potential.resolve()),
         "asi": str(Path(asi).resolve()),
         "candidates": str(Path(request.candidates).resolve()),
-        "pool": {**counts, "buffer_size": limit if strategy in ("maxvol", "gamma_window") else None,
+        "pool": {**counts, "skipped": skipped.report(), "buffer_size": limit if strategy in ("maxvol", "gamma_window") else None,
                  "gamma_window": [gamma_lo, gamma_hi] if strategy == "gamma_window" else None},
         "pool_gamma": {
             "percentiles": {str(p): float(np.percentile(g_all, p)) for p in (50, 90, 99, 100)},
@@ -312,7 +338,10 @@ def sample(request: SampleRequest) -> SampleResult:
         "scoring_s": t_scored - t_start,
         "outputs": {"structures": str(output.resolve()), "report": str(report_file.resolve())},
     }
-    write_json_atomic(report_file, report)
+    with OutputGroup() as group:  # the picks and their report: both or neither
+        write_extxyz(group.stage(output), picked_atoms, name=output)
+        write_json(group.stage(report_file), report)
+        group.publish()
     return SampleResult(picks=[int(k.pool_index) for k in chosen], report=report,
                         files={"structures": output, "report": report_file})
 

@@ -16,10 +16,12 @@ Everything is checked before any fitting; the first problem is raised as an
 """
 from __future__ import annotations
 
+import bz2
 import gzip
 import hashlib
+import lzma
+import logging
 import io
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -30,6 +32,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.frames import is_compressed
+
+log = logging.getLogger(__name__)
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "energy_dft", "total_energy",
                "TotEnergy", "Energy")
@@ -143,7 +147,7 @@ def _read_pickle(path: Path) -> tuple[list[Atoms], list, list]:
 
     try:
         df = pd.read_pickle(path, compression="infer" if not path.name.endswith("gzip") else "gzip")
-    except (pickle.UnpicklingError, gzip.BadGzipFile, EOFError, ValueError, OSError, AttributeError) as exc:
+    except Exception as exc:  # a damaged file, or objects of a module that is not installed
         raise InputError(f"dataset '{path}' is not a readable pandas pickle ({type(exc).__name__}: {exc}); "
                          "give a pacemaker DataFrame (.pckl.gzip) or an extxyz file")
     if not isinstance(df, pd.DataFrame) or "ase_atoms" not in df.columns:
@@ -200,8 +204,9 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
     stresses: list[Optional[np.ndarray]] = []
     for i, atoms in enumerate(atoms_list):
         where = f"dataset '{path}', structure {i}"
-        if len(atoms) == 0:
-            raise InputError(f"{where} has no atoms; remove it from the file")
+        problem = geometry_problem(atoms)
+        if problem is not None:
+            raise InputError(f"{where}: {problem[1]}; fix or drop the structure")
         energy = raw_energies[i]
         if energy is None:
             looked = f"'{energy_key}'" if energy_key else "calculator energy, info " + "/".join(ENERGY_KEYS)
@@ -247,6 +252,109 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
                               stresses=stresses)
 
 
+# ----------------------------------------------------------------------------- geometry
+MIN_CELL_WIDTH = 0.5        # Å: a periodic cell thinner than this is degenerate (its images pile up)
+MIN_CELL_SINE = 1e-3        # volume / (|a| |b| |c|): below, two lattice vectors are (nearly) parallel
+MAX_COORDINATE = 1e6        # Å: beyond, positions are garbage (and neighbour searches blow up)
+
+
+def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[str, str]]:
+    """``(reason, message)`` when pyace could not or should not see this structure, else None.
+
+    Checked, in this order, before any pyace call (which would crash, run out of memory or hang
+    on them): no atoms; non-finite or absurd positions; a periodic cell that is non-finite, has
+    a zero or tiny width, or (nearly) parallel lattice vectors; with ``min_distance`` > 0, two
+    atoms closer than that. ``reason`` is a short key for counting.
+    """
+    if len(atoms) == 0:
+        return "no_atoms", "has no atoms"
+    positions = np.asarray(atoms.positions, dtype=float)
+    if not np.all(np.isfinite(positions)):
+        bad = int(np.argwhere(~np.all(np.isfinite(positions), axis=1))[0][0])
+        return "non_finite_position", f"position of atom {bad} is not finite (NaN/inf)"
+    if np.abs(positions).max() > MAX_COORDINATE:
+        return "absurd_position", f"has a coordinate beyond {MAX_COORDINATE:g} Å"
+    periodic = np.asarray(atoms.pbc, dtype=bool)
+    if periodic.any():
+        cell = np.asarray(atoms.cell.array, dtype=float)
+        if not np.all(np.isfinite(cell[periodic])):
+            return "non_finite_cell", "its periodic cell has a non-finite (NaN/inf) entry"
+        lengths = np.linalg.norm(cell, axis=1)
+        if np.any(lengths[periodic] < MIN_CELL_WIDTH):
+            axis = int(np.flatnonzero(periodic & (lengths < MIN_CELL_WIDTH))[0])
+            return "degenerate_cell", (f"periodic lattice vector {axis} is {lengths[axis]:.3g} Å long "
+                                       f"(< {MIN_CELL_WIDTH} Å)")
+        if periodic.all():
+            volume = abs(float(np.linalg.det(cell)))
+            if volume / float(np.prod(lengths)) < MIN_CELL_SINE:
+                return "degenerate_cell", "its lattice vectors are (nearly) parallel: the cell has no volume"
+            widths = volume / np.array([np.linalg.norm(np.cross(cell[1], cell[2])),
+                                        np.linalg.norm(np.cross(cell[2], cell[0])),
+                                        np.linalg.norm(np.cross(cell[0], cell[1]))])
+            if widths.min() < MIN_CELL_WIDTH:
+                return "degenerate_cell", f"its cell is {widths.min():.3g} Å thin (< {MIN_CELL_WIDTH} Å)"
+    if min_distance > 0 and len(atoms) > 1:
+        pair = closest_pair_below(atoms, min_distance)
+        if pair is not None:
+            a, b, d = pair
+            return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
+                                       f"apart (< {min_distance} Å)")
+    return None
+
+
+class SkippedStructures:
+    """The pool rule: unusable structures of a pool are skipped, counted by reason, and the first
+    few named in one warning line."""
+
+    SHOWN = 5
+
+    def __init__(self) -> None:
+        self.by_reason: dict[str, int] = {}
+        self.first: list[tuple[int, str]] = []
+
+    def add(self, index: int, problem: str) -> None:
+        reason = problem.split(":", 1)[0]
+        self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        if len(self.first) < self.SHOWN:
+            self.first.append((int(index), problem))
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_reason.values())
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {reason}" for reason, n in sorted(self.by_reason.items())) or "none"
+
+    def report(self) -> dict:
+        return {"total": self.total, "by_reason": dict(sorted(self.by_reason.items())),
+                "first": [{"pool_index": i, "problem": p} for i, p in self.first]}
+
+    def warn(self, where: str) -> None:
+        if self.total:
+            shown = "; ".join(f"structure {i}: {p}" for i, p in self.first[:3])
+            log.warning("%s: skipped %d unusable structure(s) (%s); first: %s", where, self.total, self.summary(),
+                        shown)
+
+
+def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict) -> tuple[Optional[float], int]:
+    """(shortest interatomic distance or None, number of pairs closer than their ``r_in``)."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) < 2 and not atoms.pbc.any():
+        return None, 0
+    reach = max(inner_cutoffs.values(), default=0.0) + 3.0
+    probe = atoms
+    if not np.any(atoms.pbc) and atoms.cell.rank < 3:
+        probe = atoms.copy()
+        probe.center(vacuum=reach + 1.0)
+    i, j, d = neighbor_list("ijd", probe, reach)
+    if not len(d):
+        return None, 0
+    symbols = np.array(atoms.get_chemical_symbols())
+    r_in = np.array([inner_cutoffs.get((a, b), 0.0) for a, b in zip(symbols[i], symbols[j])])
+    return float(d.min()), int((d < r_in).sum() // 2)
+
+
 def closest_pair_below(atoms: Atoms, threshold: float):
     """The closest pair (i, j, distance) of atoms nearer than ``threshold`` Å, or None."""
     from ase.neighborlist import neighbor_list
@@ -263,14 +371,28 @@ def closest_pair_below(atoms: Atoms, threshold: float):
     return a, b, float(d[k])
 
 
-def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:
-    """Write structures as extxyz to ``path`` through a temporary name and a rename."""
+OUTPUT_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) -> None:
+    """Write structures as extxyz to ``path``, compressed as the suffix of ``name`` (default
+    ``path``) says: ``.gz``, ``.bz2``, ``.xz``, or plain text. An empty list writes an empty file."""
     import ase.io
 
+    opener = OUTPUT_COMPRESSIONS.get(Path(name or path).suffix)
+    if opener is None:
+        ase.io.write(str(path), atoms, format="extxyz")
+        return
+    with opener(path, "wt") as f:
+        ase.io.write(f, atoms, format="extxyz")
+
+
+def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:
+    """:func:`write_extxyz` through a temporary name and a rename."""
     from pace_worker.atomic_io import atomic_output
 
     with atomic_output(path) as tmp:
-        ase.io.write(str(tmp), atoms, format="extxyz")
+        write_extxyz(tmp, atoms, name=path)
 
 
 def fully_periodic_or_not(atoms: Atoms, cutoff: float) -> Atoms:

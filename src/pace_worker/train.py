@@ -39,6 +39,7 @@ the full ``maxiter``; the interrupted run's output is kept as ``pacemaker.out`` 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from pace_worker.atomic_io import publish, write_json_atomic
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError
 from pace_worker.fit import run_pacemaker
+from pace_worker.folder_lock import exclusive_folder
+from pace_worker.output_paths import check_writable
 from pace_worker.iteration_folder import IterationFolder, fingerprint
 from pace_worker.metrics import errors_from_prediction_file, loss_history
 from pace_worker.pacemaker_input import build_input, potential_section
@@ -63,7 +66,8 @@ from pace_worker.structures import (LabelledStructures, file_sha256, fully_perio
 
 log = logging.getLogger(__name__)
 
-METRICS_SCHEMA = "pace-worker/train_metrics/1"
+METRICS_SCHEMA = "pace-worker/train_metrics/2"
+MAX_ITERATION = 99999
 OUTPUT_STEM = "output_potential"
 
 
@@ -316,6 +320,31 @@ def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStruct
     return info
 
 
+def published_errors(potential_yaml: Path, asi: Optional[Path], data: TrainingData, request: TrainRequest) -> dict:
+    """Train and test errors of the potential as published (with its core repulsion), computed
+    exactly as ``validate`` computes them; where pairs sit inside the core repulsion."""
+    from pace_worker.executor import ChunkExecutor
+    from pace_worker.validate import evaluate_potential
+
+    executor = ChunkExecutor.from_meta(request.meta, False)
+    result: dict = {"train": None, "test": None, "core_repulsion": {}}
+    for name, structures in (("train", data.train), ("test", data.test)):
+        if structures is None or not len(structures):
+            continue
+        evaluation = evaluate_potential(potential_yaml, asi, potential_yaml, structures, executor,
+                                        request.config.validate_)
+        s = evaluation.summary
+        result[name] = {"n_structures": s["n_structures"], "n_atoms": s["n_atoms"],
+                        "n_energy_only": s["n_energy_only"],
+                        **{k: s[k] for k in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom",
+                                             "energy_max_abs_mev_per_atom", "force_rmse_mev_per_A",
+                                             "force_mae_mev_per_A", "force_max_abs_mev_per_A",
+                                             "force_norm_rmse_mev_per_A") if k in s},
+                        "gamma_max": s["gamma"]["max"] if s.get("gamma") else None}
+        result["core_repulsion"][name] = s["core_repulsion"]
+    return result
+
+
 def previous_potential_gamma(starts: StartingPotentials, asi: Optional[Path], data: TrainingData) -> Optional[dict]:
     """How extrapolative the new training data were for the previous potential (``--asi``)."""
     if asi is None:
@@ -336,18 +365,31 @@ def _file_info(path: Optional[Path]) -> Optional[dict]:
 def train(request: TrainRequest) -> TrainResult:
     """Fit, compute .yace/.asi/metrics, and publish them atomically. See the module docstring."""
     t_start = time.perf_counter()
-    if request.iteration < 0:
-        raise InputError(f"--iteration {request.iteration}: must be 0 or a positive whole number")
-    settings = request.config.pacemaker
+    if not 0 <= request.iteration <= MAX_ITERATION:
+        raise InputError(f"--iteration {request.iteration}: must be a whole number from 0 to {MAX_ITERATION}")
     dataset_path = Path(request.dataset)
     output_dir = Path(request.output_dir or request.meta.output_dir or dataset_path.resolve().parent)
     work_root = Path(request.meta.work_dir) if request.meta.work_dir else output_dir / "iterations"
+    for folder_path, what in ((output_dir, "output folder"), (work_root, "iterations folder")):
+        if folder_path.exists() and not folder_path.is_dir():
+            raise InputError(f"{what} '{folder_path}' is a file; give a folder (--output-dir or meta_config)")
+        check_writable(folder_path / OUTPUT_STEM, what)
+    with contextlib.ExitStack() as stack:
+        return _train(request, output_dir, work_root, t_start, stack)
+
+
+def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: float,
+           stack: contextlib.ExitStack) -> TrainResult:
+    settings = request.config.pacemaker
+    dataset_path = Path(request.dataset)
 
     # everything that can be wrong with the input is found before the fit starts
     starts = resolve_starting_potentials(request)
     data = load_training_data(request, starts)
     mode, potential = plan_start(settings, starts, data)
 
+    # one train per output folder from here on (the inputs are checked; now folders are touched)
+    stack.enter_context(exclusive_folder(output_dir))
     dataset_sha = file_sha256(dataset_path)
     folder = IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
         "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
@@ -362,10 +404,14 @@ def train(request: TrainRequest) -> TrainResult:
     fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
                             show_progress=request.show_progress, max_time=settings.fit.max_time)
 
-    # .yace, active set, test set, metrics: all in the iteration folder first
+    # active set, .yace, test set, metrics: all in the iteration folder first; the .yaml names its
+    # active set (sha256 in its metadata) before the .yace is made from it
     staged = {k: folder.path / f"{OUTPUT_STEM}.{k}" for k in ("yaml", "yace", "asi")}
-    n_functions = potentials.write_yace(staged["yaml"], staged["yace"])
     active_info = write_active_set(staged["yaml"], staged["asi"], data.train, request.config)
+    activeset.record_active_set(staged["yaml"], staged["asi"] if active_info["written"] else None)
+    n_functions = potentials.write_yace(staged["yaml"], staged["yace"])
+    published = published_errors(staged["yaml"], staged["asi"] if active_info["written"] else None, data,
+                                 request)
     staged["test_set"] = None
     if data.test is not None:
         staged["test_set"] = folder.path / "test_set.xyz"
@@ -387,11 +433,17 @@ def train(request: TrainRequest) -> TrainResult:
         "seed": settings.seed,
         "fit_seed": fit_seed,
         "mode": mode,
-        "train": errors_from_prediction_file(folder.path / "train_pred.pckl.gzip", data.energy_only_names),
-        "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names),
+        "train": published["train"],
+        "test": published["test"],
+        "errors_of": "the published potential (output_potential.yaml/.yace with its core repulsion), evaluated "
+                     "as validate does; 'in_fit' holds pacemaker's own numbers of the fit",
+        "core_repulsion": published["core_repulsion"],
+        "in_fit": {
+            "train": errors_from_prediction_file(folder.path / "train_pred.pckl.gzip", data.energy_only_names),
+            "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names)},
         "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
         "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
-                "iterations": fit_run.iterations, "initial_loss": losses[0] if losses else None,
+                "iterations": max(fit_run.iterations, len(losses) - 1), "initial_loss": losses[0] if losses else None,
                 "final_loss": losses[-1] if losses else None, "n_functions": n_functions,
                 "wall_time_s": fit_run.wall_time_s, "max_time_s": settings.fit.max_time,
                 "stopped_by": "max_time" if fit_run.budget_stop else "optimizer",
@@ -410,7 +462,7 @@ def train(request: TrainRequest) -> TrainResult:
             "potential_yaml": _file_info(starts.given_basis),
             "asi": _file_info(request.asi),
         },
-        "iteration_dir": str(folder.path.resolve()),
+        "iteration_dir": str(folder.final.resolve()),
         "outputs": {k: (str(final[k]) if staged[k] is not None else None) for k in final},
     }
     metrics["wall_time_s"] = time.perf_counter() - t_start
@@ -419,6 +471,6 @@ def train(request: TrainRequest) -> TrainResult:
     # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
     # removes a stale file (an .asi of an older potential, a test set that no longer applies)
     publish({final[k]: staged[k] for k in final})
-    folder.mark_completed()
-    return TrainResult(output_dir=output_dir, iteration_dir=folder.path,
+    folder.commit()
+    return TrainResult(output_dir=output_dir, iteration_dir=folder.final,
                        files={k: Path(v) if v else None for k, v in metrics["outputs"].items()}, metrics=metrics)

@@ -31,6 +31,7 @@ import csv
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -38,18 +39,20 @@ from typing import Optional
 import numpy as np
 
 from pace_worker import activeset, potentials
-from pace_worker.atomic_io import atomic_output, companion_path, write_json_atomic
-from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.atomic_io import OutputGroup, companion_path, write_json
+from pace_worker.config import MetaConfig, ValidateOptions, WorkerConfig
 from pace_worker.errors import InputError, first_line
 from pace_worker.evaluation import load_potential, predict
 from pace_worker.executor import ChunkExecutor
 from pace_worker.output_paths import check_outputs
-from pace_worker.structures import LabelledStructures, file_sha256, read_labelled_structures
+from pace_worker.structures import (LabelledStructures, file_sha256, read_labelled_structures,
+                                    shortest_distance_and_core)
 from pace_worker.validation_metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "pace-worker/validation_metrics/1"
+SAME_POSITION_A = 0.1  # two atoms closer than this (Å) are taken as one point counted twice
 
 
 @dataclass
@@ -140,7 +143,10 @@ def find_active_set(request: ValidateRequest, b_basis: Optional[Path]) -> Option
 
 def read_test_set(path: Path, request: ValidateRequest, elements: list[str]) -> LabelledStructures:
     opts = request.config.pacemaker.data
-    structures = read_labelled_structures(path, opts.energy_key, opts.forces_key, opts.stress_key, min_distance=0)
+    # hot MD test structures may have close pairs (the core repulsion acts there); atoms at one
+    # point are never a structure
+    structures = read_labelled_structures(path, opts.energy_key, opts.forces_key, opts.stress_key,
+                                          min_distance=SAME_POSITION_A)
     if structures.energy_only.all():
         raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
                          "needs forces: name their key with data.forces_key in config.yaml")
@@ -167,6 +173,63 @@ def corrected_energies(structures: LabelledStructures, reference) -> np.ndarray:
     return df["energy_corrected"].to_numpy(dtype=float)
 
 
+@dataclass
+class Evaluation:
+    """The errors of a potential on labelled structures, as ``validate`` reports them."""
+
+    summary: dict            # energy/force/stress errors, per element/group, worst, γ, core repulsion
+    table: dict              # per structure (arrays): errors, γ, shortest distance, pairs inside r_in
+    groups: list[str]
+    group_key: str
+    ref_energy: np.ndarray   # reference energies on the potential's scale
+    predictions: list
+    reference: object        # the potential's reference_energy metadata (or None)
+    energy_scale: str
+    evaluation_s: float
+
+
+def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[Path],
+                       structures: LabelledStructures, executor: ChunkExecutor,
+                       options: Optional[ValidateOptions] = None) -> Evaluation:
+    """Energies, forces (and γ with ``asi``) of ``evaluated`` on ``structures``, compared with their
+    labels on the potential's energy scale (see the module docstring). ``train`` reports its
+    published potential's errors with this same function."""
+    options = options or ValidateOptions()
+    reference = potentials.reference_energy(b_basis) if b_basis is not None else None
+    if reference is not None:
+        ref_energy = corrected_energies(structures, reference)
+        scale = "energy_corrected (reference_energy of the potential removed)"
+    else:
+        ref_energy, scale = structures.energies, "as given (the potential has no reference_energy metadata)"
+    t_eval = time.perf_counter()
+    load_potential(str(evaluated), str(asi) if asi else None)  # forked workers inherit it
+    predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
+    eval_s = time.perf_counter() - t_eval
+
+    groups = [str(a.info.get(options.group_by, "all")) for a in structures.atoms]
+    gamma_max = np.array([p.gamma.max() for p in predictions]) if asi is not None else None
+    summary, table = compute_metrics(
+        symbols=[a.get_chemical_symbols() for a in structures.atoms], groups=groups, ref_energy=ref_energy,
+        pred_energy=np.array([p.energy for p in predictions]), ref_forces=structures.forces,
+        pred_forces=[p.forces for p in predictions],
+        ref_stress=structures.stresses or [None] * len(structures), pred_stress=[p.stress for p in predictions],
+        gamma_max=gamma_max, low_window=options.low_window_ev_per_atom, n_worst=options.n_worst)
+    cutoffs = potentials.inner_cutoffs(b_basis) if b_basis is not None else {}
+    core = [shortest_distance_and_core(a, cutoffs) for a in structures.atoms]
+    table["shortest_distance_A"] = np.array([np.nan if d is None else d for d, _ in core])
+    table["pairs_inside_r_in"] = np.array([n for _, n in core], dtype=int)
+    inside = np.flatnonzero(table["pairs_inside_r_in"] > 0)
+    summary["core_repulsion"] = {
+        "r_in_A": {f"{a}-{b}": r for (a, b), r in sorted(cutoffs.items()) if a <= b} if cutoffs else None,
+        "n_structures_inside_r_in": int(len(inside)),
+        "structures_inside_r_in": [int(i) for i in inside[:20]],
+        "note": "structures with a pair closer than r_in are evaluated inside the potential's core repulsion "
+                "(ZBL below the shortest distance of its training data)" if len(inside) else None}
+    return Evaluation(summary=summary, table=table, groups=groups, group_key=options.group_by,
+                      ref_energy=np.asarray(ref_energy), predictions=predictions, reference=reference,
+                      energy_scale=scale, evaluation_s=eval_s)
+
+
 # ----------------------------------------------------------------------------- the command
 def validate(request: ValidateRequest) -> ValidateResult:
     t_start = time.perf_counter()
@@ -187,72 +250,56 @@ def validate(request: ValidateRequest) -> ValidateResult:
     structures = read_test_set(test_path, request, elements)
     evaluated = b_basis if asi is not None else given
 
-    reference = potentials.reference_energy(b_basis) if b_basis is not None else None
-    if reference is not None:
-        ref_energy = corrected_energies(structures, reference)
-        scale = "energy_corrected (reference_energy of the potential removed)"
-    else:
-        ref_energy, scale = structures.energies, "as given (the potential has no reference_energy metadata)"
-
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
-    t_eval = time.perf_counter()
-    load_potential(str(evaluated), str(asi) if asi else None)  # forked workers inherit it
-    predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
-    eval_s = time.perf_counter() - t_eval
+    result = evaluate_potential(evaluated, asi, b_basis, structures, executor, request.config.validate_)
+    group_key, summary, table, groups = result.group_key, result.summary, result.table, result.groups
 
-    opts = request.config.validate_
-    group_key = opts.group_by
-    groups = [str(a.info.get(group_key, "all")) for a in structures.atoms]
-    gamma_max = np.array([p.gamma.max() for p in predictions]) if asi is not None else None
-    summary, table = compute_metrics(
-        symbols=[a.get_chemical_symbols() for a in structures.atoms], groups=groups, ref_energy=ref_energy,
-        pred_energy=np.array([p.energy for p in predictions]), ref_forces=structures.forces,
-        pred_forces=[p.forces for p in predictions],
-        ref_stress=structures.stresses or [None] * len(structures), pred_stress=[p.stress for p in predictions],
-        gamma_max=gamma_max, low_window=opts.low_window_ev_per_atom,
-        n_worst=opts.n_worst)
-
-    write_csv(files["csv"], table, groups, group_key)
-    if request.plots:
-        make_plots(files, structures, ref_energy, predictions, summary, table, groups, given.name)
-    else:
+    if not request.plots:
         files = {k: v for k, v in files.items() if k in ("json", "csv")}
-    if gamma_max is None:
+    if table["gamma_max"] is None:
         files.pop("force_error_vs_gamma", None)
+    eval_s, reference, scale = result.evaluation_s, result.reference, result.energy_scale
+    group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
+    with group:
+        write_csv(group.stage(files["csv"]), table, groups, group_key)
+        if request.plots:
+            make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, structures,
+                       result.ref_energy, result.predictions, summary, table, groups, given.name)
 
-    n_atoms = structures.n_atoms
-    metrics = {
-        "schema": SCHEMA,
-        "potential": {"given": str(given.resolve()), "evaluated": str(Path(evaluated).resolve()),
-                      "b_basis": str(b_basis.resolve()) if b_basis else None,
-                      "asi": str(Path(asi).resolve()) if asi else None, "sha256": file_sha256(given),
-                      "elements": elements},
-        "test_set": {"path": str(test_path.resolve()), "found_by": rule, "sha256": file_sha256(test_path),
-                     "n_structures": len(structures), "n_atoms": n_atoms, "group_by": group_key},
-        "energy_scale": scale,
-        "reference_energy": reference,
-        **summary,
-        "timing": {"wall_time_s": time.perf_counter() - t_start, "evaluation_s": eval_s,
-                   "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
-                   "workers": executor.workers, "chunk_size": executor.chunk_size,
-                   "scheduler": executor.scheduler},
-        "outputs": {k: str(v.resolve()) for k, v in files.items()},
-    }
-    write_json_atomic(output, metrics)
+        n_atoms = structures.n_atoms
+        metrics = {
+            "schema": SCHEMA,
+            "potential": {"given": str(given.resolve()), "evaluated": str(Path(evaluated).resolve()),
+                          "b_basis": str(b_basis.resolve()) if b_basis else None,
+                          "asi": str(Path(asi).resolve()) if asi else None, "sha256": file_sha256(given),
+                          "elements": elements},
+            "test_set": {"path": str(test_path.resolve()), "found_by": rule, "sha256": file_sha256(test_path),
+                         "n_structures": len(structures), "n_atoms": n_atoms, "group_by": group_key},
+            "energy_scale": scale,
+            "reference_energy": reference,
+            **summary,
+            "timing": {"wall_time_s": time.perf_counter() - t_start, "evaluation_s": eval_s,
+                       "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
+                       "workers": executor.workers, "chunk_size": executor.chunk_size,
+                       "scheduler": executor.scheduler},
+            "outputs": {k: str(v.resolve()) for k, v in files.items()},
+        }
+        write_json(group.stage(output), metrics)
+        group.publish()
     return ValidateResult(metrics=metrics, files=files)
 
 
 def write_csv(path: Path, table: dict, groups: list[str], group_key: str) -> None:
     columns = ["index", "n_atoms", group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
-               "force_max_error_mev_per_A", "gamma_max"]
-    with atomic_output(path) as tmp, open(tmp, "w", newline="") as f:
+               "force_max_error_mev_per_A", "gamma_max", "shortest_distance_A", "pairs_inside_r_in"]
+    with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for i in range(len(groups)):
             gamma = "" if table["gamma_max"] is None else f"{table['gamma_max'][i]:.6g}"
             writer.writerow([i, int(table["n_atoms"][i]), groups[i], f"{table['energy_error_mev_per_atom'][i]:.6g}",
                              f"{table['force_rmse_mev_per_A'][i]:.6g}", f"{table['force_max_error_mev_per_A'][i]:.6g}",
-                             gamma])
+                             gamma, f"{table['shortest_distance_A'][i]:.4g}", int(table["pairs_inside_r_in"][i])])
 
 
 def output_files(output: Path, plots: bool) -> dict[str, Path]:
@@ -269,16 +316,16 @@ def make_plots(files: dict, structures, ref_energy, predictions, summary, table,
     from pace_worker import plots
 
     n = np.array([len(a) for a in structures.atoms])
-    with atomic_output(files["energy_parity"]) as tmp:
+    with nullcontext(files["energy_parity"]) as tmp:
         plots.energy_parity(tmp, np.asarray(ref_energy) / n, np.array([p.energy for p in predictions]) / n, groups,
                             summary["energy_rmse_mev_per_atom"], title)
     with_f = [i for i, f in enumerate(structures.forces) if f is not None]
     symbols = np.concatenate([structures.atoms[i].get_chemical_symbols() for i in with_f])
-    with atomic_output(files["force_parity"]) as tmp:
+    with nullcontext(files["force_parity"]) as tmp:
         plots.force_parity(tmp, np.concatenate([structures.forces[i] for i in with_f]),
                            np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
                            title)
     if table["gamma_max"] is not None:
-        with atomic_output(files["force_error_vs_gamma"]) as tmp:
+        with nullcontext(files["force_error_vs_gamma"]) as tmp:
             plots.error_vs_gamma(tmp, table["gamma_max"][with_f], table["force_rmse_mev_per_A"][with_f],
                                  summary["gamma"]["spearman_gamma_vs_force_rmse"], title)

@@ -37,6 +37,7 @@ def _r2(pred: np.ndarray, ref: np.ndarray) -> Optional[float]:
     return float(1 - np.sum((pred - ref) ** 2) / ss_tot) if ss_tot > 0 else None
 
 
+@np.errstate(over="ignore", invalid="ignore")  # an absurd label gives inf, written as null (see atomic_io)
 def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
     """RMSE/MAE/max of energy errors (eV/atom) and force component errors (eV/Å, shape [n, 3])."""
     de = np.asarray(de_per_atom) * 1e3
@@ -81,6 +82,7 @@ def gamma_statistics(gamma_max: np.ndarray, force_rmse: np.ndarray) -> dict:
     }
 
 
+@np.errstate(over="ignore", invalid="ignore")
 def compute_metrics(*, symbols: Sequence[Sequence[str]], groups: Sequence[str], ref_energy: np.ndarray,
                     pred_energy: np.ndarray, ref_forces: Sequence[np.ndarray], pred_forces: Sequence[np.ndarray],
                     ref_stress: Sequence[Optional[np.ndarray]], pred_stress: Sequence[Optional[np.ndarray]],
