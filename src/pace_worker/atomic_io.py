@@ -143,7 +143,9 @@ def publish(files: Mapping[Path, Optional[Path]], move: bool = False) -> None:
         for dest in reversed(changed):  # roll back: the previous set, exactly as it was
             with contextlib.suppress(OSError):
                 if dest in backups:
-                    os.replace(backups.pop(dest), dest)
+                    backup = backups.pop(dest)
+                    os.replace(backup, dest)
+                    backup.unlink(missing_ok=True)  # rename of two links to one file does nothing
                 else:
                     dest.unlink(missing_ok=True)
         for tmp, _ in staged:
