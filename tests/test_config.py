@@ -128,7 +128,7 @@ def test_pipeline_initial_potentials_one_entry_is_relative_to_the_config(tmp_pat
     ("sample: {stratgy: random}\n", "sample.stratgy", "strategy"),
     ("validate: {tes_set: t.xyz}\n", "validate.tes_set", "test_set"),
     ("validate: {group_bye: x}\n", "validate.group_bye", "group_by"),
-    ("fit: {maxiters: 5}\n", "fit.maxiters", "fit.maxiter"),
+    ("fit: {maxiters: 5}\n", "fit.maxiters", "maxiter"),
     ("ace_model: {pacemaker_config: {fit: {max_iter: 5}}}\n", "ace_model.pacemaker_config.fit.max_iter",
      "fit.maxiter"),
     ("pacemaker: {rcut: 5.0}\n", "pacemaker.rcut", "cutoff"),

@@ -11,7 +11,7 @@ import pytest
 from ase.build import bulk
 
 from conftest import assert_one_line_error, run_cli, write_dataset
-from pace_worker.config import MetaConfig
+from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.sample import SampleRequest, sample
 from pace_worker.toy_data import fcc_cells, label_with_emt
 
@@ -84,7 +84,9 @@ def test_maxvol_and_max_gamma_find_the_out_of_distribution_structures(cual):
     report = results["maxvol"].report
     assert all(d["gain"] > 0 for d in report["logdet_per_element"].values())
     assert all(report["entered_active_set"][:4])
-    assert report["pool"]["read"] == len(pool) and report["pool"]["usable"] == len(pool)
+    assert report["pool"]["read"] == len(pool)
+    assert report["pool"]["usable"] + report["pool"]["not_extrapolative"] == len(pool)
+    assert all(p["gamma_max"] > report["gamma_min"] for p in report["picks"])
     written = ase.io.read(root / "maxvol.xyz", index=":")
     assert [a.info["pool_index"] for a in written] == results["maxvol"].picks
     for a in written:
@@ -121,7 +123,8 @@ def test_gamma_window_skips_the_wildest(cual):
     gammas = {p["pool_index"]: p["gamma_max"] for p in report["picks"]}
     lo, hi = report["pool"]["gamma_window"]
     assert all(lo <= g <= hi for g in gammas.values())
-    assert report["pool"]["above_gamma_hi"] + report["pool"]["outside_window"] + report["pool"]["usable"] == len(pool)
+    assert (report["pool"]["above_gamma_hi"] + report["pool"]["outside_window"] + report["pool"]["usable"]
+            + report["pool"]["not_extrapolative"] == len(pool))
 
 
 def test_maxvol_picks_teach_the_potential_more_than_random_picks(cual, tmp_path):
@@ -168,8 +171,9 @@ def test_non_positive_n_samples(cual, tmp_path):
 
 def test_more_than_the_pool_returns_all_with_a_warning(cual, tmp_path):
     root, pool = cual
+    (tmp_path / "config.yaml").write_text("sample: {gamma_min: 0}\n")  # every usable structure is eligible
     proc = run_cli("sample", "--potential", root / "output_potential.yaml", "--candidates", root / "pool.xyz",
-                   "--n_samples", 500, "--output", tmp_path / "o.xyz")
+                   "--n_samples", 500, "--output", tmp_path / "o.xyz", "--config", tmp_path / "config.yaml")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "only" in proc.stderr and "usable" in proc.stderr
     assert len(ase.io.read(tmp_path / "o.xyz", index=":")) == len(pool)
@@ -202,4 +206,48 @@ def test_unknown_elements_are_skipped_and_counted(cual, tmp_path):
     write_dataset(tmp_path / "mixed.xyz", pool[:5] + [bulk("Ni", "fcc", a=3.52, cubic=True)])
     r = sample(SampleRequest(candidates=tmp_path / "mixed.xyz", n_samples=2, output=tmp_path / "o.xyz",
                              potential=root / "output_potential.yaml"))
-    assert r.report["pool"]["unknown_elements"] == 1 and r.report["pool"]["usable"] == 5
+    assert r.report["pool"]["unknown_elements"] == 1
+    assert r.report["pool"]["usable"] + r.report["pool"]["not_extrapolative"] == 5
+
+
+# ----------------------------------------------------------------------------- γ floor: no label on what is known
+def own_training_structures(root):
+    """The structures the potential was trained on (the dataset minus its test set)."""
+    test = {a.info["dataset_index"] for a in ase.io.read(root / "test_set.xyz", index=":")} \
+        if (root / "test_set.xyz").exists() else set()
+    return [a for i, a in enumerate(ase.io.read(root / "train.xyz", index=":")) if i not in test]
+
+
+@pytest.mark.parametrize("strategy", ["maxvol", "max_gamma", "gamma_window"])
+def test_a_pool_of_the_training_structures_gives_nothing_to_learn(cual, tmp_path, strategy):
+    root, _ = cual
+    write_dataset(tmp_path / "own.xyz", own_training_structures(root))
+    out = tmp_path / "picks.xyz"
+    proc = run_cli("sample", "--candidates", tmp_path / "own.xyz", "--n_samples", 5, "--output", out,
+                   "--potential", root / "output_potential.yaml", "--strategy", strategy)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "picks_report.json").read_text())
+    assert report["nothing_to_learn"] is True and report["n_picked"] == 0 and report["n_eligible"] == 0
+    assert report["pool"]["not_extrapolative"] == report["pool"]["read"] > 0
+    assert out.read_bytes() == b"" and ase.io.read(str(out), ":", format="extxyz") == []
+    assert "nothing left to learn" in proc.stdout
+
+
+def test_k_extrapolative_candidates_give_exactly_those_k(cual, tmp_path):
+    root, _ = cual
+    own = own_training_structures(root)
+    hot = fcc_cells("Cu", n=3, seed=31, strain=0.0, rattle=0.25, config_type="hot")
+    pool = own[:5] + hot[:1] + own[5:9] + hot[1:] + own[9:]
+    hot_indices = [i for i, a in enumerate(pool) if a.info.get("config_type") == "hot"]
+    write_dataset(tmp_path / "pool.xyz", pool)
+    for strategy in ("maxvol", "max_gamma"):
+        result = sample(SampleRequest(candidates=tmp_path / "pool.xyz", n_samples=6, output=tmp_path / f"{strategy}.xyz",
+                                      potential=root / "output_potential.yaml", strategy=strategy))
+        assert sorted(result.picks) == hot_indices, strategy
+        assert result.report["n_eligible"] == 3 and result.report["nothing_to_learn"] is False
+        assert all(p["gamma_max"] > 1.01 for p in result.report["picks"])
+    # gamma_min 0 restores "always N"
+    config = WorkerConfig(sample={"gamma_min": 0})
+    result = sample(SampleRequest(candidates=tmp_path / "pool.xyz", n_samples=6, output=tmp_path / "all.xyz",
+                                  potential=root / "output_potential.yaml", config=config))
+    assert len(result.picks) == 6 and set(hot_indices) <= set(result.picks)

@@ -219,7 +219,10 @@ def run_sample(args: argparse.Namespace) -> int:
                                   config=config, meta=meta, show_progress=False if args.no_progress else None))
     r = result.report
     pool = r["pool"]
-    print(f"{r['strategy']}: picked {r['n_picked']} of {pool['usable']} usable structures "
+    if r["nothing_to_learn"]:
+        print(f"nothing left to learn from this pool: none of its structures has γ > {r['gamma_min']:g} "
+              f"({pool['not_extrapolative']} within the potential's domain); wrote no structures")
+    print(f"{r['strategy']}: picked {r['n_picked']} of {pool['usable']} eligible structures "
           f"({pool['read']} read, {pool['duplicates']} duplicates, {pool['unknown_elements']} with unknown elements) "
           f"in {r['wall_time_s']:.1f} s")
     gamma = r["pool_gamma"]

@@ -177,7 +177,7 @@ NEAR_MISS_CUTOFF = 0.8  # difflib ratio above which an unknown top-level key is 
 # spellings of other fitting codes / older formats, with pacemaker's spelling (for error messages)
 FOREIGN_SPELLINGS = {
     "rcut": "cutoff", "r_cut": "cutoff", "cutoff_radius": "cutoff", "r_max": "cutoff", "rmax": "cutoff",
-    "max_iter": "fit.maxiter", "maxiters": "fit.maxiter", "max_iterations": "fit.maxiter", "niter": "fit.maxiter",
+    "max_iter": "fit.maxiter", "max_iterations": "fit.maxiter", "niter": "fit.maxiter",
     "n_iter": "fit.maxiter", "epochs": "fit.maxiter", "max_epochs": "fit.maxiter", "nepochs": "fit.maxiter",
     "n_epochs": "fit.maxiter", "number_of_functions": "potential.functions.number_of_functions_per_element",
     "n_functions": "potential.functions.number_of_functions_per_element",
@@ -248,6 +248,9 @@ class SampleOptions(_Strict):
     asi: Optional[str] = None        # its active set; relative to config.yaml
     strategy: SampleStrategy = "maxvol"
     seed: int = Field(42, ge=0)
+    # a candidate is eligible only if its γ against the potential's active set exceeds this (γ ≤ 1:
+    # the potential interpolates there, a label teaches it next to nothing); 0: always N picks
+    gamma_min: float = Field(1.01, ge=0)  # = train.active_set_gamma_tolerance: training data have γ ≤ 1.01
     gamma_lo: float = Field(1.5, ge=0)
     gamma_hi: float = Field(10.0, gt=0)
     buffer_size: Optional[int] = Field(None, ge=1)  # None: max(20 N, 2000)

@@ -186,6 +186,7 @@ def sample(request: SampleRequest) -> SampleResult:
         raise InputError(f"--n_samples {n}: must be a positive number of structures")
     seed = int(request.seed if request.seed is not None else opts.seed)
     gamma_lo, gamma_hi = opts.gamma_lo, opts.gamma_hi
+    gamma_min = opts.gamma_min if strategy != "random" else None  # random is the baseline: no floor
     buffer_size = opts.buffer_size or max(20 * n, 2000)
     potential_path, potential_what, asi_path = find_potential(request)
     output = Path(request.output)
@@ -197,8 +198,8 @@ def sample(request: SampleRequest) -> SampleResult:
     potential, asi, active_set = load_potential_and_active_set(potential_path, potential_what, asi_path)
 
     # pass 1: stream, dedupe, score, keep a bounded buffer
-    counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "usable": 0, "above_gamma_hi": 0,
-              "outside_window": 0}
+    counts = {"read": 0, "duplicates": 0, "unknown_elements": 0, "not_extrapolative": 0, "usable": 0,
+              "above_gamma_hi": 0, "outside_window": 0}
     skipped = SkippedStructures()
     seen: set[str] = set()
     gamma_max_all: list[float] = []
@@ -241,6 +242,9 @@ def sample(request: SampleRequest) -> SampleResult:
                 counts["unknown_elements"] += 1
                 continue
             gamma_max_all.append(g)
+            if gamma_min is not None and g <= gamma_min:
+                counts["not_extrapolative"] += 1
+                continue
             if strategy == "gamma_window":
                 if g > gamma_hi:
                     counts["above_gamma_hi"] += 1
@@ -262,19 +266,30 @@ def sample(request: SampleRequest) -> SampleResult:
     if counts["read"] == 0:
         raise InputError(f"candidates '{request.candidates}' contains no structures")
     skipped.warn(f"candidates '{request.candidates}'")
-    if counts["usable"] == 0:
+    nothing_to_learn = counts["usable"] == 0 and counts["not_extrapolative"] > 0
+    if nothing_to_learn:
+        log.warning("candidates '%s': none of the %d scored structures is extrapolative (γ > gamma_min %g): "
+                    "nothing left to learn from this pool; writing an empty %s", request.candidates,
+                    len(gamma_max_all), gamma_min, output.name)
+    elif counts["usable"] == 0:
         raise InputError(f"candidates '{request.candidates}': none of the {counts['read']} structures is usable "
                          f"({counts['duplicates']} duplicates, {counts['unknown_elements']} with elements the "
                          f"potential lacks, {counts['above_gamma_hi'] + counts['outside_window']} outside the γ "
                          f"window, {skipped.total} broken: {skipped.summary()})")
-    if n > counts["usable"]:
-        log.warning("asked for %d structures but only %d are usable: returning all of them", n, counts["usable"])
+    if 0 < counts["usable"] < n:
+        if counts["not_extrapolative"]:
+            log.warning("asked for %d structures but only %d are extrapolative (γ > gamma_min %g; %d are not): "
+                        "returning those", n, counts["usable"], gamma_min, counts["not_extrapolative"])
+        else:
+            log.warning("asked for %d structures but only %d are usable: returning all of them", n, counts["usable"])
 
     t_scored = time.perf_counter()
     # pass 2: select from the buffer
     buffer = sorted(kept, reverse=True)  # best first; the order only matters for ties
     selection_info: dict = {}
-    if strategy in ("maxvol", "gamma_window"):
+    if not buffer:
+        chosen = []
+    elif strategy in ("maxvol", "gamma_window"):
         missing = [k for k in buffer if k.projections is None]  # normally none: kept ones come with them
         if missing:
             computed = [p for chunk in executor.map(projections_chunk, [k.atoms for k in missing],
@@ -322,6 +337,9 @@ def sample(request: SampleRequest) -> SampleResult:
         "strategy": strategy,
         "n_requested": n,
         "n_picked": len(chosen),
+        "gamma_min": gamma_min,
+        "n_eligible": counts["usable"],
+        "nothing_to_learn": nothing_to_learn,
         "seed": seed,
         "potential": str(potential.resolve()),
         "asi": str(Path(asi).resolve()),

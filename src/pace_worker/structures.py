@@ -379,12 +379,10 @@ def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) ->
     ``path``) says: ``.gz``, ``.bz2``, ``.xz``, or plain text. An empty list writes an empty file."""
     import ase.io
 
-    opener = OUTPUT_COMPRESSIONS.get(Path(name or path).suffix)
-    if opener is None:
-        ase.io.write(str(path), atoms, format="extxyz")
-        return
+    opener = OUTPUT_COMPRESSIONS.get(Path(name or path).suffix) or open
     with opener(path, "wt") as f:
-        ase.io.write(f, atoms, format="extxyz")
+        if atoms:
+            ase.io.write(f, atoms, format="extxyz")
 
 
 def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:

@@ -105,13 +105,18 @@ def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
                      f"{'; '.join(tried)}; give one with --test-set")
 
 
-def resolve_potential(path: Path):
-    """``(given, b_basis_yaml_or_None, elements)``; errors name the file."""
-    path = Path(path)
+def check_potential_path(path: Path) -> None:
+    """The potential exists and is named like one (nothing is read yet)."""
     if not path.is_file():
         raise InputError(f"potential '{path}' does not exist; give a .yace or .yaml written by train")
     if path.suffix not in (".yace", ".yaml", ".yml"):
         raise InputError(f"potential '{path}': expected a .yace or a .yaml (B-basis) file")
+
+
+def resolve_potential(path: Path):
+    """``(given, b_basis_yaml_or_None, elements)``; errors name the file."""
+    path = Path(path)
+    check_potential_path(path)
     try:
         if path.suffix == ".yace":
             potentials.check_yace(path)
@@ -236,6 +241,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
     output = Path(request.output)
     files = output_files(output, request.plots)
     potential = Path(request.potential)
+    given, b_basis, elements = resolve_potential(potential)  # a broken potential is named first
     test_path, rule = find_test_set(request)
     explicit_asi = request.asi or (request.config.resolve_path(request.config.validate_.asi)
                                    if request.config.validate_.asi else None)
@@ -245,7 +251,6 @@ def validate(request: ValidateRequest) -> ValidateResult:
                    "active set": explicit_asi or potential.with_suffix(".asi"), "test set": test_path,
                    "train metrics": potential.parent / "train_metrics.json" if rule == "train_metrics.json" else None,
                    "config": request.config.source, "meta_config": request.meta.source})
-    given, b_basis, elements = resolve_potential(request.potential)
     asi = find_active_set(request, b_basis)
     structures = read_test_set(test_path, request, elements)
     evaluated = b_basis if asi is not None else given
