@@ -21,6 +21,7 @@ import time
 NO_GPU_EXIT = 3
 BUDGET_CALLBACK = "pace_worker._pacemaker_child.budget_callback"
 BUDGET_STOP_FILE = "budget_stop.json"
+DEVICE_LINE = "pace-worker device: "  # the fit process's device line, forwarded to the worker's log
 
 
 def budget_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,
@@ -53,6 +54,10 @@ def main() -> None:
               "threads": threads}
     with open("device.json", "w") as f:
         json.dump(report, f)
+    if not gpus and opts.get("device", "auto") == "auto":
+        print(f"{DEVICE_LINE}no GPU visible to TensorFlow: the fit runs on the CPU", flush=True)
+    elif gpus:
+        print(f"{DEVICE_LINE}fitting on {', '.join(gpus)}", flush=True)
     if opts.get("device", "auto").startswith("gpu") and not gpus:
         print("pace-worker: a GPU was requested but TensorFlow sees none", file=sys.stderr)
         sys.exit(NO_GPU_EXIT)

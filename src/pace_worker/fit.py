@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pace_worker._pacemaker_child import BUDGET_STOP_FILE, NO_GPU_EXIT
+from pace_worker._pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GPU_EXIT
 from pace_worker.config import MetaConfig
 from pace_worker.errors import FitError, InputError
 from pace_worker.progress import Progress
@@ -131,6 +131,8 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
             assert proc.stdout is not None
             for line in proc.stdout:
                 out.write(line)
+                if line.startswith(DEVICE_LINE):
+                    log.info(line[len(DEVICE_LINE):].strip())
                 match = ITERATION_LINE.search(line)
                 if match:
                     iterations = int(match.group(1))

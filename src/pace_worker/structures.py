@@ -241,7 +241,7 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
                 raise InputError(f"{where}: stress must be 6 (Voigt) or 9 finite numbers, got {s.size} values")
         stresses.append(s)
 
-        if min_distance > 0 and len(atoms) > 1:
+        if min_distance > 0 and len(atoms) > 1 and shortest_distance(atoms, min_distance) < min_distance:
             pair = closest_pair_below(atoms, min_distance)
             if pair is not None:
                 a, b, d = pair
@@ -293,13 +293,28 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
                                         np.linalg.norm(np.cross(cell[0], cell[1]))])
             if widths.min() < MIN_CELL_WIDTH:
                 return "degenerate_cell", f"its cell is {widths.min():.3g} Å thin (< {MIN_CELL_WIDTH} Å)"
-    if min_distance > 0 and len(atoms) > 1:
-        pair = closest_pair_below(atoms, min_distance)
+    if min_distance > 0 and len(atoms) > 1 and shortest_distance(atoms, min_distance) < min_distance:
+        pair = closest_pair_below(atoms, min_distance)  # (slower) names the atoms
         if pair is not None:
             a, b, d = pair
             return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
                                        f"apart (< {min_distance} Å)")
     return None
+
+
+def shortest_distance(atoms: Atoms, reach: float) -> float:
+    """The shortest interatomic distance if below ``reach`` (else ``inf``), from pyace's C++
+    neighbour list (~0.1 ms for a 32-atom cell; ASE's takes ~30 times longer)."""
+    from pace_worker.stack import import_pyace
+
+    import_pyace()
+    from pyace.catomicenvironment import build_atomic_env
+
+    probe = fully_periodic_or_not(atoms, reach)
+    env = build_atomic_env(probe.get_positions(), np.array(probe.get_cell()), np.zeros(len(probe), dtype=int),
+                           bool(probe.pbc.all()), float(reach))
+    d = float(env.get_minimal_nn_distance())
+    return d if d < reach else float("inf")
 
 
 class SkippedStructures:
