@@ -160,3 +160,35 @@ def test_more_clusters_than_structures_picks_all(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "only 6 usable structures" in proc.stderr
     assert sorted(a.info["pool_index"] for a in ase.io.read(tmp_path / "o.xyz", ":")) == list(range(6))
+
+
+def test_five_families_of_different_elements_get_one_pick_each(tmp_path):
+    """Chemistry first: each chemical system gets its share of clusters, structure decides within it."""
+    from pace_worker.toy_data import family_structure
+
+    rng = np.random.default_rng(5)
+    families = [("fcc", "Cu"), ("bcc", "Ni"), ("hcp", "Pd"), ("slab", "Ag"), ("cluster", "Au")]
+    pool = [family_structure(f, rng, element=el, strain=0.02, rattle=0.05) for _ in range(15) for f, el in families]
+    for atoms, (f, el) in zip(pool, families * 15):
+        atoms.info["config_type"] = f"{f} {el}"
+    path = write_dataset(tmp_path / "pool.xyz", pool)
+    proc = run_cli("direct_sample", "--input", path, "--output", tmp_path / "five.xyz", "--n_clusters", 5)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    picked = ase.io.read(tmp_path / "five.xyz", index=":")
+    assert sorted(a.info["config_type"] for a in picked) == sorted(f"{f} {el}" for f, el in families)
+    report = json.loads((tmp_path / "five_report.json").read_text())
+    assert [s["n_clusters"] for s in report["systems"]] == [1] * 5
+    assert (tmp_path / "five_pca.png").stat().st_size > 10_000
+
+
+def test_chemical_systems_and_square_root_allocation():
+    from pace_worker.direct import allocate_clusters, chemical_systems
+
+    systems, of_row = chemical_systems(np.array([[1, 0], [0.5, 0.5], [1, 0], [0, 1], [0.2, 0.8]]))
+    assert systems.tolist() == [[False, True], [True, False], [True, True]]
+    assert of_row.tolist() == [1, 2, 1, 0, 2]
+    assert allocate_clusters([85_700, 14_300], 1000) == [710, 290]
+    assert allocate_clusters([15] * 5, 5) == [1] * 5
+    assert allocate_clusters([3, 100], 50) == [3, 47]           # never more than a group has
+    assert allocate_clusters([10, 1, 1], 2) == [1, 1, 0]        # too few clusters: the largest groups
+    assert sum(allocate_clusters([1000, 30, 7, 1], 100)) == 100

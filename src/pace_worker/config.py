@@ -239,6 +239,7 @@ class DirectSampleOptions(_Strict):
     seed: int = Field(42, ge=0)
     birch_threshold: Optional[float] = Field(None, gt=0)
     coverage_bins: Optional[int] = Field(None, ge=2)  # None: min(50, number of picks)
+    color_by: Optional[str] = None  # info key that colours the PCA picture (None: config_type, else the formula)
 
 
 class SampleOptions(_Strict):

@@ -66,6 +66,13 @@ def load_basis(basis_yaml: str) -> None:
     _BASIS = (str(basis_yaml), BProjector(bbasis), elements, offsets)
 
 
+def feature_layout(basis_yaml: str) -> tuple[list[str], np.ndarray]:
+    """``(elements, offsets)`` of the feature vector: element i's mean B-projections are columns
+    ``offsets[i]:offsets[i + 1]``, the composition fractions the columns after ``offsets[-1]``."""
+    load_basis(basis_yaml)
+    return list(_BASIS[2]), np.asarray(_BASIS[3])
+
+
 def structure_features(structures: Sequence, first_index: int = 0,
                        what: str = "input") -> tuple[np.ndarray, np.ndarray]:
     """``(features [n, Σ n_funcs + n_elements] float32, usable [n] bool)`` of ``structures``.
@@ -101,10 +108,11 @@ def structure_features(structures: Sequence, first_index: int = 0,
     return features, usable
 
 
-def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list]:
-    """Worker: ``(first_index, features, usable, n_atoms, problems)`` of a chunk of the pool;
-    ``problems[k]`` is why structure k could not be used at all (see
-    :func:`pace_worker.frames.read_checked`), else None."""
+def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list, list]:
+    """Worker: ``(first_index, features, usable, n_atoms, problems, categories)`` of a chunk of
+    the pool; ``problems[k]`` is why structure k could not be used at all (see
+    :func:`pace_worker.frames.read_checked`), else None; ``categories[k]`` is its
+    ``info[color_by]`` (chunk option, default ``config_type``), else its chemical formula."""
     checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
     label = f"{chunk.what} '{chunk.path}'" if chunk.path else chunk.what
     good = [k for k, (atoms, _) in enumerate(checked) if atoms is not None]
@@ -113,4 +121,7 @@ def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.nd
     usable = np.zeros(len(checked), dtype=bool)
     features[good], usable[good] = block, ok
     n_atoms = np.array([len(a) if a is not None else 0 for a, _ in checked], dtype=np.int64)
-    return chunk.first_index, features, usable, n_atoms, [problem for _, problem in checked]
+    key = chunk.options.get("color_by") or "config_type"
+    categories = [None if a is None else str(a.info[key]) if key in a.info else a.get_chemical_formula(mode="metal")
+                  for a, _ in checked]
+    return chunk.first_index, features, usable, n_atoms, [problem for _, problem in checked], categories

@@ -2,6 +2,12 @@
 scikit-learn estimators: StandardScaler → :class:`WeightedPCA` → :class:`BirchClustering`,
 then :func:`pick_per_cluster`; :func:`coverage_score` measures how well picks cover the pool.
 
+Chemistry first: :func:`chemical_systems` groups the structures by their set of elements and
+:func:`allocate_clusters` shares the clusters among the groups (square-root allocation), so
+DIRECT then runs within each chemical system, where structure alone decides. In one feature
+space a family whose composition varies (a random alloy) would take the principal components
+and the picks.
+
 Each step is swappable: :func:`direct_pipeline` composes them as a ``sklearn.pipeline.Pipeline``.
 """
 from __future__ import annotations
@@ -197,3 +203,45 @@ def coverage_score(pcs: np.ndarray, picks: Sequence[int], bins: int = 50) -> flo
         hit = np.unique(np.clip(np.searchsorted(edges, column[picks], side="right") - 1, 0, bins - 1))
         fractions.append(len(np.intersect1d(hit, occupied)) / len(occupied))
     return float(np.mean(fractions))
+
+
+def chemical_systems(composition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(systems, system_of_row)``: the distinct sets of elements present (boolean rows, one per
+    system, in sorted order) and the index of each structure's system, from composition
+    fractions ``[n_structures, n_elements]``."""
+    present = np.asarray(composition) > 0
+    systems, system_of_row = np.unique(present, axis=0, return_inverse=True)
+    return systems, np.asarray(system_of_row).reshape(-1)
+
+
+def allocate_clusters(sizes: Sequence[int], n_clusters: int) -> list[int]:
+    """Clusters per group, proportional to the square root of the group's size, at least one per
+    group while clusters last and at most its size; largest remainders round. Square root: between
+    proportional (what random picks give: a rare group gets next to nothing) and equal (a big,
+    varied group gets as few as a small uniform one)."""
+    sizes = np.asarray(sizes, dtype=int)
+    n_clusters = int(min(n_clusters, sizes.sum()))
+    alloc = np.zeros(len(sizes), dtype=int)
+    if n_clusters <= 0 or not len(sizes):
+        return alloc.tolist()
+    order = np.argsort(-sizes, kind="stable")
+    if n_clusters < len(sizes):  # not enough for one each: the largest groups get one
+        alloc[order[:n_clusters]] = 1
+        return alloc.tolist()
+    alloc[:] = 1
+    left = n_clusters - len(sizes)
+    weights = np.sqrt(sizes.astype(float))
+    while left > 0:
+        room = sizes - alloc
+        open_ = room > 0
+        share = np.where(open_, weights, 0.0)
+        ideal = share / share.sum() * left
+        add = np.minimum(np.floor(ideal).astype(int), room)
+        if add.sum() == 0:  # largest remainders, one each
+            remainder = np.where(open_, ideal - np.floor(ideal), -1.0)
+            for g in np.argsort(-remainder, kind="stable")[:left]:
+                if room[g] > 0:
+                    add[g] = 1
+        alloc += add
+        left -= int(add.sum())
+    return alloc.tolist()

@@ -38,12 +38,15 @@ from typing import Optional
 
 import numpy as np
 from ase.data import chemical_symbols
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from pace_worker import potentials
 from pace_worker.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.descriptors import features_chunk, load_basis, write_unfitted_basis
-from pace_worker.direct import SELECTIONS, coverage_score, direct_pipeline, pick_per_cluster
+from pace_worker.descriptors import feature_layout, features_chunk, load_basis, write_unfitted_basis
+from pace_worker.direct import (SELECTIONS, WeightedPCA, allocate_clusters, chemical_systems, coverage_score,
+                                direct_pipeline, pick_per_cluster)
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
 from pace_worker.output_paths import check_outputs, same_file
@@ -141,7 +144,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
     with tempfile.TemporaryDirectory(prefix="pace-worker-direct-") as tmp:
         basis, basis_source = _descriptor_basis(request, elements, Path(tmp))
         t = time.perf_counter()
-        features, usable, n_atoms, skipped = _encode(request, path, offsets, basis)
+        features, usable, n_atoms, skipped, categories = _encode(request, path, offsets, basis)
         timings["descriptors_s"] = time.perf_counter() - t
         rows = np.flatnonzero(usable)
         if not len(rows):
@@ -152,13 +155,14 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
             raise InputError(f"input '{path}': all {len(rows)} usable structures have identical descriptors (the "
                              "same structure repeated); there is nothing to diversify: remove the duplicates")
         t = time.perf_counter()
-        fitted, labels, pcs = _cluster(features[rows], n_clusters, options, seed)
+        layout = feature_layout(str(basis))
+        selected = select_by_system(features[rows], layout, n_clusters, k, selection, n_atoms[rows], options, seed)
+        fitted, labels, pcs = selected.overview, selected.labels, selected.pcs
         timings["clustering_s"] = time.perf_counter() - t
         if n_clusters > len(rows):
             log.warning("asked for %d clusters but the pool has only %d usable structures: picking all of them",
                         n_clusters, len(rows))
-        weighted = fitted["pca"].weigh(pcs)
-        picked = pick_per_cluster(weighted, labels, k, selection, n_atoms[rows], seed)
+        picked = selected.picks
         pick_rows = np.array([r for r, _ in picked], dtype=int)
         picks = [int(rows[r]) for r in pick_rows]
         clusters = [int(c) for _, c in picked]
@@ -186,11 +190,13 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
                 from pace_worker.plots import pca_map
 
                 pca_map(group.stage(files["pca_plot"]), pcs, pick_rows, fitted["pca"].explained_variance_ratio_,
-                        title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures")
+                        title=f"{path.name}: {len(picks)} DIRECT picks of {len(rows)} structures",
+                        categories=[categories[r] for r in rows])
             timings["write_s"] = time.perf_counter() - t
             report = direct_report(request, path, n_clusters, k, selection, seed, basis_source, features, elements,
                                    offsets, rows, skipped, fitted, labels, picks, clusters, coverage, timings, t0,
                                    files)
+            report["systems"] = selected.systems
             write_json(group.stage(files["report"]), report)
             group.publish()
     return DirectSampleResult(picks=picks, cluster_of_pick=clusters, report=report, files=files)
@@ -202,7 +208,7 @@ def direct_report(request, path, n_clusters, k, selection, seed, basis_source, f
     options = request.config.direct_sample
     sizes = np.bincount(labels)
     pca = fitted["pca"]
-    birch = fitted["birch"]
+    birch = fitted["birch"]  # of the largest chemical system
     return {
         "schema": SCHEMA,
         "input": str(path.resolve()),
@@ -219,7 +225,7 @@ def direct_report(request, path, n_clusters, k, selection, seed, basis_source, f
                 "explained_variance": [float(v) for v in pca.explained_variance_],
                 "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_],
                 "explained_variance_ratio_total": float(pca.explained_variance_ratio_.sum())},
-        "clusters": {"n": int(birch.n_clusters_), "n_subclusters": int(birch.n_subclusters_),
+        "clusters": {"n": int(len(sizes)), "n_subclusters": int(birch.n_subclusters_),
                      "birch_threshold": float(birch.threshold_), "threshold_lowered": int(birch.refits_),
                      "sizes": [int(s) for s in sizes],
                      "size_min": int(sizes.min()), "size_median": float(np.median(sizes)),
@@ -238,9 +244,11 @@ def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis:
     features = usable = None
     n_atoms = np.zeros(len(offsets), dtype=np.int64)
     skipped = SkippedStructures()
-    options = {"min_distance": request.config.pacemaker.data.min_distance}
+    options = {"min_distance": request.config.pacemaker.data.min_distance,
+               "color_by": request.config.direct_sample.color_by}
+    categories: list = [None] * len(offsets)
     chunks = pool_chunks(path, request.meta.chunk_size, "input", offsets=offsets, options=lambda: options)
-    for _, (first, block, ok, sizes, problems) in executor.map_chunks(
+    for _, (first, block, ok, sizes, problems, kinds) in executor.map_chunks(
             features_chunk, chunks, initializer=load_basis, initargs=(str(basis),), description="descriptors",
             total=len(offsets)):
         if features is None:
@@ -249,11 +257,12 @@ def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis:
         features[first:first + len(block)] = block
         usable[first:first + len(block)] = ok
         n_atoms[first:first + len(block)] = sizes
+        categories[first:first + len(block)] = kinds
         for k, problem in enumerate(problems):
             if problem is not None:
                 skipped.add(first + k, problem)
     skipped.warn(f"input '{path}'")
-    return features, usable, n_atoms, skipped
+    return features, usable, n_atoms, skipped, categories
 
 
 def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
@@ -267,3 +276,69 @@ def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
         log.warning("the pool has only %d distinct structures by their descriptors: %d clusters instead of %d",
                     steps["birch"].n_subclusters_, steps["birch"].n_clusters_, n_clusters)
     return steps, steps["birch"].labels_, pcs
+
+
+@dataclass
+class Selection:
+    picks: list            # (row, cluster id) pairs, clusters numbered across systems
+    labels: np.ndarray     # cluster id of every row
+    systems: list          # per chemical system: elements, structures, clusters, picks
+    overview: dict         # scale/pca of the whole pool (report, coverage, plot) and birch of the largest system
+    pcs: np.ndarray        # unweighted whole-pool PCs per row
+
+
+def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, selection: str, n_atoms: np.ndarray,
+                     options, seed: int) -> Selection:
+    """DIRECT within each chemical system (:func:`pace_worker.direct.chemical_systems`), with the
+    clusters shared by :func:`pace_worker.direct.allocate_clusters`; each system's features are
+    its elements' columns only."""
+    elements, offsets = layout
+    composition = features[:, offsets[-1]:]
+    systems, system_of_row = chemical_systems(composition)
+    sizes = np.bincount(system_of_row, minlength=len(systems))
+    allocation = allocate_clusters(sizes, n_clusters)
+    labels = np.full(len(features), -1, dtype=int)
+    picks: list[tuple[int, int]] = []
+    info = []
+    largest_birch = None
+    next_id = 0
+    for s in np.argsort(-sizes, kind="stable"):
+        rows = np.flatnonzero(system_of_row == s)
+        names = [el for el, present in zip(elements, systems[s]) if present]
+        entry = {"elements": names, "n_structures": int(len(rows)), "n_clusters": int(allocation[s])}
+        info.append(entry)
+        if allocation[s] == 0:
+            entry["n_picked"] = 0
+            continue
+        columns = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, present in enumerate(systems[s])
+                                  if present] + [offsets[-1] + np.flatnonzero(systems[s])])
+        X = features[rows][:, columns]
+        if allocation[s] >= len(rows) or not np.any(np.ptp(X, axis=0) > 0):
+            local = np.arange(len(rows)) if allocation[s] >= len(rows) else np.zeros(len(rows), dtype=int)
+            local_picks = pick_per_cluster(X, local, k, selection, n_atoms[rows], seed)
+        else:
+            steps, local, local_pcs = _cluster(X, int(allocation[s]), options, seed)
+            local_picks = pick_per_cluster(steps["pca"].weigh(local_pcs), local, k, selection, n_atoms[rows], seed)
+            largest_birch = largest_birch or steps["birch"]
+            entry["n_components"] = int(steps["pca"].n_components_)
+        labels[rows] = local + next_id
+        picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
+        entry["n_picked"] = len(local_picks)
+        next_id += int(local.max()) + 1
+    overview = Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(options.n_components,
+                                                                           options.weight_components))])
+    overview.fit(features)
+    steps = dict(overview.named_steps)
+    steps["birch"] = largest_birch or _Trivial(next_id)
+    pcs = steps["pca"].transform_unweighted(steps["scale"].transform(features))
+    return Selection(picks=picks, labels=labels, systems=info, overview=steps, pcs=pcs)
+
+
+@dataclass
+class _Trivial:
+    """Stands in for BIRCH in the report when no system needed clustering (every row picked)."""
+
+    n_clusters_: int
+    n_subclusters_: int = 0
+    threshold_: float = 0.0
+    refits_: int = 0

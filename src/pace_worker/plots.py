@@ -82,20 +82,40 @@ def error_vs_gamma(path: Path, gamma_max: np.ndarray, force_rmse: np.ndarray, sp
 
 
 def pca_map(path: Path, pcs: np.ndarray, picks: Sequence[int], explained_ratio: Sequence[float], title: str,
-            max_points: int = 50000) -> None:
-    """The pool (grey; at most ``max_points`` drawn, evenly spaced) and the picks (red) on the first two PCs."""
+            max_points: int = 50000, categories: Optional[Sequence[str]] = None, max_categories: int = 12) -> None:
+    """The pool and the picks on the first two PCs. With ``categories`` (one label per point: a
+    ``config_type`` or a formula) each category has its colour, for the pool (small dots) and its
+    picks (large, outlined), and the legend counts picks per category; the rarest categories beyond
+    ``max_categories`` share "other". Without, the pool is grey and the picks red."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 5.2), dpi=130)
+    fig, ax = plt.subplots(figsize=(7, 5.6), dpi=130)
     second = pcs[:, 1] if pcs.shape[1] > 1 else np.zeros(len(pcs))
     shown = np.linspace(0, len(pcs) - 1, min(len(pcs), max_points)).astype(int)
-    ax.scatter(pcs[shown, 0], second[shown], s=4, c="0.6", alpha=0.5, lw=0, label=f"pool ({len(pcs)})")
     picks = np.asarray(picks, dtype=int)
-    ax.scatter(pcs[picks, 0], second[picks], s=18, c="tab:red", edgecolors="k", lw=0.3,
-               label=f"picks ({len(picks)})")
+    if categories is None:
+        ax.scatter(pcs[shown, 0], second[shown], s=4, c="0.6", alpha=0.5, lw=0, label=f"pool ({len(pcs)})")
+        ax.scatter(pcs[picks, 0], second[picks], s=18, c="tab:red", edgecolors="k", lw=0.3,
+                   label=f"picks ({len(picks)})")
+    else:
+        labels = np.array([str(c) for c in categories], dtype=object)
+        names, counts = np.unique(labels, return_counts=True)
+        kept = list(names[np.argsort(-counts, kind="stable")][:max_categories])
+        labels = np.where(np.isin(labels, kept), labels, "other")
+        if "other" in set(labels.tolist()):
+            kept.append("other")
+        cmap = plt.get_cmap("tab20" if len(kept) > 10 else "tab10")
+        for i, name in enumerate(kept):
+            colour = cmap(i % cmap.N)
+            in_pool = shown[labels[shown] == name]
+            in_picks = picks[labels[picks] == name]
+            ax.scatter(pcs[in_pool, 0], second[in_pool], s=4, color=colour, alpha=0.35, lw=0)
+            ax.scatter(pcs[in_picks, 0], second[in_picks], s=26, color=colour, edgecolors="k", lw=0.5,
+                       label=f"{name}: {len(in_picks)} of {int((labels == name).sum())}")
     ax.set_xlabel(f"PC 1 ({100 * explained_ratio[0]:.0f}% of variance)")
     ax.set_ylabel(f"PC 2 ({100 * explained_ratio[1]:.0f}% of variance)" if len(explained_ratio) > 1 else "-")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7, title="picks of pool" if categories is not None else None,
+              title_fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png")
