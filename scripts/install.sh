@@ -3,7 +3,9 @@
 #
 #   scripts/install.sh            # CPU: virtual environment in .venv, no CUDA wheels
 #   scripts/install.sh --gpu      # same, plus tensorflow[and-cuda] (the Docker image uses this)
-#   scripts/install.sh --system   # into the current interpreter instead of .venv (Docker)
+#   scripts/install.sh --system   # into the current interpreter instead of .venv
+#   scripts/install.sh --no-test  # without the test extra (pytest); the Docker image uses
+#                                 # PACE_WORKER_VENV=/opt/venv scripts/install.sh --gpu --no-test
 #
 # tensorpotential declares tensorflow[and-cuda] on Linux; it is installed with --no-deps after
 # its real needs (listed in pyproject.toml), so the CPU install never downloads CUDA.
@@ -11,15 +13,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv="${PACE_WORKER_VENV:-.venv}"
-extras="test"
+with_test=1
+with_gpu=0
 use_venv=1
 for arg in "$@"; do
   case "$arg" in
-    --gpu) extras="test,gpu" ;;
+    --gpu) with_gpu=1 ;;
+    --no-test) with_test=0 ;;
     --system) use_venv=0 ;;
-    *) echo "install.sh: unknown option '$arg' (use --gpu and/or --system)" >&2; exit 2 ;;
+    *) echo "install.sh: unknown option '$arg' (use --gpu, --no-test and/or --system)" >&2; exit 2 ;;
   esac
 done
+extras=""
+[ "$with_test" = 1 ] && extras="test"
+[ "$with_gpu" = 1 ] && extras="${extras:+$extras,}gpu"
 
 if [ "$use_venv" = 1 ]; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
@@ -29,7 +36,7 @@ else
 fi
 
 "$py" -m pip install -q --upgrade pip
-"$py" -m pip install -q -c constraints.txt -e ".[${extras}]"
+"$py" -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
 "$py" -m pip install -q -c constraints.txt --no-deps "tensorpotential==0.6.2.1"
 "$py" - <<'PY'
 import importlib.metadata as md

@@ -65,6 +65,15 @@ def child_environment(meta: MetaConfig, deadline: Optional[float] = None) -> dic
         for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[name] = str(meta.threads)
     env["PACE_WORKER_CHILD"] = json.dumps({"device": meta.device, "threads": meta.threads, "deadline": deadline})
+    # pacemaker calls getpass.getuser() when imported: a uid without a passwd entry (docker run
+    # --user 1000:1000, Kubernetes) would fail there unless the environment names a user
+    if not any(env.get(k) for k in ("LOGNAME", "USER", "LNAME", "USERNAME")):
+        try:
+            import getpass
+
+            getpass.getuser()
+        except (KeyError, OSError):
+            env["LOGNAME"] = f"uid{os.getuid()}"
     # the child must import this very package, installed or not
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
