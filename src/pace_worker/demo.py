@@ -289,7 +289,11 @@ def _loop(request, strategy, workdir, config, meta, initial_labels, first, first
             sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
                                  potential=potential["yaml"], strategy=strategy, seed=request.seed + iteration,
                                  config=config, meta=meta, show_progress=request.show_progress))
-            picked = ase.io.read(picks_path, ":")
+            picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
+            if not picked:
+                log.warning("demo %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left to "
+                            "learn from this exploration; stopping this loop", strategy, iteration)
+                last = True
             for atoms in picked:
                 atoms.info.pop("gamma_max", None)
                 atoms.arrays.pop("gamma", None)
