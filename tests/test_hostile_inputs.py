@@ -276,6 +276,12 @@ def huge_energy_test_set(d: Path) -> Path:
     return write_xyz(d / "huge.xyz", structures)
 
 
+def check_duplicates_counted(folder: Path, proc):
+    report = json.loads((folder / "out" / "sel_report.json").read_text())
+    assert report["pool"]["read"] == 6 and report["pool"]["duplicates"] == 5 and report["n_picked"] <= 1
+    assert len(ase.io.read(str(folder / "out" / "sel.xyz"), ":", format="extxyz")) == report["n_picked"]
+
+
 def check_valid_json(folder: Path, proc):
     text = (folder / "out" / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -324,8 +330,9 @@ def build_corpus() -> dict[str, Case]:
     cases["direct_sample identical structures"] = pool_case(
         lambda d: write_xyz(d / "same.xyz", [fcc_cells("Cu", n=1, seed=1)[0]] * 6), "direct_sample", 2,
         ("identical",))
-    cases["sample identical structures"] = pool_case(
-        lambda d: write_xyz(d / "same.xyz", [fcc_cells("Cu", n=1, seed=1)[0]] * 6), "sample", 0)
+    cases["sample identical structures"] = Case(
+        "sample", lambda d: {"--candidates": write_xyz(d / "same.xyz", [fcc_cells("Cu", n=1, seed=1)[0]] * 6)}, 0,
+        check=check_duplicates_counted)
     for command in ("train", "sample", "direct_sample", "validate"):
         cases[f"{command} non-UTF-8 config"] = bytes_config(command, "config")
         cases[f"{command} non-UTF-8 meta_config"] = bytes_config(command, "meta")
