@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "pace-worker/direct_sample_report/1"
 MAX_COVERAGE_BINS = 50
+OVERVIEW_FIT_ROWS = 20000
 
 
 @dataclass
@@ -325,12 +326,15 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
         picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
         entry["n_picked"] = len(local_picks)
         next_id += int(local.max()) + 1
+    # the whole pool's PCs, for the report, the coverage score and the picture: fitted on at most
+    # OVERVIEW_FIT_ROWS evenly spaced rows and applied in blocks (memory stays that of one block)
     overview = Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(options.n_components,
                                                                            options.weight_components))])
-    overview.fit(features)
+    overview.fit(features[np.linspace(0, len(features) - 1, min(len(features), OVERVIEW_FIT_ROWS)).astype(int)])
     steps = dict(overview.named_steps)
     steps["birch"] = largest_birch or _Trivial(next_id)
-    pcs = steps["pca"].transform_unweighted(steps["scale"].transform(features))
+    pcs = np.concatenate([steps["pca"].transform_unweighted(steps["scale"].transform(features[i:i + OVERVIEW_FIT_ROWS]))
+                          for i in range(0, len(features), OVERVIEW_FIT_ROWS)]).astype(np.float32)
     return Selection(picks=picks, labels=labels, systems=info, overview=steps, pcs=pcs)
 
 
