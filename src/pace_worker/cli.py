@@ -139,6 +139,7 @@ def print_train_summary(result) -> None:
     if m["fit"].get("stopped_by") == "max_time":
         print(f"the time budget (fit.max_time {m['fit']['max_time_s']:g} s) ended the fit; the potential reached "
               "by then is published")
+    print("errors of the published potential (as validate computes them):")
     print(f"{'set':6s} {'structures':>10s} {'E RMSE meV/at':>14s} {'E MAE':>8s} {'F RMSE meV/A':>13s} {'F MAE':>8s}")
     for name in ("train", "test"):
         s = m.get(name)
@@ -184,6 +185,10 @@ def run_validate(args: argparse.Namespace) -> int:
     for name, s in rows:
         print(f"{name:16s} {s['n_structures']:>10d} {_fmt(s['energy_rmse_mev_per_atom']):>14s} "
               f"{_fmt(s['force_rmse_mev_per_A']):>13s}")
+    core = m.get("core_repulsion") or {}
+    if core.get("n_structures_inside_r_in"):
+        print(f"{core['n_structures_inside_r_in']} structure(s) have a pair closer than the potential's core-repulsion "
+              f"radius r_in (first: {core['structures_inside_r_in'][:5]}); their errors are those of its ZBL core")
     if m["gamma"]:
         g = m["gamma"]
         print(f"γ: max {g['max']:.2f}, {100 * g['fraction_above_1']:.0f}% of structures above 1, Spearman ρ(γ, "
