@@ -1,4 +1,4 @@
-"""Choosing structures from scored candidates (pure numpy; no I/O, no pyace).
+"""Choosing structures from scored candidates (numpy; no I/O; pyace only for its MaxVol routine).
 
 Batch D-optimal selection (``maxvol``)
 --------------------------------------
