@@ -288,9 +288,7 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
             volume = abs(float(np.linalg.det(cell)))
             if volume / float(np.prod(lengths)) < MIN_CELL_SINE:
                 return "degenerate_cell", "its lattice vectors are (nearly) parallel: the cell has no volume"
-            widths = volume / np.array([np.linalg.norm(np.cross(cell[1], cell[2])),
-                                        np.linalg.norm(np.cross(cell[2], cell[0])),
-                                        np.linalg.norm(np.cross(cell[0], cell[1]))])
+            widths = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between opposite faces
             if widths.min() < MIN_CELL_WIDTH:
                 return "degenerate_cell", f"its cell is {widths.min():.3g} Å thin (< {MIN_CELL_WIDTH} Å)"
     if min_distance > 0 and len(atoms) > 1 and shortest_distance(atoms, min_distance) < min_distance:
@@ -302,16 +300,22 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
     return None
 
 
+_BUILD_ATOMIC_ENV = None  # pyace's, imported once per process
+
+
 def shortest_distance(atoms: Atoms, reach: float) -> float:
     """The shortest interatomic distance if below ``reach`` (else ``inf``), from pyace's C++
     neighbour list (~0.1 ms for a 32-atom cell; ASE's takes ~30 times longer)."""
-    from pace_worker.stack import import_pyace
+    global _BUILD_ATOMIC_ENV
+    if _BUILD_ATOMIC_ENV is None:
+        from pace_worker.stack import import_pyace
 
-    import_pyace()
-    from pyace.catomicenvironment import build_atomic_env
+        import_pyace()
+        from pyace.catomicenvironment import build_atomic_env
 
+        _BUILD_ATOMIC_ENV = build_atomic_env
     probe = fully_periodic_or_not(atoms, reach)
-    env = build_atomic_env(probe.get_positions(), np.array(probe.get_cell()), np.zeros(len(probe), dtype=int),
+    env = _BUILD_ATOMIC_ENV(probe.get_positions(), np.array(probe.get_cell()), np.zeros(len(probe), dtype=int),
                            bool(probe.pbc.all()), float(reach))
     d = float(env.get_minimal_nn_distance())
     return d if d < reach else float("inf")
