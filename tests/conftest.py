@@ -29,6 +29,25 @@ backend: {batch_size: 50, display_step: 5}
 
 META = "device: cpu\nthreads: 2\nlog_level: INFO\nsome_other_worker_setting: {a: 1}\n"
 
+# the other workers' sections of the pipeline's one config.yaml (pace-worker ignores them)
+OTHER_WORKERS_SECTIONS = """\
+experiment: {name: cu-al, workdir: /data}
+generation: {n_structures: 100, supercell: [2, 2, 2]}
+dft_params: {code: vasp, encut: 520, kpoints: [4, 4, 4]}
+md_params: {temperature: [300, 800], steps: 1000}
+training_params: {max_time: 3600}
+exploration: {engine: lammps}
+al_params: {n_iterations: 10, gamma_threshold: 5}
+"""
+
+
+def pipeline_config(pacemaker: str, ours: str = "", initial_potentials: str = "[]") -> str:
+    """The pipeline's config.yaml: other workers' sections, ``ace_model`` (with an orchestrator key
+    of its own) holding ``pacemaker`` as ``pacemaker_config``, then our sections ``ours``."""
+    nested = "".join(f"    {line}\n" for line in pacemaker.splitlines())
+    return (f"{OTHER_WORKERS_SECTIONS}ace_model:\n  initial_potentials: {initial_potentials}\n"
+            f"  potential_name: ace\n  pacemaker_config:\n{nested}{ours}")
+
 
 def run_cli(*args, cwd=None, timeout=600, env=None):
     """``python src/main.py <args>`` exactly as the orchestrator calls it."""

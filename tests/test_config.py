@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import pipeline_config
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
 from pace_worker.pacemaker_input import functions_per_element, potential_section
@@ -72,23 +73,8 @@ def test_default_potential_is_filled_from_data(tmp_path):
     assert pot["functions"]["number_of_functions_per_element"] == 40
 
 
-PIPELINE_CONFIG = """\
-experiment: {name: cu-al, workdir: /data}
-generation: {n_structures: 100, supercell: [2, 2, 2]}
-dft_params: {code: vasp, encut: 520, kpoints: [4, 4, 4]}
-md_params: {temperature: [300, 800], steps: 1000}
-training_params: {max_time: 3600}
-exploration: {engine: lammps}
-al_params: {n_iterations: 10, gamma_threshold: 5}
-ace_model:
-  initial_potentials: []
-  potential_name: ace
-  pacemaker_config:
-    cutoff: 5.0
-    fit: {maxiter: 7, max_time: 120}
-sample: {strategy: max_gamma, gamma_lo: 2.0}
-validate: {group_by: config_type}
-"""
+PIPELINE_CONFIG = pipeline_config("cutoff: 5.0\nfit: {maxiter: 7, max_time: 120}\n",
+                                  "sample: {strategy: max_gamma, gamma_lo: 2.0}\nvalidate: {group_by: config_type}\n")
 
 
 def test_pipeline_config_other_workers_sections_are_ignored_and_logged(tmp_path, caplog):

@@ -11,33 +11,11 @@ from pathlib import Path
 import ase.io
 import pytest
 
-from conftest import assert_one_line_error, run_cli, write_dataset
+from conftest import TINY_CONFIG, assert_one_line_error, pipeline_config, run_cli, write_dataset
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
-PIPELINE_CONFIG = """\
-experiment: {name: cu-demo, workdir: /data}
-generation: {n_structures: 20, supercell: [1, 1, 1]}
-dft_params: {code: vasp, encut: 520, kpoints: [4, 4, 4]}
-md_params: {temperature: [300, 800], steps: 1000}
-training_params: {epochs: 10}
-exploration: {engine: lammps, pair_style: pace}
-al_params: {n_iterations: 5, gamma_threshold: 5}
-ace_model:
-  initial_potentials: {initial}
-  potential_name: ace_cu
-  pacemaker_config:
-    cutoff: 4.5
-    data: {test_size: 0.2}
-    potential:
-      functions:
-        number_of_functions_per_element: 12
-        ALL: {nradmax_by_orders: [6, 3, 2], lmax_by_orders: [0, 2, 1]}
-    fit: {maxiter: 5000, max_time: 5}
-    backend: {batch_size: 50, display_step: 5}
-sample: {strategy: maxvol}
-validate: {group_by: config_type}
-direct_sample: {k_per_cluster: 1}
-"""
+BUDGETED_FIT = TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_time: 5}")
+OURS = "sample: {strategy: maxvol}\nvalidate: {group_by: config_type}\ndirect_sample: {k_per_cluster: 1}\n"
 
 META = "device: cpu\nthreads: 2\nlammps_binary: /usr/bin/lmp\nvasp: {ncore: 4}\n"
 FILES = ("output_potential.yaml", "output_potential.yace", "output_potential.asi", "test_set.xyz",
@@ -59,7 +37,7 @@ def pipeline(tmp_path_factory):
     data = tmp_path_factory.mktemp("pipeline") / "data"
     data.mkdir()
     write_dataset(data / "training_set.xyz", emt_dataset("Cu", n=14, seed=1))
-    (data / "config.yaml").write_text(PIPELINE_CONFIG.replace("{initial}", "[]"))
+    (data / "config.yaml").write_text(pipeline_config(BUDGETED_FIT, OURS))
     (data / "meta_config.yaml").write_text(META)
     dataset_sha = sha(data / "training_set.xyz")
 
@@ -119,7 +97,7 @@ def test_initial_potentials_of_the_config_is_the_starting_point(pipeline, tmp_pa
     data.mkdir()
     shutil.copy(pipeline["data"] / "training_set.xyz", data / "training_set.xyz")
     shutil.copy(pipeline["data"] / "iterations" / "iter_001" / "output_potential.yaml", data / "start.yaml")
-    (data / "config.yaml").write_text(PIPELINE_CONFIG.replace("{initial}", "[start.yaml]"))
+    (data / "config.yaml").write_text(pipeline_config(BUDGETED_FIT, OURS, "[start.yaml]"))
     (data / "meta_config.yaml").write_text(META)
     proc = train(data, 3)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,6 +19,7 @@ from ase import Atoms
 
 from pace_worker.errors import InputError
 from pace_worker.stack import import_pyace
+from pace_worker.structures import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ PROJECTIONS_MEMORY_LIMIT = 2 * 1024 ** 3  # bytes of B-projections held at once 
 # the potential .yaml's metadata key that names its own active set (an .asi cannot carry it: pyace and
 # LAMMPS read every array in it as an element's matrix)
 ACTIVE_SET_KEY = "pace_worker_active_set_sha256"
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def record_active_set(potential_yaml: Path, asi_path: Optional[Path]) -> None:

@@ -85,8 +85,6 @@ def damaged_file(path, what: str):
     try:
         yield
     except (EOFError, OSError, zlib.error, lzma.LZMAError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
         raise InputError(f"{what} '{path}' is damaged ({type(exc).__name__}: {first_line(exc)}); a compressed "
                          "file may be truncated: copy or decompress it again")
 
@@ -107,14 +105,18 @@ def parse_frames(text: bytes) -> list:
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
 
-def read_frames(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list:
-    """``count`` structures parsed by ASE from byte ``offset`` of an extxyz file (structure
+def frame_texts_at(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list[bytes]:
+    """The text of ``count`` frames from byte ``offset`` of an extxyz file (structure
     ``first_index``, for error messages)."""
     with open(path, "rb") as f:
         f.seek(offset)
         frames = _split_frames(f, path, what, first_index=first_index, start=offset)
-        texts = [text for _, text in itertools.islice(frames, count)]
-    return parse_frames(b"".join(texts))
+        return [text for _, text in itertools.islice(frames, count)]
+
+
+def read_frames(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list:
+    """``count`` structures parsed by ASE from byte ``offset`` of an extxyz file."""
+    return parse_frames(b"".join(frame_texts_at(path, offset, count, first_index, what)))
 
 
 @dataclass
@@ -136,28 +138,28 @@ class PoolChunk:
     def __len__(self) -> int:
         return self.count
 
+    def parse(self) -> list:
+        """The chunk's structures, parsed here (on the worker); ASE's own errors pass through."""
+        if self.text is not None:
+            return parse_frames(self.text)
+        return read_frames(self.path, self.offset, self.count, self.first_index, self.what)
+
+    def texts(self) -> list[bytes]:
+        """The text of each frame of the chunk."""
+        if self.text is not None:
+            return [text for _, text in _split_frames(io.BytesIO(self.text), self.path, self.what)]
+        return frame_texts_at(self.path, self.offset, self.count, self.first_index, self.what)
+
     def read(self) -> list:
-        """The chunk's structures (parsed here, i.e. on the worker, for a byte range or a text)."""
+        """The chunk's structures; a frame ASE cannot parse fails the chunk with one InputError."""
         try:
-            if self.text is not None:
-                return parse_frames(self.text)
-            return read_frames(self.path, self.offset, self.count, self.first_index, self.what)
+            return self.parse()
         except InputError:
             raise
         except Exception as exc:  # ASE raises many kinds for a malformed file
             raise InputError(f"{self.what} '{self.path}': structures {self.first_index}-"
                              f"{self.first_index + self.count - 1} cannot be read as extended XYZ "
                              f"({first_line(exc)}); give an extxyz file")
-
-
-def frame_texts(chunk: "PoolChunk") -> list[bytes]:
-    """The text of each frame of a chunk."""
-    if chunk.text is not None:
-        return [text for _, text in _split_frames(io.BytesIO(chunk.text), chunk.path, chunk.what)]
-    with open(chunk.path, "rb") as f:
-        f.seek(chunk.offset)
-        frames = _split_frames(f, chunk.path, chunk.what, first_index=chunk.first_index, start=chunk.offset)
-        return [text for _, text in itertools.islice(frames, chunk.count)]
 
 
 def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Optional[object], Optional[str]]]:
@@ -167,8 +169,7 @@ def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Op
     from pace_worker.structures import geometry_problem
 
     try:
-        parsed = (parse_frames(chunk.text) if chunk.text is not None else
-                  read_frames(chunk.path, chunk.offset, chunk.count, chunk.first_index, chunk.what))
+        parsed = chunk.parse()
         if len(parsed) != chunk.count:
             raise ValueError("frame count mismatch")
         results: list = [(atoms, None) for atoms in parsed]
@@ -176,7 +177,7 @@ def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Op
         raise
     except Exception:  # parse frame by frame: only the bad ones are lost
         results = []
-        for text in frame_texts(chunk):
+        for text in chunk.texts():
             try:
                 results.append((parse_frames(text)[0], None))
             except Exception as exc:

@@ -344,7 +344,8 @@ def sample(request: SampleRequest) -> SampleResult:
         "potential": str(potential.resolve()),
         "asi": str(Path(asi).resolve()),
         "candidates": str(Path(request.candidates).resolve()),
-        "pool": {**counts, "skipped": skipped.report(), "buffer_size": limit if strategy in ("maxvol", "gamma_window") else None,
+        "pool": {**counts, "skipped": skipped.report(),
+                 "buffer_size": limit if strategy in ("maxvol", "gamma_window") else None,
                  "gamma_window": [gamma_lo, gamma_hi] if strategy == "gamma_window" else None},
         "pool_gamma": {
             "percentiles": {str(p): float(np.percentile(g_all, p)) for p in (50, 90, 99, 100)},

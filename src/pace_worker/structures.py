@@ -241,13 +241,12 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
                 raise InputError(f"{where}: stress must be 6 (Voigt) or 9 finite numbers, got {s.size} values")
         stresses.append(s)
 
-        if min_distance > 0 and len(atoms) > 1 and shortest_distance(atoms, min_distance) < min_distance:
-            pair = closest_pair_below(atoms, min_distance)
-            if pair is not None:
-                a, b, d = pair
-                raise InputError(f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
-                                 f"{d:.3f} Å apart (< {min_distance} Å); the structure is unphysical, drop it "
-                                 "(or lower data.min_distance)")
+        pair = too_close_pair(atoms, min_distance)
+        if pair is not None:
+            a, b, d = pair
+            raise InputError(f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
+                             f"{d:.3f} Å apart (< {min_distance} Å); the structure is unphysical, drop it "
+                             "(or lower data.min_distance)")
     return LabelledStructures(path=path, atoms=list(atoms_list), energies=energies, forces=forces,
                               stresses=stresses)
 
@@ -291,13 +290,20 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
             widths = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between opposite faces
             if widths.min() < MIN_CELL_WIDTH:
                 return "degenerate_cell", f"its cell is {widths.min():.3g} Å thin (< {MIN_CELL_WIDTH} Å)"
-    if min_distance > 0 and len(atoms) > 1 and shortest_distance(atoms, min_distance) < min_distance:
-        pair = closest_pair_below(atoms, min_distance)  # (slower) names the atoms
-        if pair is not None:
-            a, b, d = pair
-            return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
-                                       f"apart (< {min_distance} Å)")
+    pair = too_close_pair(atoms, min_distance)
+    if pair is not None:
+        a, b, d = pair
+        return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
+                                   f"apart (< {min_distance} Å)")
     return None
+
+
+def too_close_pair(atoms: Atoms, min_distance: float):
+    """The closest pair ``(i, j, distance)`` nearer than ``min_distance`` Å, or None: pyace's fast
+    neighbour list says whether there is one, ASE's (slower) names it."""
+    if min_distance <= 0 or len(atoms) < 2 or shortest_distance(atoms, min_distance) >= min_distance:
+        return None
+    return closest_pair_below(atoms, min_distance)
 
 
 _BUILD_ATOMIC_ENV = None  # pyace's, imported once per process
@@ -362,11 +368,7 @@ def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict) -> tuple[Optio
     if len(atoms) < 2 and not atoms.pbc.any():
         return None, 0
     reach = max(inner_cutoffs.values(), default=0.0) + 3.0
-    probe = atoms
-    if not np.any(atoms.pbc) and atoms.cell.rank < 3:
-        probe = atoms.copy()
-        probe.center(vacuum=reach + 1.0)
-    i, j, d = neighbor_list("ijd", probe, reach)
+    i, j, d = neighbor_list("ijd", _neighbour_probe(atoms, reach), reach)
     if not len(d):
         return None, 0
     symbols = np.array(atoms.get_chemical_symbols())
@@ -374,15 +376,21 @@ def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict) -> tuple[Optio
     return float(d.min()), int((d < r_in).sum() // 2)
 
 
+def _neighbour_probe(atoms: Atoms, reach: float) -> Atoms:
+    """``atoms`` as ASE's neighbour list takes them: a cluster without a full cell is centred in a
+    box with more than ``reach`` of vacuum."""
+    if np.any(atoms.pbc) or atoms.cell.rank == 3:
+        return atoms
+    probe = atoms.copy()
+    probe.center(vacuum=reach + 1.0)
+    return probe
+
+
 def closest_pair_below(atoms: Atoms, threshold: float):
     """The closest pair (i, j, distance) of atoms nearer than ``threshold`` Å, or None."""
     from ase.neighborlist import neighbor_list
 
-    probe = atoms
-    if not np.any(atoms.pbc) and atoms.cell.rank < 3:
-        probe = atoms.copy()
-        probe.center(vacuum=threshold + 1.0)
-    i, j, d = neighbor_list("ijd", probe, threshold)
+    i, j, d = neighbor_list("ijd", _neighbour_probe(atoms, threshold), threshold)
     if len(d) == 0:
         return None
     k = int(np.argmin(d))

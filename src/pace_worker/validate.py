@@ -31,7 +31,6 @@ import csv
 import json
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -105,18 +104,13 @@ def find_test_set(request: ValidateRequest) -> tuple[Path, str]:
                      f"{'; '.join(tried)}; give one with --test-set")
 
 
-def check_potential_path(path: Path) -> None:
-    """The potential exists and is named like one (nothing is read yet)."""
+def resolve_potential(path: Path):
+    """``(given, b_basis_yaml_or_None, elements)``; errors name the file."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"potential '{path}' does not exist; give a .yace or .yaml written by train")
     if path.suffix not in (".yace", ".yaml", ".yml"):
         raise InputError(f"potential '{path}': expected a .yace or a .yaml (B-basis) file")
-
-
-def resolve_potential(path: Path):
-    """``(given, b_basis_yaml_or_None, elements)``; errors name the file."""
-    path = Path(path)
-    check_potential_path(path)
     try:
         if path.suffix == ".yace":
             potentials.check_yace(path)
@@ -318,19 +312,19 @@ def output_files(output: Path, plots: bool) -> dict[str, Path]:
 
 
 def make_plots(files: dict, structures, ref_energy, predictions, summary, table, groups, title) -> None:
+    """The parity plots (and γ plot) into the paths ``files`` gives (the staged names)."""
     from pace_worker import plots
 
     n = np.array([len(a) for a in structures.atoms])
-    with nullcontext(files["energy_parity"]) as tmp:
-        plots.energy_parity(tmp, np.asarray(ref_energy) / n, np.array([p.energy for p in predictions]) / n, groups,
-                            summary["energy_rmse_mev_per_atom"], title)
+    plots.energy_parity(files["energy_parity"], np.asarray(ref_energy) / n,
+                        np.array([p.energy for p in predictions]) / n, groups, summary["energy_rmse_mev_per_atom"],
+                        title)
     with_f = [i for i, f in enumerate(structures.forces) if f is not None]
     symbols = np.concatenate([structures.atoms[i].get_chemical_symbols() for i in with_f])
-    with nullcontext(files["force_parity"]) as tmp:
-        plots.force_parity(tmp, np.concatenate([structures.forces[i] for i in with_f]),
-                           np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
-                           title)
+    plots.force_parity(files["force_parity"], np.concatenate([structures.forces[i] for i in with_f]),
+                       np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
+                       title)
     if table["gamma_max"] is not None:
-        with nullcontext(files["force_error_vs_gamma"]) as tmp:
-            plots.error_vs_gamma(tmp, table["gamma_max"][with_f], table["force_rmse_mev_per_A"][with_f],
-                                 summary["gamma"]["spearman_gamma_vs_force_rmse"], title)
+        plots.error_vs_gamma(files["force_error_vs_gamma"], table["gamma_max"][with_f],
+                             table["force_rmse_mev_per_A"][with_f], summary["gamma"]["spearman_gamma_vs_force_rmse"],
+                             title)
