@@ -40,7 +40,7 @@ def run_stage(pool: Path, offsets: list[int], basis: Path, executor) -> tuple[fl
     from pace_worker.frames import pool_chunks
 
     start = time.perf_counter()
-    blocks = [result[1] for _, result in executor.map_chunks(
+    blocks = [result.features for _, result in executor.map_chunks(
         features_chunk, pool_chunks(pool, executor.chunk_size, "input", offsets=offsets),
         initializer=load_basis, initargs=(str(basis),), total=len(offsets))]
     return time.perf_counter() - start, np.concatenate(blocks)

@@ -24,6 +24,7 @@ Which basis
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -108,11 +109,22 @@ def structure_features(structures: Sequence, first_index: int = 0,
     return features, usable
 
 
-def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list, list]:
-    """Worker: ``(first_index, features, usable, n_atoms, problems, categories)`` of a chunk of
-    the pool; ``problems[k]`` is why structure k could not be used at all (see
-    :func:`pace_worker.frames.read_checked`), else None; ``categories[k]`` is its
-    ``info[color_by]`` (chunk option, default ``config_type``), else its chemical formula."""
+@dataclass
+class FeatureBlock:
+    """What a worker sends back for a chunk of the pool (see :func:`features_chunk`)."""
+
+    first_index: int
+    features: np.ndarray        # [n, Σ n_funcs + n_elements] float32; zeros where not usable
+    usable: np.ndarray          # [n] bool
+    n_atoms: np.ndarray         # [n] int64 (0 for a structure that could not be read)
+    periodic_dims: np.ndarray   # [n] int8: periodic directions (3 bulk, 2 slab, 1 wire, 0 cluster/molecule)
+    problems: list              # why structure k could not be used at all, else None
+    categories: list            # info[color_by] (default config_type), else the chemical formula
+
+
+def features_chunk(chunk: PoolChunk) -> FeatureBlock:
+    """Worker: the :class:`FeatureBlock` of a chunk of the pool; ``problems[k]`` comes from
+    :func:`pace_worker.frames.read_checked`; chunk options ``min_distance``, ``color_by``."""
     checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
     label = f"{chunk.what} '{chunk.path}'" if chunk.path else chunk.what
     good = [k for k, (atoms, _) in enumerate(checked) if atoms is not None]
@@ -121,7 +133,9 @@ def features_chunk(chunk: PoolChunk) -> tuple[int, np.ndarray, np.ndarray, np.nd
     usable = np.zeros(len(checked), dtype=bool)
     features[good], usable[good] = block, ok
     n_atoms = np.array([len(a) if a is not None else 0 for a, _ in checked], dtype=np.int64)
+    periodic = np.array([int(a.pbc.sum()) if a is not None else 0 for a, _ in checked], dtype=np.int8)
     key = chunk.options.get("color_by") or "config_type"
     categories = [None if a is None else str(a.info[key]) if key in a.info else a.get_chemical_formula(mode="metal")
                   for a, _ in checked]
-    return chunk.first_index, features, usable, n_atoms, [problem for _, problem in checked], categories
+    return FeatureBlock(chunk.first_index, features, usable, n_atoms, periodic,
+                        [problem for _, problem in checked], categories)

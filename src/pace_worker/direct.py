@@ -214,11 +214,11 @@ def chemical_systems(composition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return systems, np.asarray(system_of_row).reshape(-1)
 
 
-def allocate_clusters(sizes: Sequence[int], n_clusters: int) -> list[int]:
-    """Clusters per group, proportional to the square root of the group's size, at least one per
-    group while clusters last and at most its size; largest remainders round. Square root: between
-    proportional (what random picks give: a rare group gets next to nothing) and equal (a big,
-    varied group gets as few as a small uniform one)."""
+def allocate_clusters(sizes: Sequence[int], n_clusters: int, power: float = 0.5) -> list[int]:
+    """Clusters per group, proportional to the group's size to the ``power`` (default: the square
+    root), at least one per group while clusters last and at most its size; largest remainders
+    round. Square root: between proportional (``power=1``, what random picks give: a rare group
+    gets next to nothing) and equal (a big, varied group gets as few as a small uniform one)."""
     sizes = np.asarray(sizes, dtype=int)
     n_clusters = int(min(n_clusters, sizes.sum()))
     alloc = np.zeros(len(sizes), dtype=int)
@@ -230,7 +230,7 @@ def allocate_clusters(sizes: Sequence[int], n_clusters: int) -> list[int]:
         return alloc.tolist()
     alloc[:] = 1
     left = n_clusters - len(sizes)
-    weights = np.sqrt(sizes.astype(float))
+    weights = sizes.astype(float) ** power
     while left > 0:
         room = sizes - alloc
         open_ = room > 0
@@ -245,3 +245,21 @@ def allocate_clusters(sizes: Sequence[int], n_clusters: int) -> list[int]:
         alloc += add
         left -= int(add.sum())
     return alloc.tolist()
+
+
+def raise_to_proportional(natural: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """Clusters per stratum: ``natural`` (what clustering all strata together gave each), with every
+    stratum raised to at least its proportional share of the same total (:func:`allocate_clusters`
+    with ``power=1``: what random picks would give it). The clusters that raise one stratum are
+    taken, one at a time, from the stratum furthest above its own share; the total is unchanged.
+
+    Clustering gives a compact stratum (rattled copies of one small cluster, one slab) as few
+    clusters as its spread asks for; this floor keeps such a kind of structure from getting fewer
+    picks than a random subset would give it."""
+    natural = np.asarray(natural, dtype=int)
+    share = np.asarray(allocate_clusters(sizes, int(natural.sum()), power=1.0), dtype=int)
+    target = np.maximum(natural, share)
+    while target.sum() > natural.sum():
+        above = target - share
+        target[int(np.argmax(above))] -= 1  # first of equals: the order of the strata decides
+    return target.tolist()

@@ -44,9 +44,9 @@ from sklearn.preprocessing import StandardScaler
 from pace_worker import potentials
 from pace_worker.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.descriptors import feature_layout, features_chunk, load_basis, write_unfitted_basis
+from pace_worker.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
 from pace_worker.direct import (SELECTIONS, WeightedPCA, allocate_clusters, chemical_systems, coverage_score,
-                                direct_pipeline, pick_per_cluster)
+                                direct_pipeline, pick_per_cluster, raise_to_proportional)
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.executor import ChunkExecutor
 from pace_worker.output_paths import check_outputs, same_file
@@ -145,7 +145,9 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
     with tempfile.TemporaryDirectory(prefix="pace-worker-direct-") as tmp:
         basis, basis_source = _descriptor_basis(request, elements, Path(tmp))
         t = time.perf_counter()
-        features, usable, n_atoms, skipped, categories = _encode(request, path, offsets, basis)
+        encoded = _encode(request, path, offsets, basis)
+        features, usable, n_atoms, skipped, categories = (encoded.features, encoded.usable, encoded.n_atoms,
+                                                          encoded.skipped, encoded.categories)
         timings["descriptors_s"] = time.perf_counter() - t
         rows = np.flatnonzero(usable)
         if not len(rows):
@@ -157,7 +159,8 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
                              "same structure repeated); there is nothing to diversify: remove the duplicates")
         t = time.perf_counter()
         layout = feature_layout(str(basis))
-        selected = select_by_system(features[rows], layout, n_clusters, k, selection, n_atoms[rows], options, seed)
+        selected = select_by_system(features[rows], layout, n_clusters, k, selection, n_atoms[rows], options, seed,
+                                    encoded.periodic_dims[rows])
         fitted, labels, pcs = selected.overview, selected.labels, selected.pcs
         timings["clustering_s"] = time.perf_counter() - t
         if n_clusters > len(rows):
@@ -239,31 +242,44 @@ def direct_report(request, path, n_clusters, k, selection, seed, basis_source, f
     }
 
 
-def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis: Path):
-    """Features, usable mask and atom counts of the whole pool, filled chunk by chunk."""
+def _encode(request: DirectSampleRequest, path: Path, offsets: list[int], basis: Path) -> "EncodedPool":
+    """The whole pool's feature blocks, filled chunk by chunk."""
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
-    features = usable = None
-    n_atoms = np.zeros(len(offsets), dtype=np.int64)
-    skipped = SkippedStructures()
+    pool = None
     options = {"min_distance": request.config.pacemaker.data.min_distance,
                "color_by": request.config.direct_sample.color_by}
-    categories: list = [None] * len(offsets)
     chunks = pool_chunks(path, request.meta.chunk_size, "input", offsets=offsets, options=lambda: options)
-    for _, (first, block, ok, sizes, problems, kinds) in executor.map_chunks(
-            features_chunk, chunks, initializer=load_basis, initargs=(str(basis),), description="descriptors",
-            total=len(offsets)):
-        if features is None:
-            features = np.zeros((len(offsets), block.shape[1]), dtype=np.float32)
-            usable = np.zeros(len(offsets), dtype=bool)
-        features[first:first + len(block)] = block
-        usable[first:first + len(block)] = ok
-        n_atoms[first:first + len(block)] = sizes
-        categories[first:first + len(block)] = kinds
-        for k, problem in enumerate(problems):
+    for _, block in executor.map_chunks(features_chunk, chunks, initializer=load_basis, initargs=(str(basis),),
+                                        description="descriptors", total=len(offsets)):
+        pool = pool or EncodedPool.empty(len(offsets), block.features.shape[1])
+        pool.fill(block)
+    pool.skipped.warn(f"input '{path}'")
+    return pool
+
+
+@dataclass
+class EncodedPool:
+    """Per structure of the pool: features, whether usable, atoms, periodic directions, category."""
+
+    features: np.ndarray
+    usable: np.ndarray
+    n_atoms: np.ndarray
+    periodic_dims: np.ndarray
+    categories: list
+    skipped: SkippedStructures
+
+    @classmethod
+    def empty(cls, n: int, n_features: int) -> "EncodedPool":
+        return cls(np.zeros((n, n_features), dtype=np.float32), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64),
+                   np.zeros(n, dtype=np.int8), [None] * n, SkippedStructures())
+
+    def fill(self, block: FeatureBlock) -> None:
+        rows = slice(block.first_index, block.first_index + len(block.features))
+        self.features[rows], self.usable[rows], self.n_atoms[rows] = block.features, block.usable, block.n_atoms
+        self.periodic_dims[rows], self.categories[rows] = block.periodic_dims, block.categories
+        for k, problem in enumerate(block.problems):
             if problem is not None:
-                skipped.add(first + k, problem)
-    skipped.warn(f"input '{path}'")
-    return features, usable, n_atoms, skipped, categories
+                self.skipped.add(block.first_index + k, problem)
 
 
 def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
@@ -288,12 +304,19 @@ class Selection:
     pcs: np.ndarray        # unweighted whole-pool PCs per row
 
 
+PERIODICITY = {3: "bulk (3D periodic)", 2: "slab (2D periodic)", 1: "wire (1D periodic)",
+               0: "cluster or molecule (not periodic)"}
+
+
 def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, selection: str, n_atoms: np.ndarray,
-                     options, seed: int) -> Selection:
+                     options, seed: int, periodic_dims: Optional[np.ndarray] = None) -> Selection:
     """DIRECT within each chemical system (:func:`pace_worker.direct.chemical_systems`), with the
     clusters shared by :func:`pace_worker.direct.allocate_clusters`; each system's features are
-    its elements' columns only."""
+    its elements' columns only. Within a system, each kind of periodicity (bulk, slab, wire,
+    cluster) gets at least its proportional share of the system's clusters
+    (:func:`select_in_system`)."""
     elements, offsets = layout
+    periodic_dims = np.full(len(features), 3, dtype=np.int8) if periodic_dims is None else periodic_dims
     composition = features[:, offsets[-1]:]
     systems, system_of_row = chemical_systems(composition)
     sizes = np.bincount(system_of_row, minlength=len(systems))
@@ -313,15 +336,9 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
             continue
         columns = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, present in enumerate(systems[s])
                                   if present] + [offsets[-1] + np.flatnonzero(systems[s])])
-        X = features[rows][:, columns]
-        if allocation[s] >= len(rows) or not np.any(np.ptp(X, axis=0) > 0):
-            local = np.arange(len(rows)) if allocation[s] >= len(rows) else np.zeros(len(rows), dtype=int)
-            local_picks = pick_per_cluster(X, local, k, selection, n_atoms[rows], seed)
-        else:
-            steps, local, local_pcs = _cluster(X, int(allocation[s]), options, seed)
-            local_picks = pick_per_cluster(steps["pca"].weigh(local_pcs), local, k, selection, n_atoms[rows], seed)
-            largest_birch = largest_birch or steps["birch"]
-            entry["n_components"] = int(steps["pca"].n_components_)
+        local, local_picks, birch = select_in_system(features[rows][:, columns], int(allocation[s]), k, selection,
+                                                     n_atoms[rows], options, seed, periodic_dims[rows], entry)
+        largest_birch = largest_birch or birch
         labels[rows] = local + next_id
         picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
         entry["n_picked"] = len(local_picks)
@@ -336,6 +353,56 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
     pcs = np.concatenate([steps["pca"].transform_unweighted(steps["scale"].transform(features[i:i + OVERVIEW_FIT_ROWS]))
                           for i in range(0, len(features), OVERVIEW_FIT_ROWS)]).astype(np.float32)
     return Selection(picks=picks, labels=labels, systems=info, overview=steps, pcs=pcs)
+
+
+def _direct(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.ndarray, options, seed: int):
+    """``(labels, (row, cluster) picks, BIRCH or None, kept components or None)`` of DIRECT on ``X``."""
+    if n >= len(X) or not np.any(np.ptp(X, axis=0) > 0):
+        labels = np.arange(len(X)) if n >= len(X) else np.zeros(len(X), dtype=int)
+        return labels, pick_per_cluster(X, labels, k, selection, n_atoms, seed), None, None
+    steps, labels, pcs = _cluster(X, n, options, seed)
+    picks = pick_per_cluster(steps["pca"].weigh(pcs), labels, k, selection, n_atoms, seed)
+    return labels, picks, steps["birch"], int(steps["pca"].n_components_)
+
+
+def select_in_system(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.ndarray, options, seed: int,
+                     periodic_dims: np.ndarray, entry: dict):
+    """``(labels, picks, BIRCH or None)`` of DIRECT on one chemical system's rows; ``entry`` (its
+    report) gets ``n_components`` and, when strata were clustered apart, ``strata``.
+
+    DIRECT runs on all rows together first. If that leaves a kind of periodicity with fewer
+    clusters than its proportional share (:func:`pace_worker.direct.raise_to_proportional`), each
+    kind is clustered on its own with the raised allocation."""
+    labels, picks, birch, n_components = _direct(X, n, k, selection, n_atoms, options, seed)
+    if n_components is not None:
+        entry["n_components"] = n_components
+    kinds, kind_of_row = np.unique(periodic_dims, return_inverse=True)
+    if len(kinds) < 2 or n >= len(X):
+        return labels, picks, birch
+    # each cluster counts for the kind most of its members have
+    majority = np.array([np.bincount(kind_of_row[labels == c], minlength=len(kinds)).argmax()
+                         for c in range(labels.max() + 1)])
+    natural = np.bincount(majority, minlength=len(kinds))
+    raised = raise_to_proportional(natural, np.bincount(kind_of_row, minlength=len(kinds)))
+    if list(natural) == raised:
+        return labels, picks, birch
+    labels = np.full(len(X), -1, dtype=int)
+    picks, next_id, strata, first_birch = [], 0, {}, None
+    for kind in np.argsort(-np.asarray(raised), kind="stable"):
+        if raised[kind] == 0:
+            continue
+        rows = np.flatnonzero(kind_of_row == kind)
+        local, local_picks, kind_birch, _ = _direct(X[rows], raised[kind], k, selection, n_atoms[rows], options,
+                                                    seed)
+        first_birch = first_birch or kind_birch
+        labels[rows] = local + next_id
+        picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
+        next_id += int(local.max()) + 1
+        strata[PERIODICITY[int(kinds[kind])]] = {"n_structures": int(len(rows)), "n_clusters": int(raised[kind]),
+                                                 "n_clusters_together": int(natural[kind]),
+                                                 "n_picked": len(local_picks)}
+    entry["strata"] = strata
+    return labels, picks, first_birch or birch
 
 
 @dataclass
