@@ -194,3 +194,25 @@ def test_chemical_systems_and_square_root_allocation():
     assert allocate_clusters([3, 100], 50) == [3, 47]           # never more than a group has
     assert allocate_clusters([10, 1, 1], 2) == [1, 1, 0]        # too few clusters: the largest groups
     assert sum(allocate_clusters([1000, 30, 7, 1], 100)) == 100
+
+
+def test_periodicity_floor_gives_a_compact_kind_its_proportional_share(tmp_path):
+    from pace_worker.direct import raise_to_proportional
+
+    assert raise_to_proportional([3, 1, 1], [36, 12, 12]) == [3, 1, 1]       # at or above their share: kept
+    assert raise_to_proportional([16, 1, 1], [750, 30, 30]) == [16, 1, 1]
+    assert raise_to_proportional([620, 72, 18], [57_000, 14_300, 14_300]) == [472, 119, 119]
+    assert raise_to_proportional([5, 0], [10, 10]) == [3, 2]
+    # bulk fcc and vacancy cells (strained: varied) and two compact kinds, rattled Cu13 clusters and
+    # one Cu(111) slab, a quarter of the pool each
+    pool = unlabelled_pool(80, families=("fcc", "vacancy", "cluster", "slab"), seed=4)
+    path = write_dataset(tmp_path / "pool.xyz", pool)
+    result = direct_sample(DirectSampleRequest(input=path, output=tmp_path / "picks.xyz", n_clusters=12,
+                                               plots=False))
+    kinds = [pool[i].info["config_type"] for i in result.picks]
+    strata = result.report["systems"][0]["strata"]
+    for kind, name in (("cluster", "cluster or molecule (not periodic)"), ("slab", "slab (2D periodic)")):
+        assert strata[name]["n_clusters_together"] < 3 == strata[name]["n_clusters"]  # raised to 12 × 20/80
+        assert kinds.count(kind) == strata[name]["n_picked"] == 3
+    assert kinds.count("fcc") + kinds.count("vacancy") == strata["bulk (3D periodic)"]["n_clusters"] == 6
+    assert min(kinds.count("fcc"), kinds.count("vacancy")) >= 2 and len(kinds) == 12
