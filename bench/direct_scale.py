@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from measure import run_measured  # noqa: E402
 
-from pace_worker.atomic_io import companion_path  # noqa: E402
+from pace_worker.files.atomic_io import companion_path  # noqa: E402
 
 
 def write_pool(path: Path, n: int, seed: int = 0, block: int = 5000) -> None:

@@ -21,7 +21,7 @@ structures with the potential's active set. For each pool size it prints
   per process) is printed too,
 * D-optimality of each method's picks, per element (goal: ours ≥ pace_select's): the gain of
   log|det| of the active set grown from the previous active set by MaxVol swaps with the
-  picks' atoms (:func:`pace_worker.selection.swap_maxvol_gain`; a MaxVol recomputed from
+  picks' atoms (:func:`pace_worker.algorithms.d_optimal.swap_maxvol_gain`; a MaxVol recomputed from
   scratch over previous active set + picks lands in different local optima for different row
   sets, which makes it a noisy yardstick), for all picks and for as many of ours as
   pace_select returned; and how many structures each returned.
@@ -60,8 +60,8 @@ def make_pool(n: int, seed: int = 0):
 
 
 def d_optimality(potential: Path, asi: Path, picks) -> dict[str, float]:
-    from pace_worker.activeset import load_active_set, load_bbasis
-    from pace_worker.selection import swap_maxvol_gain
+    from pace_worker.ace.activeset import load_active_set, load_bbasis
+    from pace_worker.algorithms.d_optimal import swap_maxvol_gain
     from pyace.activelearning import compute_B_projections
 
     bbasis = load_bbasis(potential)

@@ -3,11 +3,11 @@
     .venv/bin/python bench/scaling.py [--n 3000] [--chunk-size 16] [--chunks-per-task 4]
 
 The stage is direct_sample's encoder (per-structure ACE descriptors from pyace B-projections,
-:func:`pace_worker.descriptors.features_chunk`) over ``n`` structures of the unlabelled pool of
-``bench/direct_scale.py`` (written if missing), through :class:`pace_worker.executor.ChunkExecutor`
+:func:`pace_worker.ace.descriptors.features_chunk`) over ``n`` structures of the unlabelled pool of
+``bench/direct_scale.py`` (written if missing), through :class:`pace_worker.parallel.executor.ChunkExecutor`
 exactly as the commands use it: workers read their own byte ranges of the file. The Dask
 cluster is a real ``dask scheduler`` + two ``dask worker --nthreads 1`` processes on 127.0.0.1
-(:class:`pace_worker.dask_cluster.DaskProcesses`), started before the clock starts and stopped
+(:class:`pace_worker.parallel.dask_cluster.DaskProcesses`), started before the clock starts and stopped
 before the local runs (its idle processes would slow them); each Dask task carries
 ``chunks-per-task`` chunks (meta_config ``dask.chunks_per_task``). The speed of this VM drifts by
 up to ~30 % between minutes, so the runs go in rounds (local 1, local 2, a fresh cluster with one
@@ -36,8 +36,8 @@ from pace_worker.config import DaskSettings  # noqa: E402
 
 
 def run_stage(pool: Path, offsets: list[int], basis: Path, executor) -> tuple[float, np.ndarray]:
-    from pace_worker.descriptors import features_chunk, load_basis
-    from pace_worker.frames import pool_chunks
+    from pace_worker.ace.descriptors import features_chunk, load_basis
+    from pace_worker.files.frames import pool_chunks
 
     start = time.perf_counter()
     blocks = [result.features for _, result in executor.map_chunks(
@@ -59,10 +59,10 @@ def main() -> None:
     from direct_scale import write_pool
 
     from pace_worker.config import DescriptorSettings
-    from pace_worker.dask_cluster import DaskProcesses
-    from pace_worker.descriptors import write_unfitted_basis
-    from pace_worker.executor import ChunkExecutor
-    from pace_worker.frames import frame_offsets
+    from pace_worker.parallel.dask_cluster import DaskProcesses
+    from pace_worker.ace.descriptors import write_unfitted_basis
+    from pace_worker.parallel.executor import ChunkExecutor
+    from pace_worker.files.frames import frame_offsets
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     pool = args.workdir / "pool_10000.xyz"

@@ -42,7 +42,7 @@ def run(cmd, cwd, env=None) -> float:
 
 def test_rmse(pred_file: Path) -> tuple[float, float]:
     sys.path.insert(0, str(REPO / "src"))
-    from pace_worker.metrics import errors_from_prediction_file
+    from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file
 
     m = errors_from_prediction_file(pred_file)
     return m["energy_rmse_mev_per_atom"], m["force_rmse_mev_per_A"]

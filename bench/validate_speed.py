@@ -26,7 +26,7 @@ def naive(potential: Path, test_set: Path) -> tuple[float, float]:
     """(whole job seconds, loop seconds)."""
     import ase.io
 
-    from pace_worker.stack import import_pyace
+    from pace_worker.ace.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator
@@ -47,7 +47,7 @@ def naive(potential: Path, test_set: Path) -> tuple[float, float]:
 def ours(potential: Path, test_set: Path, workdir: Path) -> tuple[float, float]:
     """(whole command seconds, evaluation seconds)."""
     from pace_worker.config import MetaConfig
-    from pace_worker.validate import ValidateRequest, validate
+    from pace_worker.commands.validate import ValidateRequest, validate
 
     start = time.perf_counter()
     result = validate(ValidateRequest(potential=potential, output=workdir / "m.json", test_set=test_set, plots=False,
@@ -66,7 +66,7 @@ def main() -> None:
 
     import ase.io
 
-    from pace_worker.executor import default_workers
+    from pace_worker.parallel.executor import default_workers
 
     structures = ase.io.read(args.test_set, index=":")
     n_atoms = sum(len(a) for a in structures)

@@ -6,7 +6,7 @@ import pytest
 from conftest import pipeline_config
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
-from pace_worker.pacemaker_input import functions_per_element, potential_section
+from pace_worker.ace.pacemaker_input import functions_per_element, potential_section
 
 PACEMAKER = "cutoff: 5.0\nfit: {maxiter: 7}\nbackend: {evaluator: tensorpot, batch_size: 10}\n"
 
@@ -148,8 +148,8 @@ def test_wrong_values_in_our_sections_name_the_key(tmp_path, text, key):
 
 
 def test_max_time_is_not_passed_to_pacemaker_but_a_budget_callback_is(tmp_path):
-    from pace_worker._pacemaker_child import BUDGET_CALLBACK
-    from pace_worker.pacemaker_input import build_input
+    from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
+    from pace_worker.ace.pacemaker_input import build_input
 
     path = tmp_path / "config.yaml"
     path.write_text("fit: {maxiter: 5, max_time: 30}\n")

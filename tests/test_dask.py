@@ -17,11 +17,11 @@ from distributed import Client
 
 from conftest import run_cli, write_dataset
 from pace_worker.config import MetaConfig
-from pace_worker.dask_cluster import DaskProcesses, free_port
-from pace_worker.direct_sample import DirectSampleRequest, direct_sample
-from pace_worker.sample import SampleRequest, sample
+from pace_worker.parallel.dask_cluster import DaskProcesses, free_port
+from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+from pace_worker.commands.sample import SampleRequest, sample
 from pace_worker.toy_data import fcc_cells, unlabelled_pool
-from pace_worker.validate import ValidateRequest, validate
+from pace_worker.commands.validate import ValidateRequest, validate
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -119,7 +119,7 @@ def test_killed_worker_does_not_change_the_result(cluster, tmp_path):
 
 
 def test_task_groups_shrink_towards_the_end_and_keep_order():
-    from pace_worker.executor import _groups
+    from pace_worker.parallel.executor import _groups
 
     groups = list(_groups(range(188), 8, 188, threads=2))
     assert [c for g in groups for c in g] == list(range(188))  # every chunk once, in order

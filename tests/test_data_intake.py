@@ -10,8 +10,8 @@ import pytest
 
 from conftest import write_dataset
 from pace_worker.errors import InputError
-from pace_worker.split import stable_split
-from pace_worker.structures import read_labelled_structures
+from pace_worker.algorithms.train_test_split import stable_split
+from pace_worker.files.structures import read_labelled_structures
 
 
 def test_extxyz_gz_and_pickle_give_the_same_labels(tmp_path, cu_structures):

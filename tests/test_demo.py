@@ -7,7 +7,7 @@ import json
 import ase.io
 
 from conftest import run_cli
-from pace_worker.demo import DemoRequest, run_demo
+from pace_worker.commands.demo import DemoRequest, run_demo
 
 SMALL_CONFIG = """\
 cutoff: 4.5

@@ -12,8 +12,8 @@ from ase import Atoms
 
 from conftest import REPO, assert_one_line_error, run_cli, write_dataset
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.direct import coverage_score, pick_per_cluster
-from pace_worker.direct_sample import DirectSampleRequest, direct_sample
+from pace_worker.algorithms.direct_clustering import coverage_score, pick_per_cluster
+from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
 from pace_worker.toy_data import unlabelled_pool
 
 SI_TRAINING = REPO / "examples" / "si" / "data" / "Si_training.xyz"
@@ -184,7 +184,7 @@ def test_five_families_of_different_elements_get_one_pick_each(tmp_path):
 
 
 def test_chemical_systems_and_square_root_allocation():
-    from pace_worker.direct import allocate_clusters, chemical_systems
+    from pace_worker.algorithms.direct_clustering import allocate_clusters, chemical_systems
 
     systems, of_row = chemical_systems(np.array([[1, 0], [0.5, 0.5], [1, 0], [0, 1], [0.2, 0.8]]))
     assert systems.tolist() == [[False, True], [True, False], [True, True]]
@@ -197,7 +197,7 @@ def test_chemical_systems_and_square_root_allocation():
 
 
 def test_periodicity_floor_gives_a_compact_kind_its_proportional_share(tmp_path):
-    from pace_worker.direct import raise_to_proportional
+    from pace_worker.algorithms.direct_clustering import raise_to_proportional
 
     assert raise_to_proportional([3, 1, 1], [36, 12, 12]) == [3, 1, 1]       # at or above their share: kept
     assert raise_to_proportional([16, 1, 1], [750, 30, 30]) == [16, 1, 1]

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import MAIN, META, TINY_CONFIG, run_cli, write_dataset
-from pace_worker import atomic_io
-from pace_worker.atomic_io import OutputGroup, publish
-from pace_worker.folder_lock import LOCK_NAME, exclusive_folder
-from pace_worker.iteration_folder import IterationFolder
-from pace_worker.structures import structure_fingerprint
+from pace_worker.files import atomic_io
+from pace_worker.files.atomic_io import OutputGroup, publish
+from pace_worker.files.folder_lock import LOCK_NAME, exclusive_folder
+from pace_worker.files.iteration_folder import IterationFolder
+from pace_worker.files.structures import structure_fingerprint
 from pace_worker.toy_data import emt_dataset, fcc_cells, label_with_emt
 
 

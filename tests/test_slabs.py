@@ -10,9 +10,9 @@ import pytest
 from ase.build import fcc111
 
 from conftest import META, TINY_CONFIG, run_cli, write_dataset
-from pace_worker.activeset import load_active_set, structure_gammas
-from pace_worker.evaluation import predict
-from pace_worker.structures import fully_periodic_or_not
+from pace_worker.ace.activeset import load_active_set, structure_gammas
+from pace_worker.ace.predictions import predict
+from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.toy_data import label_with_emt
 
 

@@ -16,7 +16,7 @@ from conftest import MAIN, TINY_CONFIG, run_cli
 
 
 def calculator(path):
-    from pace_worker.stack import import_pyace
+    from pace_worker.ace.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator
@@ -69,7 +69,7 @@ def test_yace_reproduces_yaml_energies_and_forces(cold_run):
 
 
 def test_written_active_set_bounds_gamma_of_the_training_set(cold_run):
-    from pace_worker import activeset
+    from pace_worker.ace import activeset
 
     root, m = cold_run["root"], cold_run["metrics"]
     test_idx = {a.info["dataset_index"] for a in ase.io.read(root / "test_set.xyz", index=":")}
@@ -148,7 +148,7 @@ def fit_processes_in(folder):
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if "pace_worker._pacemaker_child" in " ".join(p.info["cmdline"] or []) and p.cwd() == str(folder):
+            if "pace_worker.ace.pacemaker_child" in " ".join(p.info["cmdline"] or []) and p.cwd() == str(folder):
                 found.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass

@@ -2,7 +2,7 @@
 
 Each command is one entry of :data:`COMMANDS`: a function that adds its flags to a parser and
 a function that runs it from the parsed flags and returns an exit status. Commands map to
-pure core functions (``pace_worker.train.train`` …); this layer only parses, prints, and turns
+pure core functions (``pace_worker.commands.train.train`` …); this layer only parses, prints, and turns
 errors into exit statuses:
 
 * 0 — success;
@@ -120,7 +120,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pace_worker.train import TrainRequest, train
+    from pace_worker.commands.train import TrainRequest, train
 
     config, meta = load_configs(args)
     result = train(TrainRequest(dataset=args.dataset, iteration=args.iteration, config=config, meta=meta,
@@ -171,7 +171,7 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from pace_worker.validate import ValidateRequest, validate
+    from pace_worker.commands.validate import ValidateRequest, validate
 
     config, meta = load_configs(args)
     result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
@@ -200,7 +200,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- sample
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.sample import STRATEGIES
+    from pace_worker.commands.sample import STRATEGIES
 
     add_common_flags(parser)
     add_scheduler_flag(parser)
@@ -216,7 +216,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from pace_worker.sample import SampleRequest, sample
+    from pace_worker.commands.sample import SampleRequest, sample
 
     config, meta = load_configs(args)
     result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
@@ -260,7 +260,7 @@ def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_direct_sample(args: argparse.Namespace) -> int:
-    from pace_worker.direct_sample import DirectSampleRequest, direct_sample
+    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
 
     config, meta = load_configs(args)
     result = direct_sample(DirectSampleRequest(
@@ -282,7 +282,7 @@ def run_direct_sample(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.sample import STRATEGIES
+    from pace_worker.commands.sample import STRATEGIES
 
     add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
     add_flag(parser, "iterations", type=int, default=3, help="trained potentials per strategy (default 3)")
@@ -295,7 +295,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.demo import BROKEN_FORCE_ERROR, DemoRequest, run_demo
+    from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, run_demo
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")

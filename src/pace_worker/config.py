@@ -209,7 +209,7 @@ class TrainOptions(_Strict):
 
 class DescriptorSettings(_Strict):
     """``direct_sample.descriptor:`` — the unfitted ACE basis used as DIRECT's encoder when no
-    potential is given (see :mod:`pace_worker.descriptors`)."""
+    potential is given (see :mod:`pace_worker.ace.descriptors`)."""
 
     cutoff: float = Field(5.0, ge=1.0, le=25.0)
     functions_per_element: int = Field(128, ge=1)
@@ -228,7 +228,7 @@ class DescriptorSettings(_Strict):
 
 
 class DirectSampleOptions(_Strict):
-    """``direct_sample:`` — DIRECT sampling settings (see :mod:`pace_worker.direct_sample`)."""
+    """``direct_sample:`` — DIRECT sampling settings (see :mod:`pace_worker.commands.direct_sample`)."""
 
     descriptor: DescriptorSettings = Field(default_factory=DescriptorSettings)
     potential: Optional[str] = None
@@ -243,7 +243,7 @@ class DirectSampleOptions(_Strict):
 
 
 class SampleOptions(_Strict):
-    """``sample:`` — settings of the sample command (see :mod:`pace_worker.sample`)."""
+    """``sample:`` — settings of the sample command (see :mod:`pace_worker.commands.sample`)."""
 
     potential: Optional[str] = None  # B-basis .yaml; relative to config.yaml
     asi: Optional[str] = None        # its active set; relative to config.yaml
@@ -264,7 +264,7 @@ class SampleOptions(_Strict):
 
 
 class ValidateOptions(_Strict):
-    """``validate:`` — settings of the validate command (see :mod:`pace_worker.validate`)."""
+    """``validate:`` — settings of the validate command (see :mod:`pace_worker.commands.validate`)."""
 
     test_set: Optional[str] = None  # relative to config.yaml
     asi: Optional[str] = None       # relative to config.yaml

@@ -31,7 +31,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
-from pace_worker.frames import is_compressed
+from pace_worker.files.frames import is_compressed
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def shortest_distance(atoms: Atoms, reach: float) -> float:
     neighbour list (~0.1 ms for a 32-atom cell; ASE's takes ~30 times longer)."""
     global _BUILD_ATOMIC_ENV
     if _BUILD_ATOMIC_ENV is None:
-        from pace_worker.stack import import_pyace
+        from pace_worker.ace.stack import import_pyace
 
         import_pyace()
         from pyace.catomicenvironment import build_atomic_env
@@ -414,7 +414,7 @@ def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) ->
 
 def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:
     """:func:`write_extxyz` through a temporary name and a rename."""
-    from pace_worker.atomic_io import atomic_output
+    from pace_worker.files.atomic_io import atomic_output
 
     with atomic_output(path) as tmp:
         write_extxyz(tmp, atoms, name=path)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Union
 
 from pace_worker.errors import InputError, first_line
-from pace_worker.stack import import_pyace
+from pace_worker.ace.stack import import_pyace
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 :func:`load_potential` is the worker initializer (the potential is read once per process);
 :func:`predict_chunk` turns a chunk of structures into :class:`Prediction` objects (energy,
 forces, stress, per-atom γ when an active set is loaded). :func:`predict` runs the whole list
-through the shared :class:`~pace_worker.executor.ChunkExecutor`.
+through the shared :class:`~pace_worker.parallel.executor.ChunkExecutor`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-from pace_worker.executor import ChunkExecutor
-from pace_worker.structures import fully_periodic_or_not
+from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.files.structures import fully_periodic_or_not
 
 _CALCULATOR = None  # one per process
 _LOADED: Optional[tuple] = None  # (potential, asi) of _CALCULATOR
@@ -30,7 +30,7 @@ class Prediction:
 
 
 def make_calculator(potential: str, asi: Optional[str] = None):
-    from pace_worker.stack import import_pyace
+    from pace_worker.ace.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator

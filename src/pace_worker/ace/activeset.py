@@ -18,8 +18,8 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.errors import InputError
-from pace_worker.stack import import_pyace
-from pace_worker.structures import file_sha256
+from pace_worker.ace.stack import import_pyace
+from pace_worker.files.structures import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     from pyace.activelearning import compute_A_active_inverse, compute_active_set_by_batches
     from pyace.activelearning import compute_active_set as maxvol_active_set
 
-    from pace_worker.projections import BProjector
+    from pace_worker.ace.projections import BProjector
 
     nfuncs = functions_per_element(bbasis)
     counts = {el: 0 for el in bbasis.elements_name}
@@ -160,7 +160,7 @@ def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: li
                      bbasis=None) -> np.ndarray:
     """Max extrapolation grade γ of each structure (γ of an atom = max |B·A⁻¹|)."""
     bbasis = bbasis or load_bbasis(potential_yaml)
-    from pace_worker.projections import BProjector
+    from pace_worker.ace.projections import BProjector
 
     if not structures:
         return np.zeros(0)

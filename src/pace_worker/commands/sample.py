@@ -24,7 +24,7 @@ How (two passes over the pool, in chunks on worker processes)
    * ``maxvol`` (default): batch D-optimal selection starting from the active set — the better
      (by the log|det| gain of their set of picks) of two runs of greedy rank-1 MaxVol updates, one of which
      first takes the structures that own rows of the joint MaxVol active set (as
-     ``pace_select``) (:mod:`pace_worker.selection`); exactly N picks when N are usable.
+     ``pace_select``) (:mod:`pace_worker.algorithms.d_optimal`); exactly N picks when N are usable.
    * ``max_gamma``: the N structures of largest γ.
    * ``gamma_window``: only structures with ``gamma_lo ≤ γ ≤ gamma_hi`` (default 1.5–10), then
      ``maxvol`` among them; those above ``gamma_hi`` are counted as likely unphysical.
@@ -44,17 +44,18 @@ from typing import Optional, get_args
 
 import numpy as np
 
-from pace_worker import activeset, potentials
-from pace_worker.atomic_io import OutputGroup, companion_path, write_json
+from pace_worker.ace import activeset
+from pace_worker.ace import potentials
+from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, SampleStrategy, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
-from pace_worker.executor import ChunkExecutor
-from pace_worker.output_paths import check_outputs
-from pace_worker.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks, read_checked
-from pace_worker.scoring import load_scorer, projections_chunk, score_structures
-from pace_worker.selection import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
+from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.files.output_paths import check_outputs
+from pace_worker.files.frames import PoolChunk, frame_offsets, is_compressed, pool_chunks, read_checked
+from pace_worker.ace.gamma import load_scorer, projections_chunk, score_structures
+from pace_worker.algorithms.d_optimal import (Candidate, greedy_d_optimal, joint_maxvol_order, log_abs_det_of_inverse,
                                    picks_logdet_gain, top_by_gamma)
-from pace_worker.structures import SkippedStructures, structure_fingerprint, write_extxyz
+from pace_worker.files.structures import SkippedStructures, structure_fingerprint, write_extxyz
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
     their atoms, per-atom γ and projections are not sent back (None: all are);
     ``with_projections`` — send projections back at all; ``min_distance`` — closer atoms make a
     structure unusable."""
-    from pace_worker.scoring import potential_elements
+    from pace_worker.ace.gamma import potential_elements
 
     send_back_from = chunk.options.get("send_back_from")
     with_projections = chunk.options.get("with_projections", False)

@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-from pace_worker.atomic_io import write_json_atomic
+from pace_worker.files.atomic_io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def raw_pool(n: int, seed: int) -> list[Atoms]:
     """Unlabelled Cu structures of several families, slabs made fully periodic here with 4 Å of
     vacuum. The commands accept mixed-pbc slabs themselves now; the conversion stays so the demo's
     pool, and the numbers recorded in README, stay the same."""
-    from pace_worker.structures import fully_periodic_or_not
+    from pace_worker.files.structures import fully_periodic_or_not
     from pace_worker.toy_data import unlabelled_pool
 
     families = ("fcc", "vacancy", "fcc", "bcc", "hcp", "slab")
@@ -136,7 +136,7 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
     nothing after it — or at the first snapshot with two atoms closer than
     :data:`MIN_DISTANCE`, which is dropped (the trajectory has collapsed: unphysical, not worth
     a DFT call)."""
-    from pace_worker.structures import closest_pair_below
+    from pace_worker.files.structures import closest_pair_below
 
     from ase import units
     from ase.md.langevin import Langevin
@@ -170,7 +170,7 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
 def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatures: Sequence[float], steps: int,
             every: int, gamma_stop: float, seed: int) -> tuple[list[Atoms], float]:
     """MD with the potential from each start at each temperature: the candidate pool and max γ."""
-    from pace_worker.evaluation import make_calculator
+    from pace_worker.ace.predictions import make_calculator
 
     calc = make_calculator(str(potential_yaml), str(asi))
     candidates, gamma_max = [], 0.0
@@ -184,7 +184,7 @@ def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatur
 
 # ----------------------------------------------------------------------------- the loop
 def _write(path: Path, structures) -> Path:
-    from pace_worker.structures import write_extxyz_atomic
+    from pace_worker.files.structures import write_extxyz_atomic
 
     write_extxyz_atomic(path, list(structures))
     return path
@@ -194,7 +194,7 @@ def run_demo(request: DemoRequest) -> DemoResult:
     import ase.io
 
     from pace_worker.config import MetaConfig, load_worker_config
-    from pace_worker.direct_sample import DirectSampleRequest, direct_sample
+    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
     from pace_worker.toy_data import label_with_emt
 
     workdir = Path(request.workdir).resolve()
@@ -257,7 +257,7 @@ def _loop(request, strategy, workdir, config, meta, initial_labels, first, first
     """Iterations 2… of one strategy, from the shared iteration-1 potential."""
     import ase.io
 
-    from pace_worker.sample import SampleRequest, sample
+    from pace_worker.commands.sample import SampleRequest, sample
     from pace_worker.toy_data import label_with_emt
 
     folder = workdir / strategy
@@ -318,7 +318,7 @@ def _loop(request, strategy, workdir, config, meta, initial_labels, first, first
 
 def _train(dataset: Path, n_labels: int, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
            show_progress) -> dict:
-    from pace_worker.train import TrainRequest, train
+    from pace_worker.commands.train import TrainRequest, train
 
     train(TrainRequest(dataset=dataset, iteration=iteration, config=config, meta=meta, initial_potential=initial,
                        output_dir=output_dir, show_progress=show_progress))
@@ -327,7 +327,7 @@ def _train(dataset: Path, n_labels: int, iteration: int, config, meta, output_di
 
 
 def _validate(potential: dict, test_set: Path, output: Path, config, meta) -> dict:
-    from pace_worker.validate import ValidateRequest, validate
+    from pace_worker.commands.validate import ValidateRequest, validate
 
     import csv
 

@@ -20,8 +20,8 @@ def load_scorer(potential_yaml: str, asi: str) -> None:
     key = (str(potential_yaml), str(asi))
     if _SCORER is not None and _SCORER[0] == key:
         return
-    from pace_worker.activeset import load_active_set, load_bbasis
-    from pace_worker.projections import BProjector
+    from pace_worker.ace.activeset import load_active_set, load_bbasis
+    from pace_worker.ace.projections import BProjector
 
     bbasis = load_bbasis(Path(potential_yaml))
     active = load_active_set(Path(asi), Path(potential_yaml), bbasis)

@@ -37,16 +37,17 @@ from typing import Optional
 
 import numpy as np
 
-from pace_worker import activeset, potentials
-from pace_worker.atomic_io import OutputGroup, companion_path, write_json
+from pace_worker.ace import activeset
+from pace_worker.ace import potentials
+from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, ValidateOptions, WorkerConfig
 from pace_worker.errors import InputError, first_line
-from pace_worker.evaluation import load_potential, predict
-from pace_worker.executor import ChunkExecutor
-from pace_worker.output_paths import check_outputs
-from pace_worker.structures import (LabelledStructures, file_sha256, read_labelled_structures,
+from pace_worker.ace.predictions import load_potential, predict
+from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.files.output_paths import check_outputs
+from pace_worker.files.structures import (LabelledStructures, file_sha256, read_labelled_structures,
                                     shortest_distance_and_core)
-from pace_worker.validation_metrics import compute_metrics
+from pace_worker.algorithms.error_metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 

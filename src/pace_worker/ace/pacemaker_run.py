@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from pace_worker._pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GPU_EXIT
+from pace_worker.ace.pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GPU_EXIT
 from pace_worker.config import MetaConfig
 from pace_worker.errors import FitError, InputError
 from pace_worker.progress import Progress
@@ -109,13 +109,13 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
     """Run ``pacemaker <args>`` in ``workdir``; raise FitError if it fails.
 
     ``max_time`` (seconds): the fit's wall-time budget. The fit stops at the first optimizer
-    step past it and finishes normally (see :mod:`pace_worker._pacemaker_child`); one that runs
+    step past it and finishes normally (see :mod:`pace_worker.ace.pacemaker_child`); one that runs
     :func:`budget_grace_s` longer (no step to stop at) is killed and fails.
     """
     workdir = Path(workdir)
     out_path = workdir / OUTPUT_NAME
     (workdir / BUDGET_STOP_FILE).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pace_worker._pacemaker_child", *args]
+    cmd = [sys.executable, "-m", "pace_worker.ace.pacemaker_child", *args]
     log.info("pacemaker starts in %s (device %s%s)", workdir, meta.device,
              f", time budget {max_time:g} s" if max_time else "")
     start = time.perf_counter()

@@ -6,12 +6,12 @@
 Steps
 -----
 1. Scan the pool (frame offsets and elements; no parsing of atoms).
-2. Encode: per-structure ACE features (:mod:`pace_worker.descriptors`), computed in chunks on
+2. Encode: per-structure ACE features (:mod:`pace_worker.ace.descriptors`), computed in chunks on
    worker processes that read their own byte ranges of the file; only the structure-level
    feature matrix is kept. Structures with elements the basis lacks are skipped and counted.
 3. StandardScaler → PCA (Kaiser rule or ``n_components``; kept components weighted by their
    explained-variance ratio) → BIRCH into ``n_clusters`` (threshold lowered until there are
-   enough subclusters) (:mod:`pace_worker.direct`).
+   enough subclusters) (:mod:`pace_worker.algorithms.direct_clustering`).
 4. Pick ``k`` per cluster: ``center`` (closest to the true centroid of the members),
    ``random`` (seeded) or ``smallest`` (fewest atoms). ``n_clusters`` ≥ the usable pool picks all.
 
@@ -41,17 +41,17 @@ from ase.data import chemical_symbols
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pace_worker import potentials
-from pace_worker.atomic_io import OutputGroup, companion_path, write_json
+from pace_worker.ace import potentials
+from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
-from pace_worker.direct import (SELECTIONS, WeightedPCA, allocate_clusters, chemical_systems, coverage_score,
+from pace_worker.ace.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
+from pace_worker.algorithms.direct_clustering import (SELECTIONS, WeightedPCA, allocate_clusters, chemical_systems, coverage_score,
                                 direct_pipeline, pick_per_cluster, raise_to_proportional)
 from pace_worker.errors import InputError, check_readable_file
-from pace_worker.executor import ChunkExecutor
-from pace_worker.output_paths import check_outputs, same_file
-from pace_worker.frames import frame_offsets, pool_chunks, read_selected
-from pace_worker.structures import SkippedStructures, write_extxyz
+from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.files.output_paths import check_outputs, same_file
+from pace_worker.files.frames import frame_offsets, pool_chunks, read_selected
+from pace_worker.files.structures import SkippedStructures, write_extxyz
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +310,8 @@ PERIODICITY = {3: "bulk (3D periodic)", 2: "slab (2D periodic)", 1: "wire (1D pe
 
 def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, selection: str, n_atoms: np.ndarray,
                      options, seed: int, periodic_dims: Optional[np.ndarray] = None) -> Selection:
-    """DIRECT within each chemical system (:func:`pace_worker.direct.chemical_systems`), with the
-    clusters shared by :func:`pace_worker.direct.allocate_clusters`; each system's features are
+    """DIRECT within each chemical system (:func:`pace_worker.algorithms.direct_clustering.chemical_systems`), with the
+    clusters shared by :func:`pace_worker.algorithms.direct_clustering.allocate_clusters`; each system's features are
     its elements' columns only. Within a system, each kind of periodicity (bulk, slab, wire,
     cluster) gets at least its proportional share of the system's clusters
     (:func:`select_in_system`)."""
@@ -371,7 +371,7 @@ def select_in_system(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.
     report) gets ``n_components`` and, when strata were clustered apart, ``strata``.
 
     DIRECT runs on all rows together first. If that leaves a kind of periodicity with fewer
-    clusters than its proportional share (:func:`pace_worker.direct.raise_to_proportional`), each
+    clusters than its proportional share (:func:`pace_worker.algorithms.direct_clustering.raise_to_proportional`), each
     kind is clustered on its own with the raised allocation."""
     labels, picks, birch, n_components = _direct(X, n, k, selection, n_atoms, options, seed)
     if n_components is not None:

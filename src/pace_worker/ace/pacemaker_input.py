@@ -9,7 +9,7 @@ Defaults for what config.yaml leaves out
   ``lmax_by_orders [0, 3, 3, 2, 2, 1]`` for unary and the template's smaller ranks for
   binary and higher) with ``number_of_functions_per_element`` from the data
   (:func:`functions_per_element`).
-* ``data.test_size``: 0.1 (see :mod:`pace_worker.split`), ``data.reference_energy``: ``auto``.
+* ``data.test_size``: 0.1 (see :mod:`pace_worker.algorithms.train_test_split`), ``data.reference_energy``: ``auto``.
 * ``fit``: BFGS, ``maxiter`` 1000, ``loss {kappa: 0.3, L1_coeffs: 1e-8, L2_coeffs: 1e-8}``,
   ``repulsion: auto``; ``backend``: ``tensorpot``, ``batch_size`` 100, ``display_step`` 50.
 """
@@ -97,7 +97,7 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
     fit = _drop_none(settings.fit.model_dump(exclude={"max_time"}))  # max_time is pace-worker's
     fit["loss"] = _drop_none(fit["loss"])
     if settings.fit.max_time is not None:  # the budget is kept by a callback after every optimizer step
-        from pace_worker._pacemaker_child import BUDGET_CALLBACK
+        from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
 
         fit["callbacks"] = [*(fit.get("callbacks") or []), BUDGET_CALLBACK]
     backend = _drop_none(settings.backend.model_dump())

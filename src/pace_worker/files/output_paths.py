@@ -5,7 +5,7 @@ a structure or write a byte. An output (or a file written next to it: report, CS
 that is the same file as one of the command's inputs (pool, potential, its .yaml/.asi, test set,
 config.yaml, meta_config.yaml) is refused with one line; so is an output that is a folder, whose
 folder is a file or cannot be written. ``train`` is the one command that replaces a file it read
-(the previous potential it warm-started from), by design: see :mod:`pace_worker.train`.
+(the previous potential it warm-started from), by design: see :mod:`pace_worker.commands.train`.
 """
 from __future__ import annotations
 

@@ -165,8 +165,8 @@ class PoolChunk:
 def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Optional[object], Optional[str]]]:
     """``(structure, None)`` or ``(None, reason)`` for each structure of a pool chunk: a frame
     ASE cannot parse is ``unreadable``; a parsed one with a geometry pyace must not see gets the
-    reason of :func:`pace_worker.structures.geometry_problem`. One bad frame spoils only itself."""
-    from pace_worker.structures import geometry_problem
+    reason of :func:`pace_worker.files.structures.geometry_problem`. One bad frame spoils only itself."""
+    from pace_worker.files.structures import geometry_problem
 
     try:
         parsed = chunk.parse()

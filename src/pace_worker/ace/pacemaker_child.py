@@ -1,6 +1,6 @@
 """Child process of a fit: set device and threads before TensorFlow starts, then run pacemaker.
 
-Started by :mod:`pace_worker.fit` as ``python -m pace_worker._pacemaker_child <pacemaker args>``
+Started by :mod:`pace_worker.ace.pacemaker_run` as ``python -m pace_worker.ace.pacemaker_child <pacemaker args>``
 with the settings in the environment variable ``PACE_WORKER_CHILD`` (JSON). Writes the
 devices TensorFlow saw to ``device.json`` in the working folder; exits with status 3 when a
 GPU was required (``device: gpu``) and TensorFlow sees none.
@@ -19,7 +19,7 @@ import sys
 import time
 
 NO_GPU_EXIT = 3
-BUDGET_CALLBACK = "pace_worker._pacemaker_child.budget_callback"
+BUDGET_CALLBACK = "pace_worker.ace.pacemaker_child.budget_callback"
 BUDGET_STOP_FILE = "budget_stop.json"
 DEVICE_LINE = "pace-worker device: "  # the fit process's device line, forwarded to the worker's log
 
@@ -64,7 +64,7 @@ def main() -> None:
     from pyace.cli.pacemaker import main as pacemaker_main
 
     # this file runs as __main__: pacemaker finds the budget callback by its importable name
-    importlib.import_module("pace_worker._pacemaker_child")
+    importlib.import_module("pace_worker.ace.pacemaker_child")
 
     pacemaker_main(sys.argv[1:])
 

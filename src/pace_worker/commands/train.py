@@ -49,19 +49,20 @@ from typing import Optional, Union
 import numpy as np
 import yaml
 
-from pace_worker import activeset, potentials
-from pace_worker.atomic_io import publish, write_json_atomic
+from pace_worker.ace import activeset
+from pace_worker.ace import potentials
+from pace_worker.files.atomic_io import publish, write_json_atomic
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError
-from pace_worker.fit import run_pacemaker
-from pace_worker.folder_lock import exclusive_folder
-from pace_worker.output_paths import check_writable
-from pace_worker.iteration_folder import IterationFolder, fingerprint
-from pace_worker.metrics import errors_from_prediction_file, loss_history
-from pace_worker.pacemaker_input import build_input, potential_section
-from pace_worker.split import stable_split
-from pace_worker.stack import stack_versions
-from pace_worker.structures import (LabelledStructures, file_sha256, fully_periodic_or_not,
+from pace_worker.ace.pacemaker_run import run_pacemaker
+from pace_worker.files.folder_lock import exclusive_folder
+from pace_worker.files.output_paths import check_writable
+from pace_worker.files.iteration_folder import IterationFolder, fingerprint
+from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
+from pace_worker.ace.pacemaker_input import build_input, potential_section
+from pace_worker.algorithms.train_test_split import stable_split
+from pace_worker.ace.stack import stack_versions
+from pace_worker.files.structures import (LabelledStructures, file_sha256, fully_periodic_or_not,
                                     read_labelled_structures, write_extxyz_atomic)
 
 log = logging.getLogger(__name__)
@@ -323,8 +324,8 @@ def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStruct
 def published_errors(potential_yaml: Path, asi: Optional[Path], data: TrainingData, request: TrainRequest) -> dict:
     """Train and test errors of the potential as published (with its core repulsion), computed
     exactly as ``validate`` computes them; where pairs sit inside the core repulsion."""
-    from pace_worker.executor import ChunkExecutor
-    from pace_worker.validate import evaluate_potential
+    from pace_worker.parallel.executor import ChunkExecutor
+    from pace_worker.commands.validate import evaluate_potential
 
     executor = ChunkExecutor.from_meta(request.meta, False)
     result: dict = {"train": None, "test": None, "core_repulsion": {}}

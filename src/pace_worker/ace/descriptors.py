@@ -12,7 +12,7 @@ Which basis
   fitted radial functions.
 * Without: an unfitted basis for the elements found in the pool, built by pyace
   (``create_multispecies_basis_config``) with pacemaker's default embedding and radial basis
-  (:func:`pace_worker.pacemaker_input.default_potential`) and, from ``direct_sample.descriptor``:
+  (:func:`pace_worker.ace.pacemaker_input.default_potential`) and, from ``direct_sample.descriptor``:
   ``cutoff`` 5 Å, ``nradmax_by_orders [8, 4, 2]``, ``lmax_by_orders [0, 6, 2]``, at most
   ``functions_per_element`` 128 (a unary basis has 104). The angular budget goes to pair
   (rank-2) functions up to l = 6 — they contain Steinhardt-like bond-order parameters (q4, q6),
@@ -32,8 +32,8 @@ import numpy as np
 
 from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
-from pace_worker.frames import PoolChunk, read_checked
-from pace_worker.stack import import_pyace
+from pace_worker.files.frames import PoolChunk, read_checked
+from pace_worker.ace.stack import import_pyace
 
 _BASIS: Optional[tuple] = None  # (path, BProjector of the basis, elements in feature order, column offsets)
 
@@ -43,7 +43,7 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
     import_pyace()
     from pyace import create_multispecies_basis_config
 
-    from pace_worker.pacemaker_input import default_potential
+    from pace_worker.ace.pacemaker_input import default_potential
 
     potential = default_potential(sorted(elements), settings.cutoff, settings.functions_per_element)
     shape = {"nradmax_by_orders": list(settings.nradmax_by_orders), "lmax_by_orders": list(settings.lmax_by_orders)}
@@ -56,8 +56,8 @@ def load_basis(basis_yaml: str) -> None:
     global _BASIS
     if _BASIS is not None and _BASIS[0] == str(basis_yaml):
         return
-    from pace_worker.activeset import functions_per_element, load_bbasis
-    from pace_worker.projections import BProjector
+    from pace_worker.ace.activeset import functions_per_element, load_bbasis
+    from pace_worker.ace.projections import BProjector
 
     bbasis = load_bbasis(Path(basis_yaml))
     elements = list(bbasis.elements_name)
@@ -124,7 +124,7 @@ class FeatureBlock:
 
 def features_chunk(chunk: PoolChunk) -> FeatureBlock:
     """Worker: the :class:`FeatureBlock` of a chunk of the pool; ``problems[k]`` comes from
-    :func:`pace_worker.frames.read_checked`; chunk options ``min_distance``, ``color_by``."""
+    :func:`pace_worker.files.frames.read_checked`; chunk options ``min_distance``, ``color_by``."""
     checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
     label = f"{chunk.what} '{chunk.path}'" if chunk.path else chunk.what
     good = [k for k, (atoms, _) in enumerate(checked) if atoms is not None]

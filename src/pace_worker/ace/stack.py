@@ -3,7 +3,7 @@
 ``import pyace`` calls ``logging.basicConfig`` (adds a root handler at INFO); several of its
 modules do it again. :func:`import_pyace` snapshots the root logger and restores it, so our
 own logging configuration stays as the CLI set it. TensorFlow/tensorpotential are never
-imported in the worker's own process: fits run in a child process (see :mod:`pace_worker.fit`).
+imported in the worker's own process: fits run in a child process (see :mod:`pace_worker.ace.pacemaker_run`).
 """
 from __future__ import annotations
 

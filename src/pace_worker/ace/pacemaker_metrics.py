@@ -16,8 +16,8 @@ import numpy as np
 
 def error_summary(pred, energy_only: Iterable[str] = ()) -> dict:
     """RMSE/MAE/max of energy per atom (meV/atom) and force components (meV/Å) of pacemaker's
-    prediction DataFrame (see :func:`pace_worker.validation_metrics.energy_force_errors`)."""
-    from pace_worker.validation_metrics import energy_force_errors
+    prediction DataFrame (see :func:`pace_worker.algorithms.error_metrics.energy_force_errors`)."""
+    from pace_worker.algorithms.error_metrics import energy_force_errors
 
     skip = set(energy_only)
     n_atoms = pred["NUMBER_OF_ATOMS"].to_numpy(dtype=float)

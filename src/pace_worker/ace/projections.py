@@ -11,7 +11,7 @@ operation. The atomic environment is pyace's ``build_atomic_env`` given species 
 directly, which skips ``aseatoms_to_atomicenvironment``'s per-neighbour symbol lookup (~30 % of
 the environment time). Results are identical (tested). A slab or wire (mixed ``pbc``, which
 pyace refuses) is scored as the same structure made fully periodic with at least a cutoff of
-vacuum (:func:`pace_worker.structures.fully_periodic_or_not`): the same atomic environments.
+vacuum (:func:`pace_worker.files.structures.fully_periodic_or_not`): the same atomic environments.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pace_worker.structures import fully_periodic_or_not
+from pace_worker.files.structures import fully_periodic_or_not
 
 
 class BProjector:
