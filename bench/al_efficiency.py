@@ -3,7 +3,7 @@
     .venv/bin/python bench/al_efficiency.py [--seeds 0 1 2] [--target 50] [--labels-per-iteration 4]
                                             [--max-labels 60]
 
-For each seed, the demo's active-learning loop (:func:`pace_worker.commands.demo.run_demo`: EMT-labelled
+For each seed, the demo's active-learning loop (:func:`pace_worker.commands.demo.active_learning_demo`: EMT-labelled
 Cu, DIRECT-picked initial set of 12 shared by all strategies, MD exploration with the current
 potential, ``--labels-per-iteration`` labels per iteration (default 4: a finer step than the
 demo's 8, so the label counts are resolved to 4), warm-started refits, a fixed held-out test set of EMT MD
@@ -47,14 +47,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from pace_worker.cli import configure_logging
-    from pace_worker.commands.demo import DemoRequest, run_demo
+    from pace_worker.commands.demo import DemoRequest, active_learning_demo
 
     configure_logging("WARNING")
     initial = DemoRequest(workdir=args.workdir).initial_labels
     iterations = 1 + max(0, args.max_labels - initial) // args.labels_per_iteration
     table = {}
     for seed in args.seeds:
-        result = run_demo(DemoRequest(workdir=args.workdir / f"seed_{seed}", iterations=iterations,
+        result = active_learning_demo(DemoRequest(workdir=args.workdir / f"seed_{seed}", iterations=iterations,
                                       labels_per_iteration=args.labels_per_iteration,
                                       strategies=STRATEGIES, seed=seed, stop_at_force_rmse=args.target,
                                       show_progress=False))

@@ -6,7 +6,7 @@ import pytest
 from conftest import pipeline_config
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
-from pace_worker.ace.pacemaker_input import functions_per_element, potential_section
+from pace_worker.ace.default_basis import functions_per_element_for, potential_section
 
 PACEMAKER = "cutoff: 5.0\nfit: {maxiter: 7}\nbackend: {evaluator: tensorpot, batch_size: 10}\n"
 
@@ -57,10 +57,10 @@ def test_meta_config_ignores_other_workers_keys_and_resolves_paths(tmp_path):
 
 
 def test_basis_rule_scales_with_the_rarest_element():
-    assert functions_per_element({"Cu": 40}) == 16
-    assert functions_per_element({"Cu": 10}) == 10          # never more functions than atoms
-    assert functions_per_element({"Cu": 5000, "Al": 1200}) == 120
-    assert functions_per_element({"Si": 1_000_000}) == 700
+    assert functions_per_element_for({"Cu": 40}) == 16
+    assert functions_per_element_for({"Cu": 10}) == 10          # never more functions than atoms
+    assert functions_per_element_for({"Cu": 5000, "Al": 1200}) == 120
+    assert functions_per_element_for({"Si": 1_000_000}) == 700
 
 
 def test_default_potential_is_filled_from_data(tmp_path):

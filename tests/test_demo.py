@@ -7,7 +7,7 @@ import json
 import ase.io
 
 from conftest import run_cli
-from pace_worker.commands.demo import DemoRequest, run_demo
+from pace_worker.commands.demo import DemoRequest, active_learning_demo
 
 SMALL_CONFIG = """\
 cutoff: 4.5
@@ -23,7 +23,7 @@ backend: {batch_size: 100, display_step: 20}
 
 def test_two_iterations_of_maxvol_learn_from_exploration(tmp_path):
     (tmp_path / "config.yaml").write_text(SMALL_CONFIG)  # the demo keeps a config.yaml it finds
-    result = run_demo(DemoRequest(workdir=tmp_path, iterations=2, strategies=("maxvol",), pool_size=60,
+    result = active_learning_demo(DemoRequest(workdir=tmp_path, iterations=2, strategies=("maxvol",), pool_size=60,
                                   initial_labels=8, labels_per_iteration=4, md_steps=60, md_starts=2,
                                   test_structures=30, show_progress=False))
     first, second = result.rows

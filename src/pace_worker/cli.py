@@ -132,27 +132,24 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def print_train_summary(result) -> None:
-    m = result.metrics
     fmt = _fmt
-    print(f"iteration {m['iteration']} ({m['mode']}): {m['fit']['n_functions']} functions, "
-          f"{m['fit']['iterations']} optimizer steps, {m['wall_time_s']:.1f} s, device {m['device'].get('used', '?')}")
-    if m["fit"].get("stopped_by") == "max_time":
-        print(f"the time budget (fit.max_time {m['fit']['max_time_s']:g} s) ended the fit; the potential reached "
+    print(f"iteration {result.iteration} ({result.mode}): {result.n_functions} functions, "
+          f"{result.optimizer_steps} optimizer steps, {result.wall_time_s:.1f} s, device {result.device}")
+    if result.max_time_s is not None:
+        print(f"the time budget (fit.max_time {result.max_time_s:g} s) ended the fit; the potential reached "
               "by then is published")
     print("errors of the published potential (as validate computes them):")
     print(f"{'set':6s} {'structures':>10s} {'E RMSE meV/at':>14s} {'E MAE':>8s} {'F RMSE meV/A':>13s} {'F MAE':>8s}")
-    for name in ("train", "test"):
-        s = m.get(name)
+    for name, s in result.errors.items():
         if s:
-            print(f"{name:6s} {s['n_structures']:>10d} {fmt(s['energy_rmse_mev_per_atom']):>14s} "
-                  f"{fmt(s['energy_mae_mev_per_atom']):>8s} {fmt(s['force_rmse_mev_per_A']):>13s} "
-                  f"{fmt(s['force_mae_mev_per_A']):>8s}")
-    a = m["active_set"]
-    if a.get("written"):
-        print(f"active set: max γ over the training set {a['train_gamma_max']:.3f}")
+            print(f"{name:6s} {s.n_structures:>10d} {fmt(s.energy_rmse_mev_per_atom):>14s} "
+                  f"{fmt(s.energy_mae_mev_per_atom):>8s} {fmt(s.force_rmse_mev_per_A):>13s} "
+                  f"{fmt(s.force_mae_mev_per_A):>8s}")
+    if result.active_set_gamma_max is not None:
+        print(f"active set: max γ over the training set {result.active_set_gamma_max:.3f}")
     else:
-        print(f"active set: not written ({a.get('reason')})")
-    for key, path in m["outputs"].items():
+        print(f"active set: not written ({result.active_set_missing})")
+    for key, path in result.files.items():
         if path:
             print(f"  {key:9s} {path}")
 
@@ -177,30 +174,27 @@ def run_validate(args: argparse.Namespace) -> int:
     result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
                                       asi=args.asi, config=config, meta=meta, plots=not args.no_plots,
                                       show_progress=False if args.no_progress else None))
-    m = result.metrics
-    print(f"{m['test_set']['n_structures']} structures / {m['n_atoms']} atoms from {m['test_set']['path']} "
-          f"({m['test_set']['found_by']}); {m['timing']['atoms_per_s']:.0f} atoms/s")
+    print(f"{result.n_structures} structures / {result.n_atoms} atoms from {result.test_set} "
+          f"({result.test_set_found_by}); {_fmt(result.atoms_per_s, 0)} atoms/s")
     print(f"{'group':16s} {'structures':>10s} {'E RMSE meV/at':>14s} {'F RMSE meV/A':>13s}")
-    rows = [("all", m)] + list(m["per_group"].items()) + [(f"low (<{m['low']['window_ev_per_atom']:g} eV)", m["low"])]
-    for name, s in rows:
-        print(f"{name:16s} {s['n_structures']:>10d} {_fmt(s['energy_rmse_mev_per_atom']):>14s} "
-              f"{_fmt(s['force_rmse_mev_per_A']):>13s}")
-    core = m.get("core_repulsion") or {}
-    if core.get("n_structures_inside_r_in"):
-        print(f"{core['n_structures_inside_r_in']} structure(s) have a pair closer than the potential's core-repulsion "
-              f"radius r_in (first: {core['structures_inside_r_in'][:5]}); their errors are those of its ZBL core")
-    if m["gamma"]:
-        g = m["gamma"]
+    for name, row in result.rows:
+        print(f"{name:16s} {row.n_structures:>10d} {_fmt(row.energy_rmse_mev_per_atom):>14s} "
+              f"{_fmt(row.force_rmse_mev_per_A):>13s}")
+    if result.n_inside_r_in:
+        print(f"{result.n_inside_r_in} structure(s) have a pair closer than the potential's core-repulsion "
+              f"radius r_in (first: {result.structures_inside_r_in[:5]}); their errors are those of its ZBL core")
+    if result.gamma:
+        g = result.gamma
         print(f"γ: max {g['max']:.2f}, {100 * g['fraction_above_1']:.0f}% of structures above 1, Spearman ρ(γ, "
               f"force error) {_fmt(g['spearman_gamma_vs_force_rmse'])}")
-    for key, path in m["outputs"].items():
-        print(f"  {key:20s} {path}")
+    for key, path in result.files.items():
+        print(f"  {key:20s} {path.resolve()}")
     return 0
 
 
 # ----------------------------------------------------------------------------- sample
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.commands.sample import STRATEGIES
+    from pace_worker.algorithms.sample_strategies import STRATEGIES
 
     add_common_flags(parser)
     add_scheduler_flag(parser)
@@ -210,7 +204,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "potential", type=Path, default=None,
              help="B-basis .yaml (default: config sample.potential, else output_potential.yaml in the output folder)")
     add_flag(parser, "asi", type=Path, default=None, help="active set (default: the .asi next to the potential)")
-    add_flag(parser, "strategy", choices=STRATEGIES, default=None, help="selection strategy (default: maxvol)")
+    add_flag(parser, "strategy", choices=tuple(STRATEGIES), default=None, help="selection strategy (default: maxvol)")
     add_flag(parser, "seed", type=non_negative_int, default=None,
              help="seed of the random strategy (default: config or 42)")
 
@@ -222,18 +216,17 @@ def run_sample(args: argparse.Namespace) -> int:
     result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
                                   potential=args.potential, asi=args.asi, strategy=args.strategy, seed=args.seed,
                                   config=config, meta=meta, show_progress=False if args.no_progress else None))
-    r = result.report
-    pool = r["pool"]
-    if r["nothing_to_learn"]:
-        print(f"nothing left to learn from this pool: none of its structures has γ > {r['gamma_min']:g} "
-              f"({pool['not_extrapolative']} within the potential's domain); wrote no structures")
-    print(f"{r['strategy']}: picked {r['n_picked']} of {pool['usable']} eligible structures "
-          f"({pool['read']} read, {pool['duplicates']} duplicates, {pool['unknown_elements']} with unknown elements) "
-          f"in {r['wall_time_s']:.1f} s")
-    gamma = r["pool_gamma"]
-    print(f"pool γ: median {gamma['percentiles']['50']:.2f}, max {gamma['percentiles']['100']:.2f}, "
-          f"{gamma['count_above']['1']} structures above 1")
-    for el, d in (r.get("logdet_per_element") or {}).items():
+    counts = result.counts
+    if result.nothing_to_learn:
+        print(f"nothing left to learn from this pool: none of its structures has γ > {result.gamma_min:g} "
+              f"({counts.not_extrapolative} within the potential's domain); wrote no structures")
+    print(f"{result.strategy}: picked {len(result.picks)} of {counts.usable} eligible structures "
+          f"({counts.read} read, {counts.duplicates} duplicates, {counts.unknown_elements} with unknown elements) "
+          f"in {result.wall_time_s:.1f} s")
+    gamma = result.pool_gamma
+    print(f"pool γ: median {gamma.percentiles['50']:.2f}, max {gamma.percentiles['100']:.2f}, "
+          f"{gamma.count_above['1']} structures above 1")
+    for el, d in result.logdet_per_element.items():
         print(f"  {el}: log|det| of the active set {_fmt(d['before'])} -> {_fmt(d['after'])} "
               f"(gain {d['gain']:.2f}, rank {d['rank']}/{d['size']})")
     print(f"  structures {result.files['structures']}\n  report     {result.files['report']}")
@@ -282,12 +275,12 @@ def run_direct_sample(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.commands.sample import STRATEGIES
+    from pace_worker.algorithms.sample_strategies import STRATEGIES
 
     add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
     add_flag(parser, "iterations", type=int, default=3, help="trained potentials per strategy (default 3)")
-    add_flag(parser, "strategy", choices=STRATEGIES, default="maxvol", help="selection strategy (default maxvol)")
-    add_flag(parser, "compare", choices=STRATEGIES, nargs="*", default=[],
+    add_flag(parser, "strategy", choices=tuple(STRATEGIES), default="maxvol", help="selection strategy (default maxvol)")
+    add_flag(parser, "compare", choices=tuple(STRATEGIES), nargs="*", default=[],
              help="also run the loop with these strategies and the same label budget (e.g. random)")
     add_flag(parser, "seed", type=non_negative_int, default=0, help="seed of the pool, MD and random choices")
     add_flag(parser, "labels-per-iteration", type=int, default=8, help="structures labelled per iteration")
@@ -295,16 +288,17 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, run_demo
+    from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
     if args.labels_per_iteration < 1:
         raise InputError(f"--labels-per-iteration {args.labels_per_iteration}: must be at least 1")
     strategies = list(dict.fromkeys([args.strategy, *args.compare]))
-    result = run_demo(DemoRequest(workdir=args.workdir, iterations=args.iterations, strategies=strategies,
-                                  seed=args.seed, labels_per_iteration=args.labels_per_iteration,
-                                  show_progress=False if args.no_progress else None))
+    result = active_learning_demo(DemoRequest(workdir=args.workdir, iterations=args.iterations,
+                                              strategies=strategies, seed=args.seed,
+                                              labels_per_iteration=args.labels_per_iteration,
+                                              show_progress=False if args.no_progress else None))
     print(f"\n{'strategy':10s} {'iter':>4s} {'labels':>6s} {'E RMSE meV/at':>13s} {'F RMSE meV/A':>12s} "
           f"{'broken':>6s} {'explore max γ':>13s} {'candidates':>10s} {'wall s':>7s}")
     for r in result.rows:

@@ -19,7 +19,7 @@ from ase import Atoms
 
 from pace_worker.errors import InputError
 from pace_worker.ace.stack import import_pyace
-from pace_worker.files.structures import file_sha256
+from pace_worker.files.structures import atoms_per_element, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def load_bbasis(potential_yaml: Path):
     return ACEBBasisSet(BBasisConfiguration(str(potential_yaml)))
 
 
-def functions_per_element(bbasis) -> dict[str, int]:
+def basis_function_counts(bbasis) -> dict[str, int]:
+    """The number of B-basis functions of each element of a loaded basis (the active set of an
+    element is that many atoms)."""
     from pyace.activelearning import compute_number_of_functions
 
     return dict(zip(bbasis.elements_name, compute_number_of_functions(bbasis)))
@@ -83,11 +85,8 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
 
     from pace_worker.ace.projections import BProjector
 
-    nfuncs = functions_per_element(bbasis)
-    counts = {el: 0 for el in bbasis.elements_name}
-    for a in structures:
-        for s in a.get_chemical_symbols():
-            counts[s] = counts.get(s, 0) + 1
+    nfuncs = basis_function_counts(bbasis)
+    counts = {el: 0 for el in bbasis.elements_name} | atoms_per_element(structures)
     short = {el: (counts.get(el, 0), n) for el, n in nfuncs.items() if counts.get(el, 0) < n}
     if short:
         detail = ", ".join(f"{el}: {c} atoms < {n} functions" for el, (c, n) in short.items())
@@ -137,7 +136,7 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
         raise InputError(f"active set '{asi_path}' is not a readable .asi file ({type(exc).__name__}); "
                          "recompute it with pace_activeset or pace-worker train")
     bbasis = bbasis or load_bbasis(potential_yaml)
-    nfuncs = functions_per_element(bbasis)
+    nfuncs = basis_function_counts(bbasis)
     if set(inverse) != set(nfuncs):
         raise InputError(f"active set '{asi_path}' has elements {sorted(inverse)} but potential '{potential_yaml}' "
                          f"has {sorted(nfuncs)}; it belongs to another potential")

@@ -12,7 +12,7 @@ Which basis
   fitted radial functions.
 * Without: an unfitted basis for the elements found in the pool, built by pyace
   (``create_multispecies_basis_config``) with pacemaker's default embedding and radial basis
-  (:func:`pace_worker.ace.pacemaker_input.default_potential`) and, from ``direct_sample.descriptor``:
+  (:func:`pace_worker.ace.default_basis.default_potential`) and, from ``direct_sample.descriptor``:
   ``cutoff`` 5 Å, ``nradmax_by_orders [8, 4, 2]``, ``lmax_by_orders [0, 6, 2]``, at most
   ``functions_per_element`` 128 (a unary basis has 104). The angular budget goes to pair
   (rank-2) functions up to l = 6 — they contain Steinhardt-like bond-order parameters (q4, q6),
@@ -34,8 +34,9 @@ from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.files.frames import PoolChunk, read_checked
 from pace_worker.ace.stack import import_pyace
+from pace_worker.parallel import worker_state
 
-_BASIS: Optional[tuple] = None  # (path, BProjector of the basis, elements in feature order, column offsets)
+STATE = "descriptor basis"  # (BProjector, elements in feature order, column offsets) of this process
 
 
 def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, path: Path) -> None:
@@ -43,7 +44,7 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
     import_pyace()
     from pyace import create_multispecies_basis_config
 
-    from pace_worker.ace.pacemaker_input import default_potential
+    from pace_worker.ace.default_basis import default_potential
 
     potential = default_potential(sorted(elements), settings.cutoff, settings.functions_per_element)
     shape = {"nradmax_by_orders": list(settings.nradmax_by_orders), "lmax_by_orders": list(settings.lmax_by_orders)}
@@ -53,25 +54,26 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
 
 def load_basis(basis_yaml: str) -> None:
     """Worker initializer: read the B-basis and its feature layout once per process."""
-    global _BASIS
-    if _BASIS is not None and _BASIS[0] == str(basis_yaml):
-        return
-    from pace_worker.ace.activeset import functions_per_element, load_bbasis
-    from pace_worker.ace.projections import BProjector
+    def build():
+        from pace_worker.ace.activeset import basis_function_counts, load_bbasis
+        from pace_worker.ace.projections import BProjector
 
-    bbasis = load_bbasis(Path(basis_yaml))
-    elements = list(bbasis.elements_name)
-    per_element = functions_per_element(bbasis)
-    # feature columns of element i: offsets[i]:offsets[i + 1]; composition after offsets[-1]
-    offsets = np.concatenate([[0], np.cumsum([int(per_element[el]) for el in elements])]).astype(int)
-    _BASIS = (str(basis_yaml), BProjector(bbasis), elements, offsets)
+        bbasis = load_bbasis(Path(basis_yaml))
+        elements = list(bbasis.elements_name)
+        counts = basis_function_counts(bbasis)
+        # feature columns of element i: offsets[i]:offsets[i + 1]; composition after offsets[-1]
+        offsets = np.concatenate([[0], np.cumsum([int(counts[el]) for el in elements])]).astype(int)
+        return BProjector(bbasis), elements, offsets
+
+    worker_state.load(STATE, str(basis_yaml), build)
 
 
 def feature_layout(basis_yaml: str) -> tuple[list[str], np.ndarray]:
     """``(elements, offsets)`` of the feature vector: element i's mean B-projections are columns
     ``offsets[i]:offsets[i + 1]``, the composition fractions the columns after ``offsets[-1]``."""
     load_basis(basis_yaml)
-    return list(_BASIS[2]), np.asarray(_BASIS[3])
+    _, elements, offsets = worker_state.loaded(STATE)
+    return list(elements), np.asarray(offsets)
 
 
 def structure_features(structures: Sequence, first_index: int = 0,
@@ -81,7 +83,7 @@ def structure_features(structures: Sequence, first_index: int = 0,
     A structure with an element the basis lacks is not usable (its row is zeros); a structure
     without atoms is an input error.
     """
-    _, projector, elements, offsets = _BASIS
+    projector, elements, offsets = worker_state.loaded(STATE)
     index_of = {el: i for i, el in enumerate(elements)}
     n_features = int(offsets[-1]) + len(elements)
     features = np.zeros((len(structures), n_features), dtype=np.float32)

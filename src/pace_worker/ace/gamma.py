@@ -1,40 +1,46 @@
-"""Per-atom B-projections and extrapolation grades γ of structures, chunk by chunk on workers.
+"""Extrapolation grades γ and B-projections of pool structures, chunk by chunk on workers.
 
 :func:`load_scorer` (the worker initializer) reads the B-basis and the active set once per
-process; :func:`score_structures` returns per-atom γ of each structure (in atom order) and,
-above a threshold, its projections; :func:`projections_chunk` returns projections only.
+process; :func:`score_chunk` turns a chunk of the pool into one :class:`ScoredStructure` per
+structure; :func:`projections_chunk` gives the projections of given structures only.
+γ of an atom is max |B A⁻¹| over the functions of its element (A: the active set).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 from ase import Atoms
 
-_SCORER: Optional[tuple] = None  # (key, BProjector, {element: A⁻¹})
+from pace_worker.files.frames import PoolChunk, read_checked
+from pace_worker.files.structures import structure_fingerprint
+from pace_worker.parallel import worker_state
+
+STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process
 
 
 def load_scorer(potential_yaml: str, asi: str) -> None:
-    global _SCORER
-    key = (str(potential_yaml), str(asi))
-    if _SCORER is not None and _SCORER[0] == key:
-        return
-    from pace_worker.ace.activeset import load_active_set, load_bbasis
-    from pace_worker.ace.projections import BProjector
+    """Worker initializer: the B-basis and its checked active set, once per process."""
+    def build():
+        from pace_worker.ace.activeset import load_active_set, load_bbasis
+        from pace_worker.ace.projections import BProjector
 
-    bbasis = load_bbasis(Path(potential_yaml))
-    active = load_active_set(Path(asi), Path(potential_yaml), bbasis)
-    _SCORER = (key, BProjector(bbasis), active.inverse)
+        bbasis = load_bbasis(Path(potential_yaml))
+        return BProjector(bbasis), load_active_set(Path(asi), Path(potential_yaml), bbasis).inverse
+
+    worker_state.load(STATE, (str(potential_yaml), str(asi)), build)
 
 
 def potential_elements() -> set[str]:
-    return set(_SCORER[1].bbasis.elements_name)
+    projector, _ = worker_state.loaded(STATE)
+    return set(projector.bbasis.elements_name)
 
 
 def _projections(structures: Sequence[Atoms]):
-    """Per structure: {element: [atoms of that element in order, n_funcs]} and their atom indices."""
-    _, projector, _ = _SCORER
+    """Per structure: {element: [atoms of that element in order, n_funcs]}."""
+    projector, _ = worker_state.loaded(STATE)
     proj, owner = projector(structures)
     names = projector.bbasis.elements_name
     per_structure = [dict() for _ in structures]
@@ -55,7 +61,7 @@ def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]
 def score_structures(structures: Sequence[Atoms], keep_projections_above: Optional[float] = None):
     """``(per-atom γ, projections or None)`` per structure; the projections (computed anyway for
     γ) are kept for structures whose max γ is at least ``keep_projections_above`` (None: all)."""
-    _, _, inverse = _SCORER
+    _, inverse = worker_state.loaded(STATE)
     result = []
     for atoms, blocks in zip(structures, _projections(structures)):
         gamma = np.zeros(len(atoms))
@@ -65,3 +71,50 @@ def score_structures(structures: Sequence[Atoms], keep_projections_above: Option
         keep = keep_projections_above is None or gamma.max() >= keep_projections_above
         result.append((gamma, blocks if keep else None))
     return result
+
+
+@dataclass
+class ScoredStructure:
+    """What a worker sends back for one pool structure (see :func:`score_chunk`)."""
+
+    pool_index: int
+    fingerprint: Optional[str] = None      # None for a structure that could not be used at all
+    gamma_max: Optional[float] = None      # None: not scored (unknown elements or a problem)
+    atoms: object = None                   # sent back only if it may still enter the buffer
+    gamma: Optional[np.ndarray] = None     # per atom
+    projections: Optional[dict] = None
+    problem: Optional[str] = None          # "<reason>: <detail>" of a structure that was skipped
+
+
+def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
+    """Worker: a :class:`ScoredStructure` per structure of the chunk. Unusable structures (a frame
+    ASE cannot parse, a geometry pyace must not see) carry their problem; ``gamma_max`` is None
+    for them and for structures with elements the potential lacks. Chunk options:
+    ``send_back_from`` — structures whose max γ is below it cannot enter the buffer any more, so
+    their atoms, per-atom γ and projections are not sent back (None: all are);
+    ``with_projections`` — send projections back at all; ``min_distance`` — closer atoms make a
+    structure unusable."""
+    send_back_from = chunk.options.get("send_back_from")
+    with_projections = chunk.options.get("with_projections", False)
+    checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
+    known = potential_elements()
+    usable = [k for k, (a, _) in enumerate(checked) if a is not None and set(a.get_chemical_symbols()) <= known]
+    scores = dict(zip(usable, score_structures([checked[k][0] for k in usable],
+                                               send_back_from if with_projections else np.inf)))
+    rows = []
+    for k, (atoms, problem) in enumerate(checked):
+        index = chunk.first_index + k
+        if atoms is None:
+            rows.append(ScoredStructure(index, problem=problem))
+            continue
+        fp = structure_fingerprint(atoms)
+        if k not in scores:
+            rows.append(ScoredStructure(index, fp))
+            continue
+        gamma, projections = scores[k]
+        g = float(gamma.max())
+        if send_back_from is not None and g < send_back_from:
+            rows.append(ScoredStructure(index, fp, g))
+        else:
+            rows.append(ScoredStructure(index, fp, g, atoms, gamma, projections))
+    return rows

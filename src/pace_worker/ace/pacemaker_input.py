@@ -4,11 +4,7 @@ Defaults for what config.yaml leaves out
 ----------------------------------------
 * ``potential.elements``: the elements found in the dataset.
 * ``cutoff`` (the bonds' ``rcut`` of the default basis): 6.0 Å.
-* basis: pacemaker's template (``FinnisSinclairShiftedScaled`` embedding, 2 densities,
-  ``SBessel`` radial basis, ``nradmax_by_orders [15, 6, 4, 3, 2, 2]``,
-  ``lmax_by_orders [0, 3, 3, 2, 2, 1]`` for unary and the template's smaller ranks for
-  binary and higher) with ``number_of_functions_per_element`` from the data
-  (:func:`functions_per_element`).
+* basis: the default basis and its size rule (:mod:`pace_worker.ace.default_basis`).
 * ``data.test_size``: 0.1 (see :mod:`pace_worker.algorithms.train_test_split`), ``data.reference_energy``: ``auto``.
 * ``fit``: BFGS, ``maxiter`` 1000, ``loss {kappa: 0.3, L1_coeffs: 1e-8, L2_coeffs: 1e-8}``,
   ``repulsion: auto``; ``backend``: ``tensorpot``, ``batch_size`` 100, ``display_step`` 50.
@@ -17,52 +13,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from pace_worker.ace.default_basis import default_potential, functions_per_element_for
 from pace_worker.config import PacemakerSettings
-
-MIN_FUNCTIONS_PER_ELEMENT = 16
-MAX_FUNCTIONS_PER_ELEMENT = 700
-ATOMS_PER_FUNCTION = 10
-
-TEMPLATE_FUNCTIONS = {
-    "UNARY": {"nradmax_by_orders": [15, 6, 4, 3, 2, 2], "lmax_by_orders": [0, 3, 3, 2, 2, 1]},
-    "BINARY": {"nradmax_by_orders": [15, 6, 3, 2, 2, 1], "lmax_by_orders": [0, 3, 2, 1, 1, 0]},
-    "TERNARY": {"nradmax_by_orders": [15, 3, 3, 2, 1], "lmax_by_orders": [0, 2, 2, 1, 1]},
-    "ALL": {"nradmax_by_orders": [15, 3, 2, 1, 1], "lmax_by_orders": [0, 2, 2, 1, 1]},
-}
-
-
-def functions_per_element(atoms_per_element: dict[str, int]) -> int:
-    """The basis-size rule: ``clip(N_min // 10, 16, 700)``, and never more than ``N_min``.
-
-    ``N_min`` is the number of training atoms of the rarest element. Ten atoms (thirty force
-    components) per basis function keeps the fit well determined; 700 is pacemaker's template
-    default; the last cap keeps the active set (which needs at least as many atoms of an
-    element as it has functions) computable.
-    """
-    n_min = min(atoms_per_element.values())
-    n = min(MAX_FUNCTIONS_PER_ELEMENT, max(MIN_FUNCTIONS_PER_ELEMENT, n_min // ATOMS_PER_FUNCTION))
-    return max(1, min(n, n_min))
-
-
-def default_potential(elements: list[str], cutoff: float, n_functions: int) -> dict:
-    functions: dict = {"number_of_functions_per_element": int(n_functions)}
-    functions.update({k: dict(v) for k, v in TEMPLATE_FUNCTIONS.items()})
-    return {
-        "deltaSplineBins": 0.001,
-        "elements": list(elements),
-        "embeddings": {"ALL": {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1, 1, 0.5],
-                               "ndensity": 2}},
-        "bonds": {"ALL": {"radbase": "SBessel", "radparameters": [5.25], "rcut": float(cutoff), "dcut": 0.01,
-                          "NameOfCutoffFunction": "cos"}},
-        "functions": functions,
-    }
-
 
 def potential_section(settings: PacemakerSettings, data_elements: list[str],
                       atoms_per_element: dict[str, int]) -> dict:
     """The target basis as a pacemaker ``potential`` dict: config's section with defaults filled in."""
     elements = sorted(set(data_elements))
-    default = default_potential(elements, settings.cutoff, functions_per_element(atoms_per_element))
+    default = default_potential(elements, settings.cutoff, functions_per_element_for(atoms_per_element))
     given = settings.potential
     if given is None:
         return default

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from pace_worker.errors import InputError, first_line
 from pace_worker.ace.stack import import_pyace
@@ -119,3 +119,27 @@ def inner_cutoffs(path: Path) -> dict[tuple[str, str], float]:
         a, b = (names[0], names[0]) if len(names) == 1 else names
         cutoffs[(a, b)] = cutoffs[(b, a)] = float(block["r_in"])
     return cutoffs
+
+
+def open_potential(path: Path) -> tuple[Optional[Path], list[str]]:
+    """``(its B-basis .yaml or None, elements)`` of a potential to evaluate (``.yace`` or ``.yaml``),
+    checked to load with pyace; errors name the file."""
+    from pace_worker.ace.predictions import load_potential
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"potential '{path}' does not exist; give a .yace or .yaml written by train")
+    if path.suffix not in (".yace", ".yaml", ".yml"):
+        raise InputError(f"potential '{path}': expected a .yace or a .yaml (B-basis) file")
+    try:
+        if path.suffix == ".yace":
+            check_yace(path)
+        else:
+            resolve_b_basis(path, "potential")
+        elements = list(load_potential(str(path)).basis.elements_name)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"potential '{path}' cannot be loaded by pyace ({first_line(exc)}); is the file complete?")
+    b_basis = path if path.suffix in (".yaml", ".yml") else path.with_suffix(".yaml")
+    return (b_basis if b_basis.is_file() else None), elements

@@ -14,11 +14,11 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
 from pace_worker.files.structures import fully_periodic_or_not
 
-_CALCULATOR = None  # one per process
-_LOADED: Optional[tuple] = None  # (potential, asi) of _CALCULATOR
+STATE = "calculator"  # the PyACECalculator of this process
 
 
 @dataclass
@@ -42,19 +42,14 @@ def make_calculator(potential: str, asi: Optional[str] = None):
 
 
 def load_potential(potential: str, asi: Optional[str] = None):
-    """Load the calculator of this process (a no-op if it is already loaded: worker processes
-    forked after the parent loaded it inherit it and skip reading the potential again)."""
-    global _CALCULATOR, _LOADED
+    """Worker initializer: the calculator of this process (loaded once; worker processes forked
+    after the parent loaded it inherit it and skip reading the potential again)."""
     key = (str(potential), None if asi is None else str(asi))
-    if _LOADED != key:
-        _CALCULATOR, _LOADED = make_calculator(*key), key
-    return _CALCULATOR
+    return worker_state.load(STATE, key, lambda: make_calculator(*key))
 
 
 def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
-    calc = _CALCULATOR
-    if calc is None:
-        raise RuntimeError("load_potential() was not called in this process")
+    calc = worker_state.loaded(STATE)
     with_gamma = calc.is_active_set_configured
     out = []
     for original in structures:

@@ -11,6 +11,7 @@ Conventions (the same as pacemaker's metrics):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
@@ -49,6 +50,33 @@ def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
         "force_rmse_mev_per_A": _rmse(df), "force_mae_mev_per_A": _mae(df), "force_max_abs_mev_per_A": _max(df),
         "force_norm_rmse_mev_per_A": _rmse(np.linalg.norm(df, axis=1)) if df.size else None,
     }
+
+
+#: the energy and force error keys of a summary, in the order :func:`energy_force_errors` gives them
+ERROR_KEYS: tuple[str, ...] = tuple(k for k in energy_force_errors(np.zeros(0), np.zeros((0, 3))) if k != "n_structures")
+COUNT_KEYS = ("n_structures", "n_atoms", "n_energy_only")
+
+
+@dataclass(frozen=True)
+class ErrorLine:
+    """The errors of one set of structures, as one line of a table."""
+
+    n_structures: int
+    energy_rmse_mev_per_atom: Optional[float]
+    energy_mae_mev_per_atom: Optional[float]
+    force_rmse_mev_per_A: Optional[float]
+    force_mae_mev_per_A: Optional[float]
+
+    @classmethod
+    def of(cls, errors: dict) -> "ErrorLine":
+        """From a summary or any :func:`energy_force_errors` dict."""
+        return cls(**{f.name: errors[f.name] for f in fields(cls)})
+
+
+def headline_errors(summary: dict) -> dict:
+    """The counts and the energy/force errors of a :func:`compute_metrics` summary, without the
+    breakdowns (per element, group, worst, γ)."""
+    return {k: summary[k] for k in COUNT_KEYS + ERROR_KEYS}
 
 
 def per_structure_table(n_atoms: np.ndarray, de_per_atom: np.ndarray, dforces: Sequence[Optional[np.ndarray]],

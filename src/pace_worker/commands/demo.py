@@ -1,6 +1,6 @@
 """``demo``: a complete active-learning loop with ASE's EMT calculator standing in for DFT.
 
-:func:`run_demo` is the pure core; every step calls the same public functions a user's
+:func:`active_learning_demo` is the pure core; every step calls the same public functions a user's
 pipeline would (``direct_sample``, ``train``, ``sample``, ``validate``), on files in ``workdir``.
 
 The loop (per selection strategy; the first two steps are shared, so strategies start equal)
@@ -103,9 +103,8 @@ class DemoResult:
 
 # ----------------------------------------------------------------------------- structures
 def raw_pool(n: int, seed: int) -> list[Atoms]:
-    """Unlabelled Cu structures of several families, slabs made fully periodic here with 4 Å of
-    vacuum. The commands accept mixed-pbc slabs themselves now; the conversion stays so the demo's
-    pool, and the numbers recorded in README, stay the same."""
+    """Unlabelled Cu structures of several families; slabs are made fully periodic here with 4 Å
+    of vacuum (periodic slabs, as plane-wave DFT codes compute them)."""
     from pace_worker.files.structures import fully_periodic_or_not
     from pace_worker.toy_data import unlabelled_pool
 
@@ -183,6 +182,48 @@ def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatur
 
 
 # ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainedPotential:
+    """The files ``train`` published for one iteration, and how many labels it was trained on."""
+
+    folder: Path
+    n_labels: int
+
+    @property
+    def yaml(self) -> Path:
+        return self.folder / "output_potential.yaml"
+
+    @property
+    def asi(self) -> Path:
+        return self.folder / "output_potential.asi"
+
+    @property
+    def yace(self) -> Path:
+        return self.folder / "output_potential.yace"
+
+
+@dataclass
+class TestErrors:
+    """``validate``'s numbers for one potential on the held-out test set."""
+
+    energy_rmse_mev_per_atom: float
+    force_rmse_mev_per_A: float
+    broken: int  # test structures whose worst force error exceeds BROKEN_FORCE_ERROR
+
+
+@dataclass
+class _Setup:
+    """What every strategy's loop starts from (steps 1 and 2)."""
+
+    config: object
+    meta: object
+    initial_labels: list
+    test_path: Path
+    first: TrainedPotential
+    first_errors: TestErrors
+    first_time: float
+
+
 def _write(path: Path, structures) -> Path:
     from pace_worker.files.structures import write_extxyz_atomic
 
@@ -190,12 +231,11 @@ def _write(path: Path, structures) -> Path:
     return path
 
 
-def run_demo(request: DemoRequest) -> DemoResult:
-    import ase.io
-
+def active_learning_demo(request: DemoRequest) -> DemoResult:
+    """The loop for every strategy in ``request.strategies``, from one shared start; the table,
+    the learning curve and ``demo_summary.json``."""
     from pace_worker.config import MetaConfig, load_worker_config
-    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
-    from pace_worker.toy_data import label_with_emt
+    from pace_worker.plots import learning_curve
 
     workdir = Path(request.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -204,9 +244,28 @@ def run_demo(request: DemoRequest) -> DemoResult:
         config_path.write_text(DEMO_CONFIG)
     config = load_worker_config(config_path)
     meta = MetaConfig(device="cpu", workers=request.workers, chunk_size=8)
-    rng = np.random.default_rng(request.seed)
+    setup = _shared_start(request, workdir, config, meta)
+    rows: list[IterationRow] = []
+    for strategy in request.strategies:
+        rows.extend(_loop(request, strategy, workdir, setup))
 
-    # 1. raw pool → DIRECT picks → EMT labels; fixed held-out test set
+    files = {"test_set": setup.test_path, "raw_pool": workdir / "raw_pool.xyz", "config": config_path,
+             "learning_curve": workdir / "learning_curve.png", "summary": workdir / "demo_summary.json"}
+    learning_curve(files["learning_curve"], rows)
+    write_json_atomic(files["summary"], {"schema": SCHEMA, "seed": request.seed,
+                                         "rows": [r.__dict__ for r in rows],
+                                         "outputs": {k: str(v) for k, v in files.items()}})
+    return DemoResult(rows=rows, files=files)
+
+
+def _shared_start(request: DemoRequest, workdir: Path, config, meta) -> _Setup:
+    """Steps 1–2: raw pool → DIRECT picks → EMT labels, the held-out test set, iteration 1."""
+    import ase.io
+
+    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+    from pace_worker.toy_data import label_with_emt
+
+    rng = np.random.default_rng(request.seed)
     pool = raw_pool(request.pool_size, request.seed)
     pool_path = _write(workdir / "raw_pool.xyz", pool)
     initial = direct_sample(DirectSampleRequest(input=pool_path, output=workdir / "initial_picks.xyz",
@@ -227,112 +286,99 @@ def run_demo(request: DemoRequest) -> DemoResult:
     log.info("demo: %d initial labels (DIRECT), held-out test set of %d structures", len(initial_labels),
              len(md_frames) + len(raw_test))
 
-    # 2. iteration 1, shared by all strategies
-    shared = workdir / "iteration_1"
+    shared = workdir / "iteration_1"  # iteration 1, shared by all strategies
     shared.mkdir(exist_ok=True)
     dataset = _write(shared / "labels.xyz", initial_labels)
     t0 = time.perf_counter()
     first = _train(dataset, len(initial_labels), 1, config, meta, shared, None, request.show_progress)
     first_errors = _validate(first, test_path, shared / "validation.json", config, meta)
-    first_time = time.perf_counter() - t0
-
-    rows: list[IterationRow] = []
-    for strategy in request.strategies:
-        rows.extend(_loop(request, strategy, workdir, config, meta, initial_labels, first, first_errors, first_time,
-                          test_path))
-
-    from pace_worker.plots import learning_curve
-
-    files = {"test_set": test_path, "raw_pool": pool_path, "config": config_path,
-             "learning_curve": workdir / "learning_curve.png", "summary": workdir / "demo_summary.json"}
-    learning_curve(files["learning_curve"], rows)
-    write_json_atomic(files["summary"], {"schema": SCHEMA, "seed": request.seed,
-                                         "rows": [r.__dict__ for r in rows],
-                                         "outputs": {k: str(v) for k, v in files.items()}})
-    return DemoResult(rows=rows, files=files)
+    return _Setup(config, meta, initial_labels, test_path, first, first_errors, time.perf_counter() - t0)
 
 
-def _loop(request, strategy, workdir, config, meta, initial_labels, first, first_errors, first_time,
-          test_path) -> list[IterationRow]:
+def _loop(request: DemoRequest, strategy: str, workdir: Path, setup: _Setup) -> list[IterationRow]:
     """Iterations 2… of one strategy, from the shared iteration-1 potential."""
-    import ase.io
-
-    from pace_worker.commands.sample import SampleRequest, sample
     from pace_worker.toy_data import label_with_emt
 
     folder = workdir / strategy
     folder.mkdir(exist_ok=True)
-    labels = list(initial_labels)
-    potential = first
-    errors, wall = first_errors, first_time
+    labels = list(setup.initial_labels)
+    potential, errors, wall = setup.first, setup.first_errors, setup.first_time
     rows = []
     for iteration in range(1, request.iterations + 1):
         t0 = time.perf_counter()
         gamma_max = n_candidates = None
         reached = (request.stop_at_force_rmse is not None
-                   and errors["force_rmse_mev_per_A"] <= request.stop_at_force_rmse)
+                   and errors.force_rmse_mev_per_A <= request.stop_at_force_rmse)
         last = iteration == request.iterations or reached
-        if not last:  # explore with this potential, pick, label
-            starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
-                len(initial_labels), size=min(request.md_starts, len(initial_labels)), replace=False)]
-            candidates, gamma_max = explore(potential["yaml"], potential["asi"], starts,
-                                            TEMPERATURES, request.md_steps, request.snapshot_every,
-                                            request.gamma_stop, request.seed + 10 * iteration)
-            n_candidates = len(candidates)
-            if not candidates:  # every trajectory turned unphysical at once: nothing to label
-                log.warning("demo %s iteration %d: exploration left no physical snapshot; stopping this loop",
-                            strategy, iteration)
-                last = True
         if not last:
-            pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
-            picks_path = folder / f"picks_{iteration}.xyz"
-            sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
-                                 potential=potential["yaml"], strategy=strategy, seed=request.seed + iteration,
-                                 config=config, meta=meta, show_progress=request.show_progress))
-            picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
-            if not picked:
-                log.warning("demo %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left to "
-                            "learn from this exploration; stopping this loop", strategy, iteration)
-                last = True
-            for atoms in picked:
-                atoms.info.pop("gamma_max", None)
-                atoms.arrays.pop("gamma", None)
-            labels.extend(label_with_emt(picked))
-        rows.append(IterationRow(strategy, iteration, potential["n_labels"], errors["energy_rmse_mev_per_atom"],
-                                 errors["force_rmse_mev_per_A"], errors["broken"], gamma_max, n_candidates,
+            picked, gamma_max, n_candidates = _explore_and_pick(request, strategy, folder, iteration, potential,
+                                                                labels, setup)
+            last = picked is None
+            labels.extend(label_with_emt(picked or []))
+        rows.append(IterationRow(strategy, iteration, potential.n_labels, errors.energy_rmse_mev_per_atom,
+                                 errors.force_rmse_mev_per_A, errors.broken, gamma_max, n_candidates,
                                  wall + time.perf_counter() - t0))
         log.info("demo %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
-                 strategy, iteration, potential["n_labels"], errors["force_rmse_mev_per_A"],
+                 strategy, iteration, potential.n_labels, errors.force_rmse_mev_per_A,
                  "-" if gamma_max is None else f"{gamma_max:.2f}")
         if last:
             break
         t1 = time.perf_counter()
         dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
         out = folder / f"iteration_{iteration + 1}"
-        potential = _train(dataset, len(labels), iteration + 1, config, meta, out, potential["yaml"],
+        potential = _train(dataset, len(labels), iteration + 1, setup.config, setup.meta, out, potential.yaml,
                            request.show_progress)
-        errors = _validate(potential, test_path, out / "validation.json", config, meta)
+        errors = _validate(potential, setup.test_path, out / "validation.json", setup.config, setup.meta)
         wall = time.perf_counter() - t1
     return rows
 
 
+def _explore_and_pick(request: DemoRequest, strategy: str, folder: Path, iteration: int,
+                      potential: TrainedPotential, labels: list, setup: _Setup):
+    """``(picks to label, or None when the loop ends here; exploration max γ; candidates)``."""
+    import ase.io
+
+    from pace_worker.commands.sample import SampleRequest, sample
+
+    starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
+        len(setup.initial_labels), size=min(request.md_starts, len(setup.initial_labels)), replace=False)]
+    candidates, gamma_max = explore(potential.yaml, potential.asi, starts, TEMPERATURES, request.md_steps,
+                                    request.snapshot_every, request.gamma_stop, request.seed + 10 * iteration)
+    if not candidates:  # every trajectory turned unphysical at once: nothing to label
+        log.warning("demo %s iteration %d: exploration left no physical snapshot; stopping this loop",
+                    strategy, iteration)
+        return None, gamma_max, 0
+    pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
+    picks_path = folder / f"picks_{iteration}.xyz"
+    sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
+                         potential=potential.yaml, strategy=strategy, seed=request.seed + iteration,
+                         config=setup.config, meta=setup.meta, show_progress=request.show_progress))
+    picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
+    for atoms in picked:
+        atoms.info.pop("gamma_max", None)
+        atoms.arrays.pop("gamma", None)
+    if not picked:
+        log.warning("demo %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left to "
+                    "learn from this exploration; stopping this loop", strategy, iteration)
+        return None, gamma_max, len(candidates)
+    return picked, gamma_max, len(candidates)
+
+
 def _train(dataset: Path, n_labels: int, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
-           show_progress) -> dict:
+           show_progress) -> TrainedPotential:
     from pace_worker.commands.train import TrainRequest, train
 
     train(TrainRequest(dataset=dataset, iteration=iteration, config=config, meta=meta, initial_potential=initial,
                        output_dir=output_dir, show_progress=show_progress))
-    return {"yaml": output_dir / "output_potential.yaml", "asi": output_dir / "output_potential.asi",
-            "yace": output_dir / "output_potential.yace", "n_labels": n_labels}
+    return TrainedPotential(output_dir, n_labels)
 
 
-def _validate(potential: dict, test_set: Path, output: Path, config, meta) -> dict:
+def _validate(potential: TrainedPotential, test_set: Path, output: Path, config, meta) -> TestErrors:
     from pace_worker.commands.validate import ValidateRequest, validate
 
-    import csv
-
-    metrics = validate(ValidateRequest(potential=potential["yace"], output=output, test_set=test_set, config=config,
-                                       meta=meta, plots=False, show_progress=False)).metrics
-    with open(metrics["outputs"]["csv"]) as f:
-        worst = [float(row["force_max_error_mev_per_A"]) for row in csv.DictReader(f)]
-    return {**metrics, "broken": int(sum(w > BROKEN_FORCE_ERROR for w in worst))}
+    result = validate(ValidateRequest(potential=potential.yace, output=output, test_set=test_set, config=config,
+                                      meta=meta, plots=False, show_progress=False))
+    _, overall = result.rows[0]
+    worst = result.per_structure["force_max_error_mev_per_A"]
+    return TestErrors(overall.energy_rmse_mev_per_atom, overall.force_rmse_mev_per_A,
+                      int(np.sum(np.asarray(worst) > BROKEN_FORCE_ERROR)))

@@ -59,10 +59,13 @@ from pace_worker.files.folder_lock import exclusive_folder
 from pace_worker.files.output_paths import check_writable
 from pace_worker.files.iteration_folder import IterationFolder, fingerprint
 from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
+from pace_worker.ace.potential_errors import evaluate_potential
+from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
+from pace_worker.parallel.executor import ChunkExecutor
 from pace_worker.ace.pacemaker_input import build_input, potential_section
 from pace_worker.algorithms.train_test_split import stable_split
 from pace_worker.ace.stack import stack_versions
-from pace_worker.files.structures import (LabelledStructures, file_sha256, fully_periodic_or_not,
+from pace_worker.files.structures import (LabelledStructures, check_elements_covered, file_sha256, fully_periodic_or_not,
                                     read_labelled_structures, write_extxyz_atomic)
 
 log = logging.getLogger(__name__)
@@ -89,8 +92,18 @@ class TrainRequest:
 class TrainResult:
     output_dir: Path
     iteration_dir: Path
-    files: dict[str, Optional[Path]]
-    metrics: dict
+    files: dict[str, Optional[Path]]   # the published files (None: not written, e.g. no test set)
+    metrics: dict                      # train_metrics.json
+    iteration: int
+    mode: str                          # cold, warm, grow, resume (...)
+    n_functions: int
+    optimizer_steps: int
+    wall_time_s: float
+    device: str
+    max_time_s: Optional[float]        # the budget (fit.max_time) when it ended the fit, else None
+    errors: dict[str, Optional[ErrorLine]]  # "train"/"test": errors of the published potential
+    active_set_gamma_max: Optional[float]  # max γ over the training set (None: no active set)
+    active_set_missing: Optional[str]      # why no active set was written
 
 
 @dataclass
@@ -172,13 +185,8 @@ def resolve_starting_potentials(request: TrainRequest) -> StartingPotentials:
 
 
 def check_elements(structures: LabelledStructures, allowed: list[str], source: str) -> None:
-    allowed_set = set(allowed)
-    for i, atoms in enumerate(structures.atoms):
-        missing = sorted(set(atoms.get_chemical_symbols()) - allowed_set)
-        if missing:
-            raise InputError(f"dataset '{structures.path}', structure {i}: element(s) {', '.join(missing)} not "
-                             f"covered by {source} {sorted(allowed_set)}; add them to potential.elements in "
-                             "config.yaml or remove those structures")
+    check_elements_covered(structures, allowed, "dataset", f"not covered by {source} {sorted(set(allowed))}",
+                           "add them to potential.elements in config.yaml or remove those structures")
 
 
 def load_training_data(request: TrainRequest, starts: StartingPotentials) -> TrainingData:
@@ -324,25 +332,15 @@ def write_active_set(yaml_path: Path, asi_path: Path, structures: LabelledStruct
 def published_errors(potential_yaml: Path, asi: Optional[Path], data: TrainingData, request: TrainRequest) -> dict:
     """Train and test errors of the potential as published (with its core repulsion), computed
     exactly as ``validate`` computes them; where pairs sit inside the core repulsion."""
-    from pace_worker.parallel.executor import ChunkExecutor
-    from pace_worker.commands.validate import evaluate_potential
-
     executor = ChunkExecutor.from_meta(request.meta, False)
     result: dict = {"train": None, "test": None, "core_repulsion": {}}
     for name, structures in (("train", data.train), ("test", data.test)):
         if structures is None or not len(structures):
             continue
-        evaluation = evaluate_potential(potential_yaml, asi, potential_yaml, structures, executor,
-                                        request.config.validate_)
-        s = evaluation.summary
-        result[name] = {"n_structures": s["n_structures"], "n_atoms": s["n_atoms"],
-                        "n_energy_only": s["n_energy_only"],
-                        **{k: s[k] for k in ("energy_rmse_mev_per_atom", "energy_mae_mev_per_atom",
-                                             "energy_max_abs_mev_per_atom", "force_rmse_mev_per_A",
-                                             "force_mae_mev_per_A", "force_max_abs_mev_per_A",
-                                             "force_norm_rmse_mev_per_A") if k in s},
-                        "gamma_max": s["gamma"]["max"] if s.get("gamma") else None}
-        result["core_repulsion"][name] = s["core_repulsion"]
+        summary = evaluate_potential(potential_yaml, asi, potential_yaml, structures, executor,
+                                     request.config.validate_).summary
+        result[name] = {**headline_errors(summary), "gamma_max": summary["gamma"]["max"] if summary["gamma"] else None}
+        result["core_repulsion"][name] = summary["core_repulsion"]
     return result
 
 
@@ -379,11 +377,19 @@ def train(request: TrainRequest) -> TrainResult:
         return _train(request, output_dir, work_root, t_start, stack)
 
 
+@dataclass
+class _Staged:
+    """The new potential's files in the iteration folder, and what was measured on them."""
+
+    files: dict[str, Optional[Path]]  # yaml, yace, asi, test_set, metrics (None: not written)
+    active_set: dict
+    n_functions: int
+    errors: dict                      # published_errors()
+
+
 def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: float,
            stack: contextlib.ExitStack) -> TrainResult:
     settings = request.config.pacemaker
-    dataset_path = Path(request.dataset)
-
     # everything that can be wrong with the input is found before the fit starts
     starts = resolve_starting_potentials(request)
     data = load_training_data(request, starts)
@@ -391,7 +397,7 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
 
     # one train per output folder from here on (the inputs are checked; now folders are touched)
     stack.enter_context(exclusive_folder(output_dir))
-    dataset_sha = file_sha256(dataset_path)
+    dataset_sha = file_sha256(Path(request.dataset))
     folder = IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
         "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
         "initial": file_sha256(starts.initial) if starts.initial else None,
@@ -401,62 +407,80 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     fit_seed = settings.seed + request.iteration
     write_pacemaker_files(folder.path, settings, data, potential,
                           inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
-
     fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
                             show_progress=request.show_progress, max_time=settings.fit.max_time)
 
-    # active set, .yace, test set, metrics: all in the iteration folder first; the .yaml names its
-    # active set (sha256 in its metadata) before the .yace is made from it
-    staged = {k: folder.path / f"{OUTPUT_STEM}.{k}" for k in ("yaml", "yace", "asi")}
-    active_info = write_active_set(staged["yaml"], staged["asi"], data.train, request.config)
-    activeset.record_active_set(staged["yaml"], staged["asi"] if active_info["written"] else None)
-    n_functions = potentials.write_yace(staged["yaml"], staged["yace"])
-    published = published_errors(staged["yaml"], staged["asi"] if active_info["written"] else None, data,
-                                 request)
-    staged["test_set"] = None
-    if data.test is not None:
-        staged["test_set"] = folder.path / "test_set.xyz"
-        test_atoms = data.test.labelled_atoms()
-        for atoms, origin in zip(test_atoms, data.test_origin):
-            atoms.info["dataset_index"] = int(origin)
-        write_extxyz_atomic(staged["test_set"], test_atoms)
-    if not active_info["written"]:
-        staged["asi"] = None
-    staged["metrics"] = folder.path / "train_metrics.json"
-
-    losses = loss_history(folder.path / "metrics.txt")
+    staged = stage_outputs(folder.path, data, request)
     final = {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
                                                   ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
                                                   ("yace", f"{OUTPUT_STEM}.yace"))}
-    metrics = {
+    metrics = train_metrics(request, starts, data, mode, fit_run, staged, folder, dataset_sha,
+                            {k: (str(final[k]) if staged.files[k] is not None else None) for k in final})
+    metrics["wall_time_s"] = time.perf_counter() - t_start
+    write_json_atomic(staged.files["metrics"], metrics)
+
+    # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
+    # removes a stale file (an .asi of an older potential, a test set that no longer applies)
+    publish({final[k]: staged.files[k] for k in final})
+    folder.commit()
+    return train_result(output_dir, folder.final, metrics)
+
+
+def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _Staged:
+    """Active set, .yace, test set and errors, all in the iteration folder first; the .yaml names
+    its active set (sha256 in its metadata) before the .yace is made from it."""
+    files: dict[str, Optional[Path]] = {k: folder / f"{OUTPUT_STEM}.{k}" for k in ("yaml", "yace", "asi")}
+    active_info = write_active_set(files["yaml"], files["asi"], data.train, request.config)
+    if not active_info["written"]:
+        files["asi"] = None
+    activeset.record_active_set(files["yaml"], files["asi"])
+    n_functions = potentials.write_yace(files["yaml"], files["yace"])
+    errors = published_errors(files["yaml"], files["asi"], data, request)
+    files["test_set"] = None
+    if data.test is not None:
+        files["test_set"] = folder / "test_set.xyz"
+        test_atoms = data.test.labelled_atoms()
+        for atoms, origin in zip(test_atoms, data.test_origin):
+            atoms.info["dataset_index"] = int(origin)
+        write_extxyz_atomic(files["test_set"], test_atoms)
+    files["metrics"] = folder / "train_metrics.json"
+    return _Staged(files, active_info, n_functions, errors)
+
+
+def train_metrics(request: TrainRequest, starts: StartingPotentials, data: TrainingData, mode: str, fit_run,
+                  staged: _Staged, folder: IterationFolder, dataset_sha: str, outputs: dict) -> dict:
+    """``train_metrics.json`` (schema :data:`METRICS_SCHEMA`), but for its wall time."""
+    settings = request.config.pacemaker
+    losses = loss_history(folder.path / "metrics.txt")
+    return {
         "schema": METRICS_SCHEMA,
         "iteration": request.iteration,
         "seed": settings.seed,
-        "fit_seed": fit_seed,
+        "fit_seed": settings.seed + request.iteration,
         "mode": mode,
-        "train": published["train"],
-        "test": published["test"],
+        "train": staged.errors["train"],
+        "test": staged.errors["test"],
         "errors_of": "the published potential (output_potential.yaml/.yace with its core repulsion), evaluated "
                      "as validate does; 'in_fit' holds pacemaker's own numbers of the fit",
-        "core_repulsion": published["core_repulsion"],
+        "core_repulsion": staged.errors["core_repulsion"],
         "in_fit": {
             "train": errors_from_prediction_file(folder.path / "train_pred.pckl.gzip", data.energy_only_names),
             "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names)},
         "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
         "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
                 "iterations": max(fit_run.iterations, len(losses) - 1), "initial_loss": losses[0] if losses else None,
-                "final_loss": losses[-1] if losses else None, "n_functions": n_functions,
+                "final_loss": losses[-1] if losses else None, "n_functions": staged.n_functions,
                 "wall_time_s": fit_run.wall_time_s, "max_time_s": settings.fit.max_time,
                 "stopped_by": "max_time" if fit_run.budget_stop else "optimizer",
                 "budget_stop": fit_run.budget_stop},
         "split": {"rule": data.split_rule, "test_size": settings.data.test_size, "n_train": len(data.train),
                   "n_test": len(data.test) if data.test is not None else 0},
-        "active_set": active_info,
+        "active_set": staged.active_set,
         "previous_potential_gamma": previous_potential_gamma(starts, request.asi, data),
         "device": fit_run.device,
         "versions": stack_versions(),
         "inputs": {
-            "dataset": {"path": str(dataset_path.resolve()), "sha256": dataset_sha,
+            "dataset": {"path": str(Path(request.dataset).resolve()), "sha256": dataset_sha,
                         "n_structures": len(data.dataset), "n_atoms": data.dataset.n_atoms},
             "config": _file_info(request.config.source),
             "initial_potential": _file_info(starts.initial),
@@ -464,14 +488,18 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
             "asi": _file_info(request.asi),
         },
         "iteration_dir": str(folder.final.resolve()),
-        "outputs": {k: (str(final[k]) if staged[k] is not None else None) for k in final},
+        "outputs": outputs,
     }
-    metrics["wall_time_s"] = time.perf_counter() - t_start
-    write_json_atomic(staged["metrics"], metrics)
 
-    # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
-    # removes a stale file (an .asi of an older potential, a test set that no longer applies)
-    publish({final[k]: staged[k] for k in final})
-    folder.commit()
-    return TrainResult(output_dir=output_dir, iteration_dir=folder.final,
-                       files={k: Path(v) if v else None for k, v in metrics["outputs"].items()}, metrics=metrics)
+
+def train_result(output_dir: Path, iteration_dir: Path, metrics: dict) -> TrainResult:
+    fit, active = metrics["fit"], metrics["active_set"]
+    return TrainResult(
+        output_dir=output_dir, iteration_dir=iteration_dir,
+        files={k: Path(v) if v else None for k, v in metrics["outputs"].items()}, metrics=metrics,
+        iteration=metrics["iteration"], mode=metrics["mode"], n_functions=fit["n_functions"],
+        optimizer_steps=fit["iterations"], wall_time_s=metrics["wall_time_s"],
+        device=metrics["device"].get("used", "?"), max_time_s=fit["max_time_s"] if fit["budget_stop"] else None,
+        errors={name: ErrorLine.of(metrics[name]) if metrics[name] else None for name in ("train", "test")},
+        active_set_gamma_max=active["train_gamma_max"] if active.get("written") else None,
+        active_set_missing=None if active.get("written") else active.get("reason"))

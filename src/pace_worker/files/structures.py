@@ -22,6 +22,7 @@ import hashlib
 import lzma
 import logging
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -68,11 +69,7 @@ class LabelledStructures:
         return sorted({s for a in self.atoms for s in a.get_chemical_symbols()})
 
     def atoms_per_element(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for a in self.atoms:
-            for s in a.get_chemical_symbols():
-                counts[s] = counts.get(s, 0) + 1
-        return counts
+        return atoms_per_element(self.atoms)
 
     @property
     def energy_only(self) -> np.ndarray:
@@ -101,6 +98,26 @@ class LabelledStructures:
             copy.calc = SinglePointCalculator(copy, **results)
             result.append(copy)
         return result
+
+
+def atoms_per_element(structures: Sequence[Atoms]) -> dict[str, int]:
+    """How many atoms of each element the structures hold together."""
+    counts: Counter = Counter()
+    for atoms in structures:
+        counts.update(atoms.get_chemical_symbols())
+    return dict(counts)
+
+
+def check_elements_covered(structures: "LabelledStructures", allowed: Sequence[str], what: str, not_covered: str,
+                           fix: str) -> None:
+    """Every element of every structure is in ``allowed``; else an :class:`InputError` naming the
+    first structure that has another: "<what> '<path>', structure i: element(s) X <not_covered>; <fix>"."""
+    allowed_set = set(allowed)
+    for i, atoms in enumerate(structures.atoms):
+        missing = sorted(set(atoms.get_chemical_symbols()) - allowed_set)
+        if missing:
+            raise InputError(f"{what} '{structures.path}', structure {i}: element(s) {', '.join(missing)} "
+                             f"{not_covered}; {fix}")
 
 
 def structure_fingerprint(atoms: Atoms, salt: str = "") -> str:

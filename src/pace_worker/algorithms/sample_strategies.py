@@ -1,0 +1,214 @@
+"""The strategies of ``sample``, one class each: which scored candidates a strategy admits, how
+many it buffers, what it sends back from workers, and how it selects from its buffer.
+
+Every strategy sees the pool once, structure by structure, as ``(pool index, max γ)`` with the
+atoms, per-atom γ and (if it asks for them) B-projections of the structures that can still
+enter its buffer. The command (:mod:`pace_worker.commands.sample`) streams the pool through
+:meth:`SampleStrategy.admit` and :class:`CandidateBuffer`, then calls
+:meth:`SampleStrategy.select` once. A new strategy is one subclass registered in
+:data:`STRATEGIES` (and its name in ``config.SampleStrategy``).
+
+The γ floor: a candidate whose max γ against the potential's active set is ≤ ``gamma_min`` lies
+inside the potential's domain (its training data reach γ ≤ 1.01), so labelling it teaches next
+to nothing; every strategy except the ``random`` baseline refuses it (``not_extrapolative``).
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from pace_worker.algorithms.d_optimal import (Candidate, greedy_d_optimal, joint_maxvol_order,
+                                              log_abs_det_of_inverse, picks_logdet_gain, top_by_gamma)
+from pace_worker.config import SampleOptions
+
+
+@dataclass(order=True)
+class BufferedCandidate:
+    """A candidate kept for selection, ordered by ``key`` (the strategy's), then by nothing else."""
+
+    key: tuple
+    pool_index: int = field(compare=False)
+    atoms: object = field(compare=False)
+    gamma: np.ndarray = field(compare=False)          # per atom
+    projections: Optional[dict] = field(compare=False, default=None)
+
+    @property
+    def gamma_max(self) -> float:
+        return float(self.gamma.max())
+
+
+class CandidateBuffer:
+    """The ``limit`` candidates of largest key seen so far (a min-heap: memory stays bounded)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._heap: list[BufferedCandidate] = []
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    @property
+    def full(self) -> bool:
+        return len(self._heap) >= self.limit
+
+    def lowest_key(self) -> tuple:
+        return self._heap[0].key
+
+    def would_keep(self, key: tuple) -> bool:
+        return not self.full or key > self._heap[0].key
+
+    def offer(self, entry: BufferedCandidate) -> None:
+        if not self.full:
+            heapq.heappush(self._heap, entry)
+        elif entry > self._heap[0]:
+            assert entry.atoms is not None, "a structure entered the buffer without being sent back"
+            heapq.heapreplace(self._heap, entry)
+
+    def best_first(self) -> list[BufferedCandidate]:
+        """Largest key first (the order only matters for ties)."""
+        return sorted(self._heap, reverse=True)
+
+
+@dataclass
+class Selected:
+    """What a strategy chose from its buffer, and what it reports about how."""
+
+    picks: list[BufferedCandidate]
+    report: dict = field(default_factory=dict)
+
+
+class SampleStrategy:
+    """Base: admit candidates above the γ floor, buffer the ``n`` of largest γ."""
+
+    name: ClassVar[str]
+    needs_projections: ClassVar[bool] = False  # B-projections of buffered candidates (MaxVol)
+
+    def __init__(self, n: int, options: SampleOptions, seed: int):
+        self.n = n
+        self.options = options
+        self.seed = seed
+        self.gamma_min: Optional[float] = options.gamma_min
+
+    def buffer_limit(self) -> int:
+        return self.n
+
+    def admit(self, gamma_max: float) -> Optional[str]:
+        """None if a scored candidate is eligible, else the pool count it goes to."""
+        if self.gamma_min is not None and gamma_max <= self.gamma_min:
+            return "not_extrapolative"
+        return None
+
+    def key(self, gamma_max: float, pool_index: int) -> tuple:
+        """Buffer order: larger γ first, the earlier structure of equal γ."""
+        return (gamma_max, -pool_index)
+
+    def send_back_from(self, buffer: CandidateBuffer) -> Optional[float]:
+        """Workers send whole structures back only from this max γ on (None: all): a structure
+        below the full buffer's lowest γ can never enter it (that γ only grows)."""
+        return buffer.lowest_key()[0] if buffer.full else None
+
+    def select(self, buffered: list[BufferedCandidate], inverse: dict[str, np.ndarray]) -> Selected:
+        raise NotImplementedError
+
+    def report_fields(self) -> dict:
+        """The strategy's settings as the report's ``pool`` section shows them."""
+        return {"buffer_size": None, "gamma_window": None}
+
+
+class MaxGamma(SampleStrategy):
+    """The ``n`` structures of largest γ."""
+
+    name = "max_gamma"
+
+    def select(self, buffered, inverse) -> Selected:
+        return Selected([buffered[i] for i in top_by_gamma(np.array([c.key[0] for c in buffered]), self.n)])
+
+
+class MaxVol(SampleStrategy):
+    """Batch D-optimal selection from the active set over a buffer of the most extrapolative
+    candidates (:mod:`pace_worker.algorithms.d_optimal`): the better, by the log|det| gain of the
+    set of picks, of greedy rank-1 MaxVol updates with and without first taking the owners of rows
+    of the joint MaxVol active set (as ``pace_select``)."""
+
+    name = "maxvol"
+    needs_projections = True
+
+    def buffer_limit(self) -> int:
+        return self.options.buffer_size or max(20 * self.n, 2000)
+
+    def select(self, buffered, inverse) -> Selected:
+        candidates = [Candidate(c.pool_index, c.projections) for c in buffered]
+        first = joint_maxvol_order(candidates, inverse)[:self.n]
+        runs = {"joint MaxVol owners first, then greedy": greedy_d_optimal(candidates, inverse, self.n, first=first),
+                "greedy": greedy_d_optimal(candidates, inverse, self.n)}
+        set_gain = {m: picks_logdet_gain([candidates[i] for i in r.order], inverse) for m, r in runs.items()}
+        method = max(runs, key=lambda m: sum(set_gain[m].values()))
+        result = runs[method]
+        return Selected([buffered[i] for i in result.order], {
+            "maxvol_method": method,
+            "n_from_joint_maxvol": len(first) if method.startswith("joint") else 0,
+            "gamma_at_pick": result.gamma_at_pick,
+            "entered_active_set": result.volume_gain,
+            "active_set_swaps_per_element": result.swaps_per_element,
+            "logdet_per_element": {el: logdet_entry(inverse[el], set_gain[method][el]) for el in sorted(inverse)},
+        })
+
+    def report_fields(self) -> dict:
+        return {"buffer_size": self.buffer_limit(), "gamma_window": None}
+
+
+class GammaWindow(MaxVol):
+    """``maxvol`` among the candidates with ``gamma_lo ≤ γ ≤ gamma_hi`` only; those above
+    ``gamma_hi`` are counted as likely unphysical."""
+
+    name = "gamma_window"
+
+    def admit(self, gamma_max: float) -> Optional[str]:
+        refused = super().admit(gamma_max)
+        if refused is None and gamma_max > self.options.gamma_hi:
+            return "above_gamma_hi"
+        if refused is None and gamma_max < self.options.gamma_lo:
+            return "outside_window"
+        return refused
+
+    def report_fields(self) -> dict:
+        return {"buffer_size": self.buffer_limit(), "gamma_window": [self.options.gamma_lo, self.options.gamma_hi]}
+
+
+class RandomPick(SampleStrategy):
+    """``n`` structures drawn uniformly from the eligible ones (reservoir sampling, seeded); the
+    baseline, so no γ floor."""
+
+    name = "random"
+
+    def __init__(self, n: int, options: SampleOptions, seed: int):
+        super().__init__(n, options, seed)
+        self.gamma_min = None
+        self._rng = np.random.default_rng(seed)
+
+    def key(self, gamma_max: float, pool_index: int) -> tuple:
+        return (float(self._rng.random()), -pool_index)  # drawn once per eligible structure, in pool order
+
+    def send_back_from(self, buffer: CandidateBuffer) -> Optional[float]:
+        return None  # any structure may still replace a reservoir member
+
+    def select(self, buffered, inverse) -> Selected:
+        return Selected(sorted(buffered, key=lambda c: c.pool_index))
+
+
+STRATEGIES: dict[str, type[SampleStrategy]] = {cls.name: cls for cls in (MaxVol, MaxGamma, GammaWindow, RandomPick)}
+
+
+def make_strategy(name: str, n: int, options: SampleOptions, seed: int) -> SampleStrategy:
+    return STRATEGIES[name](n, options, seed)
+
+
+def logdet_entry(inverse: np.ndarray, gain: float) -> dict:
+    """log|det| of the active set before/after the picks (None if the active set is singular)
+    and the gain, which Cramer's rule gives exactly in either case."""
+    before = log_abs_det_of_inverse(inverse)
+    return {"before": before, "after": None if before is None else before + gain, "gain": gain,
+            "rank": int(np.linalg.matrix_rank(inverse)), "size": int(inverse.shape[0])}
