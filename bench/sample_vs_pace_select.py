@@ -62,7 +62,7 @@ def make_pool(n: int, seed: int = 0):
 def d_optimality(potential: Path, asi: Path, picks) -> dict[str, float]:
     from pace_worker.ace.activeset import load_active_set, load_bbasis
     from pace_worker.algorithms.d_optimal import swap_maxvol_gain
-    from pyace.activelearning import compute_B_projections
+    from pyace.activelearning import compute_B_projections  # noqa: I001 (pyace after pace_worker's lazy import)
 
     bbasis = load_bbasis(potential)
     inverse = load_active_set(asi, potential, bbasis).inverse

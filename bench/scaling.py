@@ -58,11 +58,11 @@ def main() -> None:
 
     from direct_scale import write_pool
 
-    from pace_worker.config import DescriptorSettings
-    from pace_worker.parallel.dask_cluster import DaskProcesses
     from pace_worker.ace.descriptors import write_unfitted_basis
-    from pace_worker.parallel.executor import ChunkExecutor
+    from pace_worker.config import DescriptorSettings
     from pace_worker.files.frames import frame_offsets
+    from pace_worker.parallel.dask_cluster import DaskProcesses
+    from pace_worker.parallel.executor import ChunkExecutor
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     pool = args.workdir / "pool_10000.xyz"

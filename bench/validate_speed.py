@@ -46,8 +46,8 @@ def naive(potential: Path, test_set: Path) -> tuple[float, float]:
 
 def ours(potential: Path, test_set: Path, workdir: Path) -> tuple[float, float]:
     """(whole command seconds, evaluation seconds)."""
-    from pace_worker.config import MetaConfig
     from pace_worker.commands.validate import ValidateRequest, validate
+    from pace_worker.config import MetaConfig
 
     start = time.perf_counter()
     result = validate(ValidateRequest(potential=potential, output=workdir / "m.json", test_set=test_set, plots=False,

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import pipeline_config
+
+from pace_worker.ace.default_basis import functions_per_element_for, potential_section
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
-from pace_worker.ace.default_basis import functions_per_element_for, potential_section
 
 PACEMAKER = "cutoff: 5.0\nfit: {maxiter: 7}\nbackend: {evaluator: tensorpot, batch_size: 10}\n"
 

@@ -13,15 +13,16 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
+from conftest import run_cli, write_dataset
 from distributed import Client
 
-from conftest import run_cli, write_dataset
-from pace_worker.config import MetaConfig
-from pace_worker.parallel.dask_cluster import DaskProcesses, free_port
 from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
 from pace_worker.commands.sample import SampleRequest, sample
-from pace_worker.toy_data import fcc_cells, unlabelled_pool
 from pace_worker.commands.validate import ValidateRequest, validate
+from pace_worker.config import MetaConfig
+from pace_worker.parallel.dask_cluster import DaskProcesses, free_port
+from pace_worker.toy_data import fcc_cells, unlabelled_pool
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

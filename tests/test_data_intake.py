@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import write_dataset
-from pace_worker.errors import InputError
+
 from pace_worker.algorithms.train_test_split import stable_split
+from pace_worker.errors import InputError
 from pace_worker.files.structures import read_labelled_structures
 
 

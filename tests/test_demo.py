@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import ase.io
-
 from conftest import run_cli
+
 from pace_worker.commands.demo import DemoRequest, active_learning_demo
 
 SMALL_CONFIG = """\

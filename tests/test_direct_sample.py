@@ -9,11 +9,11 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
-
 from conftest import REPO, assert_one_line_error, run_cli, write_dataset
-from pace_worker.config import MetaConfig, WorkerConfig
+
 from pace_worker.algorithms.direct_clustering import coverage_score, pick_per_cluster
 from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.toy_data import unlabelled_pool
 
 SI_TRAINING = REPO / "examples" / "si" / "data" / "Si_training.xyz"

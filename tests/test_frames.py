@@ -7,8 +7,8 @@ import gzip
 import ase.io
 import numpy as np
 import pytest
-
 from conftest import write_dataset
+
 from pace_worker.errors import InputError
 from pace_worker.files.frames import frame_offsets, pool_chunks, read_selected
 from pace_worker.toy_data import fcc_cells

@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-
 from conftest import TINY_CONFIG, run_cli
+
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
 META = "device: cpu\nthreads: 1\nworkers: 1\nlog_level: WARNING\n"

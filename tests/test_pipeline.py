@@ -10,8 +10,8 @@ from pathlib import Path
 
 import ase.io
 import pytest
-
 from conftest import TINY_CONFIG, assert_one_line_error, pipeline_config, run_cli, write_dataset
+
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
 BUDGETED_FIT = TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_time: 5}")

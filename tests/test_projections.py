@@ -5,9 +5,9 @@ from ase.build import bulk
 from pyace.activelearning import compute_B_projections
 
 from pace_worker.ace.activeset import load_bbasis
-from pace_worker.config import DescriptorSettings
 from pace_worker.ace.descriptors import write_unfitted_basis
 from pace_worker.ace.projections import BProjector
+from pace_worker.config import DescriptorSettings
 from pace_worker.files.structures import fully_periodic_or_not
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-
 from conftest import MAIN, META, TINY_CONFIG, run_cli, write_dataset
+
 from pace_worker.files import atomic_io
 from pace_worker.files.atomic_io import OutputGroup, publish
 from pace_worker.files.folder_lock import LOCK_NAME, exclusive_folder

@@ -9,10 +9,10 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import bulk
-
 from conftest import assert_one_line_error, run_cli, write_dataset
-from pace_worker.config import MetaConfig, WorkerConfig
+
 from pace_worker.commands.sample import SampleRequest, sample
+from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.toy_data import fcc_cells, label_with_emt
 
 CUAL_CONFIG = """\

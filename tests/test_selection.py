@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pace_worker.algorithms.d_optimal import Candidate, add_outer, greedy_d_optimal, picks_logdet_gain, swap_into_active_set
+from pace_worker.algorithms.d_optimal import (
+    Candidate,
+    add_outer,
+    greedy_d_optimal,
+    picks_logdet_gain,
+    swap_into_active_set,
+)
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "float32"])

@@ -8,8 +8,8 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import fcc111
-
 from conftest import META, TINY_CONFIG, run_cli, write_dataset
+
 from pace_worker.ace.activeset import load_active_set, structure_gammas
 from pace_worker.ace.predictions import predict
 from pace_worker.files.structures import fully_periodic_or_not

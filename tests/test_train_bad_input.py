@@ -6,7 +6,6 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
-
 from conftest import TINY_CONFIG, assert_one_line_error, run_cli, write_dataset
 
 OUTPUTS = ("output_potential.yaml", "output_potential.yace", "output_potential.asi", "train_metrics.json")

@@ -11,7 +11,6 @@ import time
 import ase.io
 import numpy as np
 import pytest
-
 from conftest import MAIN, TINY_CONFIG, run_cli
 
 

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 from ase.build import bulk
-
 from conftest import assert_one_line_error, run_cli, write_dataset
+
+from pace_worker.commands.validate import ValidateRequest, validate
 from pace_worker.config import MetaConfig
 from pace_worker.toy_data import label_with_emt
-from pace_worker.commands.validate import ValidateRequest, validate
 
 
 def run_validate(*args):

@@ -1,35 +1,49 @@
 """pace-worker: the Pacemaker (ACE) worker of an active-learning pipeline.
 
-Four commands, each a pure function (a request in, a result out) with :mod:`pace_worker.cli`
-as the thin command-line layer on top (flags, printing, exit codes):
+Four commands (``train``, ``sample``, ``direct_sample``, ``validate``) and a ``demo``. Each is a
+pure function, a request in and a result out, in :mod:`pace_worker.commands`;
+:mod:`pace_worker.cli` is the thin layer on top (flags, printing, exit codes). The subpackage says
+what kind of module a file is:
 
-* ``train`` — :mod:`pace_worker.commands.train`: fit with pacemaker (:mod:`pace_worker.ace.pacemaker_run` runs it in
-  a child process, :mod:`pace_worker.ace.pacemaker_child`; :mod:`pace_worker.ace.pacemaker_input`
-  builds its input and holds the default basis rule), then ``.yace``, ``.asi``
-  (:mod:`pace_worker.ace.activeset`) and metrics; :mod:`pace_worker.algorithms.train_test_split` is the train/test split,
-  :mod:`pace_worker.files.iteration_folder` the ``iter_NNN/`` archive, :mod:`pace_worker.files.folder_lock`
-  one train per folder.
-* ``sample`` — :mod:`pace_worker.commands.sample` (strategies, the γ floor ``gamma_min``, the buffer);
-  γ and projections on workers in :mod:`pace_worker.ace.gamma`; the batch D-optimal MaxVol in
-  :mod:`pace_worker.algorithms.d_optimal` (numpy).
-* ``direct_sample`` — :mod:`pace_worker.commands.direct_sample`; ACE structure features on workers in
-  :mod:`pace_worker.ace.descriptors`; PCA, BIRCH (threshold lowering), chemical systems and
-  per-cluster picks in :mod:`pace_worker.algorithms.direct_clustering` (scikit-learn estimators).
-* ``validate`` — :mod:`pace_worker.commands.validate` (finding the test set and active set, evaluating
-  a potential: also used by train); predictions on workers in :mod:`pace_worker.ace.predictions`;
-  error metrics in :mod:`pace_worker.algorithms.error_metrics` (numpy) and, from pacemaker's own
-  prediction files, :mod:`pace_worker.ace.pacemaker_metrics`.
+``commands/`` — one module per command: its request, its steps, its report, its result.
+    ``train.py``, ``sample.py``, ``direct_sample.py``, ``validate.py``, ``demo.py`` (the
+    active-learning loop with EMT as the labeller).
 
-Shared: :mod:`pace_worker.config` (config.yaml / meta_config.yaml models),
-:mod:`pace_worker.files.structures` (reading and checking structures; the geometry rule),
-:mod:`pace_worker.files.frames` (extxyz frames split without parsing; pool chunks),
-:mod:`pace_worker.parallel.executor` and :mod:`pace_worker.parallel.dask_cluster` (chunks on processes or Dask;
-task grouping), :mod:`pace_worker.ace.projections` (pyace B-projections),
-:mod:`pace_worker.ace.potentials` (potential files), :mod:`pace_worker.files.atomic_io` (all-or-none
-publishing), :mod:`pace_worker.files.output_paths` (outputs never overwrite inputs),
-:mod:`pace_worker.errors` (exit codes), :mod:`pace_worker.ace.stack` (lazy pyace import),
-:mod:`pace_worker.plots`, :mod:`pace_worker.progress`, :mod:`pace_worker.toy_data`,
-:mod:`pace_worker.commands.demo` (the active-learning loop with EMT).
+``ace/`` — everything that talks to pyace or pacemaker.
+    ``pacemaker_run.py`` runs a fit in a child process (``pacemaker_child.py``: threads, device,
+    the ``fit.max_time`` budget); ``pacemaker_input.py`` writes pacemaker's ``input.yaml``;
+    ``default_basis.py`` is the default basis and **its size rule**; ``pacemaker_metrics.py``
+    reads pacemaker's own metrics files; ``potentials.py`` potential files (.yaml/.yace);
+    ``activeset.py`` active sets (.asi); ``projections.py`` B-projections; on workers:
+    ``gamma.py`` (γ of pool structures, for ``sample``), ``descriptors.py`` (structure features,
+    for ``direct_sample``), ``predictions.py`` (energies/forces, for ``validate``);
+    ``potential_errors.py`` the errors of a potential on labelled structures (``validate``'s and
+    ``train``'s numbers); ``stack.py`` imports pyace without its side effects.
+
+``algorithms/`` — numpy / scikit-learn only: no files, no pyace (but its MaxVol routine).
+    ``sample_strategies.py`` **the strategies of ``sample``** (``maxvol``, ``max_gamma``,
+    ``gamma_window``, ``random``: what each admits, buffers and selects; the γ floor);
+    ``d_optimal.py`` batch D-optimal (MaxVol) selection; ``direct_clustering.py`` DIRECT's
+    estimators (weighted PCA, **BIRCH with threshold lowering**, picks per cluster, coverage);
+    ``direct_strata.py`` DIRECT per chemical system and kind of periodicity;
+    ``train_test_split.py`` **the train/test split**; ``error_metrics.py`` error metrics.
+
+``files/`` — structures and files on disk.
+    ``structures.py`` reading and checking labelled structures (the geometry rule, the pool
+    rule); ``frames.py`` extxyz frames split without parsing (pool chunks); ``compression.py``;
+    ``discovery.py`` **which potential, active set and test set a command uses** when none is
+    named; ``atomic_io.py`` all-or-none publishing; ``output_paths.py`` outputs never overwrite
+    inputs; ``iteration_folder.py`` the ``iter_NNN/`` archive; ``folder_lock.py`` one ``train``
+    per folder.
+
+``parallel/`` — where chunks of work run.
+    ``executor.py`` chunks on local processes or a Dask cluster (**Dask task grouping**:
+    ``chunks_per_task``); ``worker_state.py`` what a worker loads once; ``dask_cluster.py`` a
+    local Dask cluster for tests and benchmarks.
+
+Shared at the top: ``config.py`` (config.yaml and meta_config.yaml as pydantic models),
+``errors.py`` (exit codes), ``plots.py``, ``progress.py``, ``toy_data.py`` (EMT-labelled data).
+No module below ``commands/`` imports a command module.
 """
 
 __version__ = "0.1.0"

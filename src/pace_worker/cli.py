@@ -260,16 +260,15 @@ def run_direct_sample(args: argparse.Namespace) -> int:
         input=args.input, output=args.output, n_clusters=args.n_clusters, k_per_cluster=args.k_per_cluster,
         selection=args.selection, potential=args.potential, seed=args.seed, config=config, meta=meta,
         show_progress=False if args.no_progress else None, plots=not args.no_plots))
-    r = result.report
-    c, pca, cov = r["clusters"], r["pca"], r["coverage"]
-    print(f"picked {r['n_picked']} of {r['pool']['usable']} usable structures ({r['pool']['read']} read, "
-          f"{r['pool']['unknown_elements']} with elements outside the basis) in {r['timing']['wall_time_s']:.1f} s")
-    print(f"PCA: {pca['n_components']} components ({pca['rule']}), "
-          f"{100 * pca['explained_variance_ratio_total']:.1f}% of the variance; BIRCH: {c['n']} clusters "
-          f"(sizes {c['size_min']}-{c['size_max']}, median {c['size_median']:g})")
-    print(f"coverage ({cov['bins']} bins per PC): DIRECT {cov['direct']:.3f}, random {cov['random']:.3f}")
-    for key, path in r["outputs"].items():
-        print(f"  {key:16s} {path}")
+    sizes, cov = result.cluster_sizes, result.coverage
+    print(f"picked {len(result.picks)} of {result.n_usable} usable structures ({result.n_read} read, "
+          f"{result.n_unknown_elements} with elements outside the basis) in {result.wall_time_s:.1f} s")
+    print(f"PCA: {result.n_components} components ({result.pca_rule}), "
+          f"{100 * result.explained_variance:.1f}% of the variance; BIRCH: {len(sizes)} clusters "
+          f"(sizes {min(sizes)}-{max(sizes)}, median {result.cluster_size_median:g})")
+    print(f"coverage ({cov.bins} bins per PC): DIRECT {cov.direct:.3f}, random {cov.random:.3f}")
+    for key, path in result.files.items():
+        print(f"  {key:16s} {path.resolve()}")
     return 0
 
 
@@ -279,7 +278,8 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
     add_flag(parser, "iterations", type=int, default=3, help="trained potentials per strategy (default 3)")
-    add_flag(parser, "strategy", choices=tuple(STRATEGIES), default="maxvol", help="selection strategy (default maxvol)")
+    add_flag(parser, "strategy", choices=tuple(STRATEGIES), default="maxvol",
+             help="selection strategy (default maxvol)")
     add_flag(parser, "compare", choices=tuple(STRATEGIES), nargs="*", default=[],
              help="also run the loop with these strategies and the same label budget (e.g. random)")
     add_flag(parser, "seed", type=non_negative_int, default=0, help="seed of the pool, MD and random choices")

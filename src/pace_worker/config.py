@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from pace_worker.errors import InputError
 
@@ -447,7 +447,7 @@ class DaskSettings(BaseModel):
     model_config = ConfigDict(extra="ignore")
     scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
     connect_timeout_s: float = Field(15.0, gt=0)
-    chunks_per_task: int = Field(8, ge=1)  # most consecutive chunks per Dask task (a Dask task costs ~20 ms)
+    chunks_per_task: int = Field(8, ge=1)  # most consecutive chunks per Dask task (a task costs far more than a chunk)
 
     @field_validator("scheduler_address")
     @classmethod

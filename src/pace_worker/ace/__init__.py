@@ -1,0 +1,1 @@
+"""Everything that talks to pyace or pacemaker (see the package docstring for the map)."""

@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 from ase import Atoms
 
-from pace_worker.errors import InputError
 from pace_worker.ace.stack import import_pyace
+from pace_worker.errors import InputError
 from pace_worker.files.structures import atoms_per_element, file_sha256
 
 log = logging.getLogger(__name__)

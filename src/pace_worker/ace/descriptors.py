@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from pace_worker.ace.stack import import_pyace
 from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.files.frames import PoolChunk, read_checked
-from pace_worker.ace.stack import import_pyace
 from pace_worker.parallel import worker_state
 
 STATE = "descriptor basis"  # (BProjector, elements in feature order, column offsets) of this process

@@ -42,7 +42,7 @@ def budget_callback(basis_config=None, current_fit_iteration=0, current_fit_cycl
 
 def main() -> None:
     opts = json.loads(os.environ.get("PACE_WORKER_CHILD", "{}"))
-    import tensorpotential  # noqa: F401  (sets its TF globals first, as in plain pacemaker)
+    import tensorpotential  # noqa: F401, I001  (sets its TF globals first, as in plain pacemaker)
     import tensorflow as tf
 
     threads = opts.get("threads")

@@ -16,6 +16,7 @@ from typing import Optional
 from pace_worker.ace.default_basis import default_potential, functions_per_element_for
 from pace_worker.config import PacemakerSettings
 
+
 def potential_section(settings: PacemakerSettings, data_elements: list[str],
                       atoms_per_element: dict[str, int]) -> dict:
     """The target basis as a pacemaker ``potential`` dict: config's section with defaults filled in."""

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Union
 
-from pace_worker.errors import InputError, first_line
 from pace_worker.ace.stack import import_pyace
+from pace_worker.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 

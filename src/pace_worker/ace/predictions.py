@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
-from pace_worker.files.structures import fully_periodic_or_not
 
 STATE = "calculator"  # the PyACECalculator of this process
 

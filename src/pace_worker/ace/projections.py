@@ -4,14 +4,14 @@
 structures, structure_ind_list=range(n))`` returns — ``{species: [atoms, n_funcs]}`` and
 ``{species: owning structure of each row}``, rows in structure and atom order — from the same
 pyace C++ calls (``build_atomic_env``, ``ACECalculator.compute(..., compute_projections=True)``).
-pyace's function builds a new evaluator per call and copies every
-atom's row through ``np.reshape`` in Python (~10 % of a worker's scoring time on 32-atom cells);
-here the evaluator is built once and each structure's rows are taken per species in one array
-operation. The atomic environment is pyace's ``build_atomic_env`` given species indices
-directly, which skips ``aseatoms_to_atomicenvironment``'s per-neighbour symbol lookup (~30 % of
-the environment time). Results are identical (tested). A slab or wire (mixed ``pbc``, which
-pyace refuses) is scored as the same structure made fully periodic with at least a cutoff of
-vacuum (:func:`pace_worker.files.structures.fully_periodic_or_not`): the same atomic environments.
+Here the evaluator is built once (pyace's function builds one per call) and each structure's
+rows are taken per species in one array operation (pyace's copies every atom's row in Python);
+the atomic environment is pyace's ``build_atomic_env`` given species indices directly, which
+skips ``aseatoms_to_atomicenvironment``'s per-neighbour symbol lookup. Results are identical
+(tested); ``bench/sample_vs_pace_select.py`` measures the whole command against pyace's tools.
+A slab or wire (mixed ``pbc``, which pyace refuses) is scored as the same structure made fully
+periodic with at least a cutoff of vacuum (:func:`pace_worker.files.structures.fully_periodic_or_not`):
+the same atomic environments.
 """
 from __future__ import annotations
 

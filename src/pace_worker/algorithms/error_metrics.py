@@ -53,7 +53,8 @@ def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
 
 
 #: the energy and force error keys of a summary, in the order :func:`energy_force_errors` gives them
-ERROR_KEYS: tuple[str, ...] = tuple(k for k in energy_force_errors(np.zeros(0), np.zeros((0, 3))) if k != "n_structures")
+ERROR_KEYS: tuple[str, ...] = tuple(k for k in energy_force_errors(np.zeros(0), np.zeros((0, 3)))
+                                    if k != "n_structures")
 COUNT_KEYS = ("n_structures", "n_atoms", "n_energy_only")
 
 

@@ -20,8 +20,14 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from pace_worker.algorithms.d_optimal import (Candidate, greedy_d_optimal, joint_maxvol_order,
-                                              log_abs_det_of_inverse, picks_logdet_gain, top_by_gamma)
+from pace_worker.algorithms.d_optimal import (
+    Candidate,
+    greedy_d_optimal,
+    joint_maxvol_order,
+    log_abs_det_of_inverse,
+    picks_logdet_gain,
+    top_by_gamma,
+)
 from pace_worker.config import SampleOptions
 
 

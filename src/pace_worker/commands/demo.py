@@ -135,10 +135,10 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
     nothing after it — or at the first snapshot with two atoms closer than
     :data:`MIN_DISTANCE`, which is dropped (the trajectory has collapsed: unphysical, not worth
     a DFT call)."""
-    from pace_worker.files.structures import closest_pair_below
-
     from ase import units
     from ase.md.langevin import Langevin
+
+    from pace_worker.files.structures import closest_pair_below
     try:
         from ase.md.velocitydistribution import thermalize_momenta
     except ImportError:  # ASE < 3.29

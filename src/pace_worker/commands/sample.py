@@ -48,13 +48,20 @@ from typing import Optional
 import numpy as np
 
 from pace_worker.ace.gamma import ScoredStructure, load_scorer, projections_chunk, score_chunk
-from pace_worker.algorithms.sample_strategies import (STRATEGIES, BufferedCandidate, CandidateBuffer, SampleStrategy,
-                                                      Selected, make_strategy)
+from pace_worker.algorithms.sample_strategies import (
+    STRATEGIES,
+    BufferedCandidate,
+    CandidateBuffer,
+    SampleStrategy,
+    Selected,
+    make_strategy,
+)
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
-from pace_worker.files.frames import frame_offsets, is_compressed, pool_chunks
+from pace_worker.files.compression import is_compressed
+from pace_worker.files.frames import frame_offsets, pool_chunks
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor

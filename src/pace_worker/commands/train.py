@@ -49,24 +49,29 @@ from typing import Optional, Union
 import numpy as np
 import yaml
 
-from pace_worker.ace import activeset
-from pace_worker.ace import potentials
-from pace_worker.files.atomic_io import publish, write_json_atomic
+from pace_worker.ace import activeset, potentials
+from pace_worker.ace.pacemaker_input import build_input, potential_section
+from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
+from pace_worker.ace.pacemaker_run import run_pacemaker
+from pace_worker.ace.potential_errors import evaluate_potential
+from pace_worker.ace.stack import stack_versions
+from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
+from pace_worker.algorithms.train_test_split import stable_split
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError
-from pace_worker.ace.pacemaker_run import run_pacemaker
+from pace_worker.files.atomic_io import publish, write_json_atomic
 from pace_worker.files.folder_lock import exclusive_folder
-from pace_worker.files.output_paths import check_writable
 from pace_worker.files.iteration_folder import IterationFolder, fingerprint
-from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
-from pace_worker.ace.potential_errors import evaluate_potential
-from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
+from pace_worker.files.output_paths import check_writable
+from pace_worker.files.structures import (
+    LabelledStructures,
+    check_elements_covered,
+    file_sha256,
+    fully_periodic_or_not,
+    read_labelled_structures,
+    write_extxyz_atomic,
+)
 from pace_worker.parallel.executor import ChunkExecutor
-from pace_worker.ace.pacemaker_input import build_input, potential_section
-from pace_worker.algorithms.train_test_split import stable_split
-from pace_worker.ace.stack import stack_versions
-from pace_worker.files.structures import (LabelledStructures, check_elements_covered, file_sha256, fully_periodic_or_not,
-                                    read_labelled_structures, write_extxyz_atomic)
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,12 @@ from pace_worker.errors import InputError
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.output_paths import check_outputs
-from pace_worker.files.structures import (LabelledStructures, check_elements_covered, file_sha256,
-                                          read_labelled_structures)
+from pace_worker.files.structures import (
+    LabelledStructures,
+    check_elements_covered,
+    file_sha256,
+    read_labelled_structures,
+)
 from pace_worker.parallel.executor import ChunkExecutor
 
 SCHEMA = "pace-worker/validation_metrics/1"

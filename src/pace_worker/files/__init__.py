@@ -1,0 +1,1 @@
+"""Structures and files on disk: reading, checking, finding, publishing, locking."""

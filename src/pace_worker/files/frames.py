@@ -20,15 +20,9 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 from pace_worker.errors import InputError, check_readable_file, first_line
+from pace_worker.files.compression import is_compressed
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
-
-COMPRESSED = (".gz", ".bz2", ".xz")
-
-
-def is_compressed(path) -> bool:
-    return Path(path).suffix in COMPRESSED
-
 
 def _split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements: Optional[set] = None,
                   first_index: int = 0, start: int = 0) -> Iterator[tuple[int, bytes]]:

@@ -16,12 +16,10 @@ Everything is checked before any fitting; the first problem is raised as an
 """
 from __future__ import annotations
 
-import bz2
-import gzip
+import functools
 import hashlib
-import lzma
-import logging
 import io
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
-from pace_worker.files.frames import is_compressed
+from pace_worker.files.compression import OPENERS, is_compressed
 
 log = logging.getLogger(__name__)
 
@@ -323,23 +321,23 @@ def too_close_pair(atoms: Atoms, min_distance: float):
     return closest_pair_below(atoms, min_distance)
 
 
-_BUILD_ATOMIC_ENV = None  # pyace's, imported once per process
+@functools.cache
+def _build_atomic_env():
+    """pyace's C++ neighbour-list builder, imported once per process."""
+    from pace_worker.ace.stack import import_pyace
+
+    import_pyace()
+    from pyace.catomicenvironment import build_atomic_env
+
+    return build_atomic_env
 
 
 def shortest_distance(atoms: Atoms, reach: float) -> float:
     """The shortest interatomic distance if below ``reach`` (else ``inf``), from pyace's C++
-    neighbour list (~0.1 ms for a 32-atom cell; ASE's takes ~30 times longer)."""
-    global _BUILD_ATOMIC_ENV
-    if _BUILD_ATOMIC_ENV is None:
-        from pace_worker.ace.stack import import_pyace
-
-        import_pyace()
-        from pyace.catomicenvironment import build_atomic_env
-
-        _BUILD_ATOMIC_ENV = build_atomic_env
+    neighbour list (ASE is used only to name the pair, see :func:`closest_pair_below`)."""
     probe = fully_periodic_or_not(atoms, reach)
-    env = _BUILD_ATOMIC_ENV(probe.get_positions(), np.array(probe.get_cell()), np.zeros(len(probe), dtype=int),
-                           bool(probe.pbc.all()), float(reach))
+    env = _build_atomic_env()(probe.get_positions(), np.array(probe.get_cell()), np.zeros(len(probe), dtype=int),
+                              bool(probe.pbc.all()), float(reach))
     d = float(env.get_minimal_nn_distance())
     return d if d < reach else float("inf")
 
@@ -415,7 +413,6 @@ def closest_pair_below(atoms: Atoms, threshold: float):
     return a, b, float(d[k])
 
 
-OUTPUT_COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) -> None:
@@ -423,7 +420,7 @@ def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) ->
     ``path``) says: ``.gz``, ``.bz2``, ``.xz``, or plain text. An empty list writes an empty file."""
     import ase.io
 
-    opener = OUTPUT_COMPRESSIONS.get(Path(name or path).suffix) or open
+    opener = OPENERS.get(Path(name or path).suffix) or open
     with opener(path, "wt") as f:
         if atoms:
             ase.io.write(f, atoms, format="extxyz")

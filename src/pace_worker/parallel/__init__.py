@@ -1,0 +1,1 @@
+"""Where chunks of per-structure work run: local processes or a Dask cluster."""

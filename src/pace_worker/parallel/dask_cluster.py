@@ -16,12 +16,9 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-
-# Settings for CPU-bound pyace tasks, measured on this 2-core machine (README "Scale-out"):
-# Dask's statistical profiler samples every worker thread each 10 ms (~15 % per chunk); the
-# event-loop health tick (every 20 ms), the system monitor (500 ms) and the nanny's memory check
-# (100 ms) kept an idle scheduler + 2 workers at 1.08 CPU s per 10 s (5 % of the machine), 0.16
-# with the intervals below. None of them changes what is computed.
+# Settings for CPU-bound pyace tasks: no statistical profiler, and slower health ticks, system
+# monitor and memory checks than Dask's defaults (their cost is in README "Scale-out"). None of
+# them changes what is computed.
 CLUSTER_ENVIRONMENT = {
     "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
     "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",

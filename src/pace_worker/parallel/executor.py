@@ -20,12 +20,12 @@ Where the chunks run
   potential is read once per worker and a worker that joins or dies at any moment needs no
   special handling (Dask reruns a dead worker's chunks elsewhere; the result is the same).
   Chunks that name a file (byte ranges of a pool) and the potential are read by path, so the
-  workers need the same file system paths. A Dask task costs ~20 ms of CPU summed over client,
-  scheduler and worker (measured on 2 cores; a local chunk ~0.3 ms), so each task carries
-  up to ``chunks_per_task`` consecutive chunks (meta_config ``dask.chunks_per_task``, default
-  8), fewer towards the end of a run so the workers finish together; results are still per
-  chunk and in order. Workers with several threads run
-  one chunk at a time per process (pyace objects are shared per process); start them with
+  workers need the same file system paths. A Dask task costs far more overhead than a local
+  chunk (README "Scale-out" has the measurements; ``bench/scaling.py`` repeats them), so each
+  task carries up to ``chunks_per_task`` consecutive chunks (meta_config
+  ``dask.chunks_per_task``, default 8), fewer towards the end of a run so the workers finish
+  together; results are still per chunk and in order. Workers with several threads run one
+  chunk at a time per process (pyace objects are shared per process); start them with
   ``--nthreads 1 --nworkers N``.
 
 A progress bar follows the chunks on a terminal (see :mod:`pace_worker.progress`).
