@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from conftest import pipeline_config
 
-from pace_worker.ace.default_basis import functions_per_element_for, potential_section
+from pace_worker.ace.default_basis import functions_per_element_for
+from pace_worker.ace.pacemaker_input import potential_section
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
 
