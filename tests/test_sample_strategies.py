@@ -1,0 +1,76 @@
+"""The strategies of ``sample`` as objects: what each admits, buffers and selects (no potential
+needed: γ values are given). The whole command with real potentials is in test_sample.py."""
+from typing import get_args
+
+import numpy as np
+import pytest
+
+from pace_worker.algorithms.sample_strategies import (STRATEGIES, BufferedCandidate, CandidateBuffer, GammaWindow,
+                                                      MaxGamma, MaxVol, RandomPick, make_strategy)
+from pace_worker.config import SampleOptions, SampleStrategy
+
+
+def test_every_configurable_strategy_is_a_class_and_back():
+    assert list(STRATEGIES) == list(get_args(SampleStrategy))
+    for name, cls in STRATEGIES.items():
+        assert cls.name == name and isinstance(make_strategy(name, 3, SampleOptions(), 0), cls)
+
+
+def test_admission_floor_and_window():
+    options = SampleOptions(gamma_min=1.2, gamma_lo=2.0, gamma_hi=8.0)
+    window = GammaWindow(5, options, 0)
+    assert [window.admit(g) for g in (1.0, 1.2, 1.5, 2.0, 8.0, 9.0)] == [
+        "not_extrapolative", "not_extrapolative", "outside_window", None, None, "above_gamma_hi"]
+    assert MaxVol(5, options, 0).admit(1.5) is None and MaxVol(5, options, 0).admit(1.2) == "not_extrapolative"
+    assert MaxGamma(5, options, 0).admit(9.0) is None
+    assert RandomPick(5, options, 0).admit(0.1) is None and RandomPick(5, options, 0).gamma_min is None
+    assert MaxGamma(5, SampleOptions(gamma_min=0), 0).admit(0.5) is None  # 0: always N
+
+
+def test_buffer_sizes_follow_the_strategy():
+    assert MaxVol(7, SampleOptions(), 0).buffer_limit() == 2000
+    assert MaxVol(300, SampleOptions(), 0).buffer_limit() == 6000
+    assert GammaWindow(7, SampleOptions(buffer_size=50), 0).buffer_limit() == 50
+    assert MaxGamma(7, SampleOptions(buffer_size=50), 0).buffer_limit() == 7
+    assert RandomPick(7, SampleOptions(), 0).report_fields() == {"buffer_size": None, "gamma_window": None}
+
+
+def _stream(strategy, gammas):
+    buffer = CandidateBuffer(strategy.buffer_limit())
+    thresholds = []
+    for index, g in enumerate(gammas):
+        thresholds.append(strategy.send_back_from(buffer))
+        if strategy.admit(g) is None:
+            buffer.offer(BufferedCandidate(strategy.key(g, index), index, object(), np.array([g])))
+    return buffer, thresholds
+
+
+def test_max_gamma_keeps_the_largest_and_ties_go_to_the_earlier_structure():
+    gammas = [3.0, 9.0, 1.5, 9.0, 4.0, 0.9, 7.0]
+    strategy = MaxGamma(3, SampleOptions(), 0)
+    buffer, thresholds = _stream(strategy, gammas)
+    best = buffer.best_first()
+    assert [c.pool_index for c in best] == [1, 3, 6]
+    assert [c.pool_index for c in strategy.select(best, {}).picks] == [1, 3, 6]
+    # nothing is asked back whole before the buffer is full; then only what beats its lowest γ
+    assert thresholds[:3] == [None, None, None] and thresholds[3] == 1.5 and thresholds[-1] == 4.0
+
+
+def test_random_is_a_seeded_uniform_reservoir():
+    gammas = list(np.linspace(0.5, 20, 200))
+    picks = {seed: [c.pool_index for c in RandomPick(10, SampleOptions(), seed).select(
+        _stream(RandomPick(10, SampleOptions(), seed), gammas)[0].best_first(), {}).picks] for seed in (1, 1, 2)}
+    assert len(picks[1]) == 10 and picks[1] == sorted(picks[1])
+    again = [c.pool_index for c in _stream(RandomPick(10, SampleOptions(), 1), gammas)[0].best_first()]
+    assert sorted(again) == picks[1]                 # the same seed, the same reservoir
+    assert picks[2] != picks[1]
+    assert min(picks[1]) < 100 < max(picks[1])       # not the largest γ: low ones are drawn too
+    _, thresholds = _stream(RandomPick(10, SampleOptions(), 1), gammas)
+    assert set(thresholds) == {None}                 # every structure may still replace a member
+
+
+def test_buffer_refuses_a_structure_that_was_not_sent_back():
+    buffer = CandidateBuffer(1)
+    buffer.offer(BufferedCandidate((2.0, 0), 0, object(), np.array([2.0])))
+    with pytest.raises(AssertionError):
+        buffer.offer(BufferedCandidate((3.0, -1), 1, None, np.array([3.0])))
