@@ -185,8 +185,8 @@ def run_validate(args: argparse.Namespace) -> int:
               f"radius r_in (first: {result.structures_inside_r_in[:5]}); their errors are those of its ZBL core")
     if result.gamma:
         g = result.gamma
-        print(f"γ: max {g['max']:.2f}, {100 * g['fraction_above_1']:.0f}% of structures above 1, Spearman ρ(γ, "
-              f"force error) {_fmt(g['spearman_gamma_vs_force_rmse'])}")
+        print(f"γ: max {g.max:.2f}, {100 * g.fraction_above_1:.0f}% of structures above 1, Spearman ρ(γ, "
+              f"force error) {_fmt(g.spearman_gamma_vs_force_rmse)}")
     for key, path in result.files.items():
         print(f"  {key:20s} {path.resolve()}")
     return 0
@@ -227,8 +227,8 @@ def run_sample(args: argparse.Namespace) -> int:
     print(f"pool γ: median {gamma.percentiles['50']:.2f}, max {gamma.percentiles['100']:.2f}, "
           f"{gamma.count_above['1']} structures above 1")
     for el, d in result.logdet_per_element.items():
-        print(f"  {el}: log|det| of the active set {_fmt(d['before'])} -> {_fmt(d['after'])} "
-              f"(gain {d['gain']:.2f}, rank {d['rank']}/{d['size']})")
+        print(f"  {el}: log|det| of the active set {_fmt(d.before)} -> {_fmt(d.after)} "
+              f"(gain {d.gain:.2f}, rank {d.rank}/{d.size})")
     print(f"  structures {result.files['structures']}\n  report     {result.files['report']}")
     return 0
 

@@ -47,8 +47,8 @@ class DOptimalResult:
 
 def add_outer(matrix: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) -> None:
     """``matrix += alpha · x yᵀ`` in place. For a float64 matrix in C or Fortran order this is
-    BLAS ``dger``: no temporary of the matrix's size (10× faster than ``np.outer`` on a
-    64,000 × 40 matrix). ``x`` and ``y`` must not be views of ``matrix``."""
+    BLAS ``dger``: no temporary of the matrix's size (``np.outer`` makes one per update).
+    ``x`` and ``y`` must not be views of ``matrix``."""
     from scipy.linalg.blas import dger
 
     x, y = np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float)
@@ -75,7 +75,7 @@ def swap_into_active_set(c_t: np.ndarray, inverse: np.ndarray, b: int, j: int) -
 
 
 def column_abs_max(matrix: np.ndarray) -> np.ndarray:
-    """``np.abs(matrix).max(axis=0)`` row by row (contiguous rows: ~2× faster, no temporary of
+    """``np.abs(matrix).max(axis=0)`` row by row (contiguous rows, no temporary of
     the matrix's size)."""
     best = np.abs(matrix[0])
     row = np.empty_like(best)

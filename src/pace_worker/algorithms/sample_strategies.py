@@ -15,7 +15,7 @@ to nothing; every strategy except the ``random`` baseline refuses it (``not_extr
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Optional
 
 import numpy as np
@@ -78,12 +78,25 @@ class CandidateBuffer:
         return sorted(self._heap, reverse=True)
 
 
+@dataclass(frozen=True)
+class LogDetChange:
+    """log|det| of an element's active set before and after the picks (None: the active set is
+    singular), and the gain, which Cramer's rule gives exactly in either case."""
+
+    before: Optional[float]
+    after: Optional[float]
+    gain: float
+    rank: int
+    size: int
+
+
 @dataclass
 class Selected:
     """What a strategy chose from its buffer, and what it reports about how."""
 
     picks: list[BufferedCandidate]
-    report: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)              # strategy-specific report fields
+    logdet: dict[str, LogDetChange] = field(default_factory=dict)  # per element (MaxVol strategies)
 
 
 class SampleStrategy:
@@ -153,14 +166,15 @@ class MaxVol(SampleStrategy):
         set_gain = {m: picks_logdet_gain([candidates[i] for i in r.order], inverse) for m, r in runs.items()}
         method = max(runs, key=lambda m: sum(set_gain[m].values()))
         result = runs[method]
+        logdet = {el: logdet_change(inverse[el], set_gain[method][el]) for el in sorted(inverse)}
         return Selected([buffered[i] for i in result.order], {
             "maxvol_method": method,
             "n_from_joint_maxvol": len(first) if method.startswith("joint") else 0,
             "gamma_at_pick": result.gamma_at_pick,
             "entered_active_set": result.volume_gain,
             "active_set_swaps_per_element": result.swaps_per_element,
-            "logdet_per_element": {el: logdet_entry(inverse[el], set_gain[method][el]) for el in sorted(inverse)},
-        })
+            "logdet_per_element": {el: asdict(change) for el, change in logdet.items()},
+        }, logdet)
 
     def report_fields(self) -> dict:
         return {"buffer_size": self.buffer_limit(), "gamma_window": None}
@@ -212,9 +226,8 @@ def make_strategy(name: str, n: int, options: SampleOptions, seed: int) -> Sampl
     return STRATEGIES[name](n, options, seed)
 
 
-def logdet_entry(inverse: np.ndarray, gain: float) -> dict:
-    """log|det| of the active set before/after the picks (None if the active set is singular)
-    and the gain, which Cramer's rule gives exactly in either case."""
+def logdet_change(inverse: np.ndarray, gain: float) -> LogDetChange:
+    """The :class:`LogDetChange` of an active set (given by its inverse) that the picks grow by ``gain``."""
     before = log_abs_det_of_inverse(inverse)
-    return {"before": before, "after": None if before is None else before + gain, "gain": gain,
-            "rank": int(np.linalg.matrix_rank(inverse)), "size": int(inverse.shape[0])}
+    return LogDetChange(before, None if before is None else before + gain, gain,
+                        int(np.linalg.matrix_rank(inverse)), int(inverse.shape[0]))

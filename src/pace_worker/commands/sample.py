@@ -52,6 +52,7 @@ from pace_worker.algorithms.sample_strategies import (
     STRATEGIES,
     BufferedCandidate,
     CandidateBuffer,
+    LogDetChange,
     SampleStrategy,
     Selected,
     make_strategy,
@@ -120,7 +121,7 @@ class SampleResult:
     counts: PoolCounts
     pool_gamma: PoolGamma
     nothing_to_learn: bool          # no structure above gamma_min: the output is empty
-    logdet_per_element: dict        # element -> before, after, gain, rank, size (MaxVol strategies)
+    logdet_per_element: dict[str, LogDetChange]  # MaxVol strategies; empty for the others
     wall_time_s: float
     report: dict                    # the JSON report
     files: dict[str, Path]
@@ -191,7 +192,7 @@ def sample(request: SampleRequest) -> SampleResult:
         group.publish()
     return SampleResult(picks=[int(c.pool_index) for c in selected.picks], strategy=strategy.name,
                         gamma_min=strategy.gamma_min, counts=scored.counts, pool_gamma=pool_gamma,
-                        nothing_to_learn=nothing_to_learn, logdet_per_element=report.get("logdet_per_element") or {},
+                        nothing_to_learn=nothing_to_learn, logdet_per_element=selected.logdet,
                         wall_time_s=report["wall_time_s"], report=report, files=files)
 
 

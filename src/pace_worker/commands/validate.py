@@ -57,6 +57,15 @@ class ValidateRequest:
     plots: bool = True
 
 
+@dataclass(frozen=True)
+class GammaSummary:
+    """How extrapolative the test set is for the potential (per-structure max γ)."""
+
+    max: float
+    fraction_above_1: float
+    spearman_gamma_vs_force_rmse: Optional[float]  # rank correlation of γ with the force error
+
+
 @dataclass
 class ValidateResult:
     metrics: dict                   # the JSON written to --output
@@ -67,7 +76,7 @@ class ValidateResult:
     n_atoms: int
     atoms_per_s: Optional[float]
     rows: list[tuple[str, ErrorLine]]  # all, per group, the low-energy window
-    gamma: Optional[dict]           # max, fraction_above_1, spearman_gamma_vs_force_rmse (None without .asi)
+    gamma: Optional[GammaSummary]   # None without an active set
     n_inside_r_in: int              # structures with a pair inside the core repulsion
     structures_inside_r_in: list[int]  # the first 20 of them
     per_structure: dict             # arrays per test structure (the CSV's columns)
@@ -178,7 +187,9 @@ def validate_result(metrics: dict, files: dict[str, Path], result: Evaluation) -
         metrics=metrics, files=files, test_set=Path(metrics["test_set"]["path"]),
         test_set_found_by=metrics["test_set"]["found_by"], n_structures=metrics["test_set"]["n_structures"],
         n_atoms=metrics["test_set"]["n_atoms"], atoms_per_s=metrics["timing"]["atoms_per_s"], rows=rows,
-        gamma=s["gamma"], n_inside_r_in=s["core_repulsion"]["n_structures_inside_r_in"],
+        gamma=GammaSummary(s["gamma"]["max"], s["gamma"]["fraction_above_1"],
+                           s["gamma"]["spearman_gamma_vs_force_rmse"]) if s["gamma"] else None,
+        n_inside_r_in=s["core_repulsion"]["n_structures_inside_r_in"],
         structures_inside_r_in=list(s["core_repulsion"]["structures_inside_r_in"]), per_structure=result.table)
 
 
