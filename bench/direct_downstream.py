@@ -1,6 +1,7 @@
 """Is a potential trained on DIRECT's picks better than one trained on random picks?
 
     .venv/bin/python bench/direct_downstream.py [--seeds 0 1 2] [--picks 30] [--pool 1000]
+                                                [--functions 32] [--maxiter 400] [--repulsion none]
 
 DIRECT's claim (Qi et al. 2024) is that a model trained on its picks extrapolates better. Judged as
 a user would: for each seed, a raw pool shaped like an MD-made one (one near-equilibrium bulk
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO / "src"))
 FAMILIES = [("fcc", "Cu", 0.62), ("vacancy", "Cu", 0.10), ("alloy", "Cu", 0.10), ("fcc_Al", "Al", 0.09),
             ("hcp", "Cu", 0.03), ("slab", "Cu", 0.03), ("cluster", "Cu", 0.03)]
 REPULSION = ["null"]
+FIT = {"FUNCTIONS": "32", "MAXITER": "400"}
 CONFIG = """\
 seed: 1
 cutoff: 5.0
@@ -39,9 +41,9 @@ data: {test_size: 0}
 potential:
   elements: [Al, Cu]
   functions:
-    number_of_functions_per_element: 16
+    number_of_functions_per_element: FUNCTIONS
     ALL: {nradmax_by_orders: [8, 3, 2], lmax_by_orders: [0, 2, 1]}
-fit: {maxiter: 150, repulsion: REPULSION}
+fit: {maxiter: MAXITER, repulsion: REPULSION}
 backend: {batch_size: 50, display_step: 50}
 """
 
@@ -85,7 +87,10 @@ def train_and_validate(folder: Path, picks: list, test_path: Path) -> dict:
 
     folder.mkdir(parents=True, exist_ok=True)
     ase.io.write(str(folder / "train.xyz"), label_with_emt(picks), format="extxyz")
-    (folder / "config.yaml").write_text(CONFIG.replace("REPULSION", REPULSION[0]))
+    config = CONFIG.replace("REPULSION", REPULSION[0])
+    for key, value in FIT.items():
+        config = config.replace(key, value)
+    (folder / "config.yaml").write_text(config)
     (folder / "meta.yaml").write_text("device: cpu\nthreads: 2\nlog_level: WARNING\n")
     cli("train", "--config", folder / "config.yaml", "--meta-config", folder / "meta.yaml",
         "--dataset", folder / "train.xyz", "--iteration", 1, cwd=folder)
@@ -106,9 +111,12 @@ def main() -> None:
                              "training picks, which then dominates every test structure with a closer pair "
                              "(thousands of meV/Å, whichever selection); 'none' (default) measures what the "
                              "picks teach the ACE part")
+    parser.add_argument("--functions", type=int, default=32, help="basis functions per element of every fit")
+    parser.add_argument("--maxiter", type=int, default=400, help="BFGS steps of every fit")
     args = parser.parse_args()
     REPULSION[0] = "auto" if args.repulsion == "auto" else "null"
-    args.workdir = args.workdir / f"repulsion-{args.repulsion}"
+    FIT.update(FUNCTIONS=str(args.functions), MAXITER=str(args.maxiter))
+    args.workdir = args.workdir / f"repulsion-{args.repulsion}-f{args.functions}-i{args.maxiter}"
     import ase.io
 
     results = {"direct": [], "random": []}
@@ -135,7 +143,8 @@ def main() -> None:
 
     families = [f for f, _, _ in FAMILIES]
     print(f"\nforce RMSE on held-out structures, meV/Å (median over seeds {args.seeds}; {args.picks} picks of "
-          f"{args.pool}; core repulsion {args.repulsion})")
+          f"{args.pool}; {args.functions} functions per element, {args.maxiter} BFGS steps; core repulsion "
+          f"{args.repulsion})")
     print(f"{'family':10s} {'share':>6s} {'DIRECT':>9s} {'random':>9s}")
     for f, _, share in FAMILIES:
         d = np.median([r[f] for r in results["direct"]])
