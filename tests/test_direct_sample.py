@@ -216,3 +216,18 @@ def test_periodicity_floor_gives_a_compact_kind_its_proportional_share(tmp_path)
         assert kinds.count(kind) == strata[name]["n_picked"] == 3
     assert kinds.count("fcc") + kinds.count("vacancy") == strata["bulk (3D periodic)"]["n_clusters"] == 6
     assert min(kinds.count("fcc"), kinds.count("vacancy")) >= 2 and len(kinds) == 12
+
+
+def test_fewer_clusters_than_kinds_of_periodicity_keep_every_structure_in_a_cluster():
+    from pace_worker.algorithms.direct_strata import select_in_system
+    from pace_worker.config import WorkerConfig
+
+    # a varied bulk kind and two compact ones, 2 clusters for 3 kinds: one kind can have none
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 5, (40, 4)), rng.normal(0, 0.1, (10, 4)) + 1, rng.normal(0, 0.1, (10, 4)) - 1])
+    kinds = np.array([3] * 40 + [2] * 10 + [0] * 10, dtype=np.int8)
+    entry: dict = {}
+    labels, picks, _ = select_in_system(X, 2, 1, "center", np.full(60, 4), WorkerConfig().direct_sample, 0, kinds,
+                                        entry)
+    assert labels.min() == 0 and sorted(np.unique(labels)) == [0, 1] and len(picks) == 2
+    assert "strata" not in entry  # the clustering of all rows together stands

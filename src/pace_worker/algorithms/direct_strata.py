@@ -43,6 +43,20 @@ def _cluster(features: np.ndarray, n_clusters: int, options, seed: int):
     return steps, steps["birch"].labels_, pcs
 
 
+class _Numbering:
+    """Cluster ids across groups of rows: each group's local ids follow the previous groups' ids."""
+
+    def __init__(self, n_rows: int):
+        self.labels = np.full(n_rows, -1, dtype=int)
+        self.picks: list[tuple[int, int]] = []
+        self.next_id = 0
+
+    def add(self, rows: np.ndarray, local: np.ndarray, local_picks: list[tuple[int, int]]) -> None:
+        self.labels[rows] = local + self.next_id
+        self.picks.extend((int(rows[r]), int(c) + self.next_id) for r, c in local_picks)
+        self.next_id += int(local.max()) + 1
+
+
 @dataclass
 class Selection:
     picks: list            # (row, cluster id) pairs, clusters numbered across systems
@@ -69,11 +83,9 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
     systems, system_of_row = chemical_systems(composition)
     sizes = np.bincount(system_of_row, minlength=len(systems))
     allocation = allocate_clusters(sizes, n_clusters)
-    labels = np.full(len(features), -1, dtype=int)
-    picks: list[tuple[int, int]] = []
+    numbering = _Numbering(len(features))
     info = []
     largest_birch = None
-    next_id = 0
     for s in np.argsort(-sizes, kind="stable"):
         rows = np.flatnonzero(system_of_row == s)
         names = [el for el, present in zip(elements, systems[s]) if present]
@@ -87,20 +99,18 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
         local, local_picks, birch = select_in_system(features[rows][:, columns], int(allocation[s]), k, selection,
                                                      n_atoms[rows], options, seed, periodic_dims[rows], entry)
         largest_birch = largest_birch or birch
-        labels[rows] = local + next_id
-        picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
+        numbering.add(rows, local, local_picks)
         entry["n_picked"] = len(local_picks)
-        next_id += int(local.max()) + 1
     # the whole pool's PCs, for the report, the coverage score and the picture: fitted on at most
     # OVERVIEW_FIT_ROWS evenly spaced rows and applied in blocks (memory stays that of one block)
     overview = Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(options.n_components,
                                                                            options.weight_components))])
     overview.fit(features[np.linspace(0, len(features) - 1, min(len(features), OVERVIEW_FIT_ROWS)).astype(int)])
     steps = dict(overview.named_steps)
-    steps["birch"] = largest_birch or _Trivial(next_id)
+    steps["birch"] = largest_birch or _Trivial(numbering.next_id)
     pcs = np.concatenate([steps["pca"].transform_unweighted(steps["scale"].transform(features[i:i + OVERVIEW_FIT_ROWS]))
                           for i in range(0, len(features), OVERVIEW_FIT_ROWS)]).astype(np.float32)
-    return Selection(picks=picks, labels=labels, systems=info, overview=steps, pcs=pcs)
+    return Selection(picks=numbering.picks, labels=numbering.labels, systems=info, overview=steps, pcs=pcs)
 
 
 def _direct(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.ndarray, options, seed: int):
@@ -132,25 +142,22 @@ def select_in_system(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.
                          for c in range(labels.max() + 1)])
     natural = np.bincount(majority, minlength=len(kinds))
     raised = raise_to_proportional(natural, np.bincount(kind_of_row, minlength=len(kinds)))
-    if list(natural) == raised:
+    # fewer clusters than kinds: not every kind can have one, and a kind clustered on its own
+    # needs at least one, so the clustering of all rows together stands
+    if list(natural) == raised or 0 in raised:
         return labels, picks, birch
-    labels = np.full(len(X), -1, dtype=int)
-    picks, next_id, strata, first_birch = [], 0, {}, None
+    numbering, strata, first_birch = _Numbering(len(X)), {}, None
     for kind in np.argsort(-np.asarray(raised), kind="stable"):
-        if raised[kind] == 0:
-            continue
         rows = np.flatnonzero(kind_of_row == kind)
         local, local_picks, kind_birch, _ = _direct(X[rows], raised[kind], k, selection, n_atoms[rows], options,
                                                     seed)
         first_birch = first_birch or kind_birch
-        labels[rows] = local + next_id
-        picks.extend((int(rows[r]), int(c) + next_id) for r, c in local_picks)
-        next_id += int(local.max()) + 1
+        numbering.add(rows, local, local_picks)
         strata[PERIODICITY[int(kinds[kind])]] = {"n_structures": int(len(rows)), "n_clusters": int(raised[kind]),
                                                  "n_clusters_together": int(natural[kind]),
                                                  "n_picked": len(local_picks)}
     entry["strata"] = strata
-    return labels, picks, first_birch or birch
+    return numbering.labels, numbering.picks, first_birch or birch
 
 
 @dataclass
