@@ -63,9 +63,6 @@ class CandidateBuffer:
     def lowest_key(self) -> tuple:
         return self._heap[0].key
 
-    def would_keep(self, key: tuple) -> bool:
-        return not self.full or key > self._heap[0].key
-
     def offer(self, entry: BufferedCandidate) -> None:
         if not self.full:
             heapq.heappush(self._heap, entry)

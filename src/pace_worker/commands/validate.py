@@ -106,7 +106,7 @@ def find_inputs(request: ValidateRequest, files: dict[str, Path]) -> _Inputs:
     b_basis, elements = potentials.open_potential(potential)
     test_set = discovery.find_test_set(request.test_set, request.config, potential)
     asi_file = discovery.validate_active_set_file(request.asi, request.config, b_basis)
-    explicit_asi = asi_file.path if asi_file.source in ("--asi", "config validate.asi") else None
+    explicit_asi = None if asi_file.by_default else asi_file.path
     check_outputs({("--output" if key == "json" else key.replace("_", " ")): p for key, p in files.items()},
                   {"potential": potential, "potential's B-basis": potential.with_suffix(".yaml"),
                    "potential's .yace": potential.with_suffix(".yace"),
@@ -114,7 +114,7 @@ def find_inputs(request: ValidateRequest, files: dict[str, Path]) -> _Inputs:
                    "train metrics": potential.parent / "train_metrics.json"
                    if test_set.source == "train_metrics.json" else None,
                    "config": request.config.source, "meta_config": request.meta.source})
-    asi = discovery.validate_active_set(request.asi, request.config, potential, b_basis)
+    asi = discovery.check_validate_active_set(asi_file, potential, b_basis)
     return _Inputs(potential, b_basis, elements, test_set, asi)
 
 

@@ -34,6 +34,7 @@ class Found:
 
     path: Optional[Path]
     source: str
+    by_default: bool = False  # neither a flag nor config.yaml named it
 
 
 def flag_config_or_default(flag: Optional[Path], flag_name: str, configured: Optional[str], key: str,
@@ -43,7 +44,7 @@ def flag_config_or_default(flag: Optional[Path], flag_name: str, configured: Opt
         return Found(Path(flag), flag_name)
     if configured:
         return Found(config.resolve_path(configured), f"config {key}")
-    return Found(default, default_name)
+    return Found(default, default_name, by_default=True)
 
 
 # ----------------------------------------------------------------------------- sample
@@ -62,7 +63,7 @@ def sample_potential_files(potential: Optional[Path], asi: Optional[Path], confi
     folder = Path(output_dir or Path(candidates).resolve().parent)
     found = flag_config_or_default(potential, "--potential", config.sample.potential, "sample.potential", config,
                                    folder / "output_potential.yaml", "the output folder's potential")
-    if found.source == "the output folder's potential" and not found.path.is_file():
+    if found.by_default and not found.path.is_file():
         raise InputError(f"no potential given and no '{found.path}' found; give --potential (the B-basis .yaml "
                          "written by train) or set sample.potential in config.yaml")
     return found, flag_config_or_default(asi, "--asi", config.sample.asi, "sample.asi", config,
@@ -79,22 +80,19 @@ def load_gamma_potential(potential: Found, asi: Found) -> GammaPotential:
 
 
 # ----------------------------------------------------------------------------- validate
-BESIDE = "the .asi beside the potential's B-basis"
-
-
 def validate_active_set_file(asi: Optional[Path], config: WorkerConfig, b_basis: Optional[Path]) -> Found:
     """The active set ``validate`` would use, not yet checked (path None: γ is not computed)."""
     beside = b_basis.with_suffix(".asi") if b_basis is not None else None
-    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config, beside, BESIDE)
-    if found.source == BESIDE and (beside is None or not beside.is_file()):
-        return Found(None, "no active set")
+    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config, beside,
+                                   "the .asi beside the potential's B-basis")
+    if found.by_default and (beside is None or not beside.is_file()):
+        return Found(None, "no active set", by_default=True)
     return found
 
 
-def validate_active_set(asi: Optional[Path], config: WorkerConfig, potential: Path,
-                        b_basis: Optional[Path]) -> Optional[Path]:
-    """The active set for γ in ``validate``, checked against the potential; None if there is none."""
-    found = validate_active_set_file(asi, config, b_basis)
+def check_validate_active_set(found: Found, potential: Path, b_basis: Optional[Path]) -> Optional[Path]:
+    """The active set :func:`validate_active_set_file` found, checked against the potential; None
+    if there is none."""
     if found.path is None:
         return None
     if b_basis is None:
