@@ -15,7 +15,8 @@ from conftest import TINY_CONFIG, assert_one_line_error, pipeline_config, run_cl
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
 BUDGETED_FIT = TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_time: 5}")
-OURS = "sample: {strategy: maxvol}\nvalidate: {group_by: config_type}\ndirect_sample: {k_per_cluster: 1}\n"
+OURS = ("sample: {strategy: maxvol}\nvalidate: {group_by: config_type}\ndirect_sample: {k_per_cluster: 1}\n"
+        "train: {schedule: off}\n")  # these tests are about pacemaker stopped by the clock
 
 META = "device: cpu\nthreads: 2\nlammps_binary: /usr/bin/lmp\nvasp: {ncore: 4}\n"
 FILES = ("output_potential.yaml", "output_potential.yace", "output_potential.asi", "test_set.xyz",

@@ -88,7 +88,8 @@ def test_a_lock_left_by_a_dead_run_is_taken_over(tmp_path):
 
 def test_two_trains_in_one_folder(tmp_path):
     write_dataset(tmp_path / "train.xyz", emt_dataset("Cu", n=10, seed=4))
-    (tmp_path / "config.yaml").write_text(TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_time: 8}"))
+    (tmp_path / "config.yaml").write_text(TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_time: 8}")
+                                          + "train: {schedule: off}\n")
     (tmp_path / "meta.yaml").write_text(META)
     args = [sys.executable, str(MAIN), "train", "--config", tmp_path / "config.yaml", "--meta-config",
             tmp_path / "meta.yaml", "--dataset", tmp_path / "train.xyz", "--iteration", 1]

@@ -133,8 +133,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 def print_train_summary(result) -> None:
     fmt = _fmt
+    steps = "" if result.schedule else f"{result.optimizer_steps} optimizer steps, "
     print(f"iteration {result.iteration} ({result.mode}): {result.n_functions} functions, "
-          f"{result.optimizer_steps} optimizer steps, {result.wall_time_s:.1f} s, device {result.device}")
+          f"{steps}{result.wall_time_s:.1f} s, device {result.device}")
+    if result.schedule:
+        print(result.schedule)
     if result.max_time_s is not None:
         print(f"the time budget (fit.max_time {result.max_time_s:g} s) ended the fit; the potential reached "
               "by then is published")

@@ -205,6 +205,11 @@ class TrainOptions(_Strict):
 
     active_set_gamma_tolerance: float = Field(1.01, ge=1.0)
     maxvol_iters: int = Field(300, ge=1)
+    # with fit.max_time: "auto" plans the stages and the basis for the budget (commands/train_schedule.py);
+    # "off" runs pacemaker on the configured basis until the clock stops it
+    schedule: Literal["auto", "off"] = "auto"
+    # fraction of the training structures held out to choose the published potential (budgeted fits)
+    validation_size: float = Field(0.1, ge=0, lt=1)
 
 
 class DescriptorSettings(_Strict):

@@ -138,3 +138,38 @@ def learning_curve(path: Path, rows) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def error_vs_time(path: Path, points: Sequence[dict], budget_s: Optional[float], title: str) -> None:
+    """Validation and test errors of a budgeted fit's candidates against wall time.
+
+    ``points``: dicts with ``time_s``, ``set`` ("validation"/"test"), ``stage`` and the RMSEs
+    ``energy_rmse_mev_per_atom`` / ``force_rmse_mev_per_A``; the published candidate has ``published``."""
+    plt = _figure()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=130)
+    markers = {"validation": "o", "test": "s"}
+    for ax, key, label in ((axes[0], "energy_rmse_mev_per_atom", "energy RMSE (meV/atom)"),
+                           (axes[1], "force_rmse_mev_per_A", "force RMSE (meV/Å)")):
+        for which in ("validation", "test"):
+            for stage in sorted({p["stage"] for p in points}):
+                series = sorted((p for p in points if p["set"] == which and p["stage"] == stage
+                                 and p.get(key) is not None), key=lambda p: p["time_s"])
+                if not series:
+                    continue
+                ax.plot([p["time_s"] for p in series], [p[key] for p in series], marker=markers[which],
+                        ms=5, lw=1, ls="-" if which == "validation" else "--", label=f"{which}, {stage}")
+        for p in points:
+            if p.get("published") and p.get(key) is not None:
+                ax.scatter([p["time_s"]], [p[key]], s=140, facecolors="none", edgecolors="k", zorder=5)
+        if budget_s:
+            ax.axvline(budget_s, color="0.4", ls=":", lw=1)
+            ax.text(budget_s, ax.get_ylim()[1], " budget", va="top", fontsize=8, color="0.3")
+        ax.set_xlabel("wall time since the start of train (s)")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title} (circled: published)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

