@@ -158,3 +158,12 @@ def test_the_validation_split_keeps_each_structures_role_as_the_data_grow():
     _, held_large = validation_split(structures, 0.2, 7)
     assert held_small and set(held_small) == {i for i in held_large if i < 25}
     assert validation_split(structures[:5], 0.2, 7) == (list(range(5)), [])  # too few to hold any out
+
+
+def test_schedule_off_written_as_yaml_means_off(tmp_path):
+    from pace_worker.config import load_worker_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text(pipeline_config("fit: {max_time: 60}\n", "train: {schedule: off, validation_size: 0.2}\n"))
+    config = load_worker_config(path)
+    assert config.train.schedule == "off" and config.train.validation_size == 0.2

@@ -211,6 +211,12 @@ class TrainOptions(_Strict):
     # fraction of the training structures held out to choose the published potential (budgeted fits)
     validation_size: float = Field(0.1, ge=0, lt=1)
 
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value):
+        # YAML 1.1 reads an unquoted `off`/`on` as a boolean: `schedule: off` means "off"
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
 
 class DescriptorSettings(_Strict):
     """``direct_sample.descriptor:`` — the unfitted ACE basis used as DIRECT's encoder when no
