@@ -153,8 +153,9 @@ def test_validate_and_sample_on_slurm_workers_equal_local(slurm, cold_run, tmp_p
 
     write_dataset(tmp_path / "pool.xyz", fcc_cells("Cu", n=30, seed=5, strain=0.06, rattle=0.1))
     for strategy in ("maxvol", "random"):
-        here = sample(SampleRequest(candidates=tmp_path / "pool.xyz", n_samples=5, output=tmp_path / f"l_{strategy}.xyz",
-                                    potential=potential, strategy=strategy, meta=MetaConfig(workers=2, chunk_size=7)))
+        here = sample(SampleRequest(candidates=tmp_path / "pool.xyz", n_samples=5,
+                                    output=tmp_path / f"l_{strategy}.xyz", potential=potential, strategy=strategy,
+                                    meta=MetaConfig(workers=2, chunk_size=7)))
         proc = run_cli("sample", "--meta-config", meta, "--candidates", tmp_path / "pool.xyz", "--n_samples", 5,
                        "--output", tmp_path / f"s_{strategy}.xyz", "--potential", potential, "--strategy", strategy)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -282,7 +283,7 @@ def test_sbatch_scripts_are_valid_bash():
 @needs_slurm
 def test_train_as_a_slurm_job_with_the_cpu_script(slurm, tmp_path):
     """scripts/slurm/train_cpu.sbatch as the README submits it (resources overridden on the sbatch line)."""
-    dataset = write_dataset(tmp_path / "train.xyz", emt_dataset("Cu", n=14, seed=1))
+    write_dataset(tmp_path / "train.xyz", emt_dataset("Cu", n=14, seed=1))
     (tmp_path / "config.yaml").write_text(TINY_CONFIG)
     (tmp_path / "meta.yaml").write_text("device: cpu\n")
     proc = subprocess.run(

@@ -2,8 +2,9 @@
 
 Guarantee: every Slurm job submitted here is cancelled before the command ends — when it succeeds,
 fails, or is stopped by SIGTERM or Ctrl-C — and the command waits until ``squeue`` no longer lists
-it (up to a minute; a warning names a job still listed then). Only SIGKILL of the command skips this; then each worker, left without its scheduler, exits
-after ``dask.death_timeout`` seconds (60), which ends its job.
+it (up to a minute; a warning names a job still listed then). Only SIGKILL of the command skips
+this; then each worker, left without its scheduler, exits after ``dask.death_timeout`` seconds
+(60), which ends its job.
 
 The workers are dask-jobqueue's ``SLURMCluster``: its scheduler runs in this process, and each job
 runs ``dask worker`` with ``processes`` single-threaded worker processes (the executor runs one
