@@ -50,7 +50,8 @@ def slurm_unavailable() -> Optional[str]:
     except subprocess.TimeoutExpired:
         return "the Slurm controller does not answer `scontrol ping`"
     if "is UP" not in ping.stdout:
-        return f"no Slurm controller is up ({(ping.stdout + ping.stderr).strip().splitlines()[:1]})"
+        said = (ping.stdout + ping.stderr).strip().splitlines()
+        return f"no Slurm controller is up (`scontrol ping`: {said[0] if said else 'no output'})"
     return None
 
 
