@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
 # how long closing waits for Slurm to take the cancelled jobs out of the queue
 CANCEL_WAIT_S = 60.0
+# how often the wait for the first worker says what Slurm says about the jobs (INFO)
+WAIT_REPORT_S = 60.0
 # job states after which a job holds no resources (squeue -j lists them for a while)
 ENDED_STATES = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
                 "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "TIMEOUT"}
@@ -137,7 +139,10 @@ def cancel_jobs(job_ids: list[str], wait_s: float = CANCEL_WAIT_S) -> list[str]:
     """Cancel these jobs and wait until squeue no longer lists them; returns those still listed."""
     left = list(job_states(job_ids))
     if left:
-        _slurm("scancel", *left)
+        try:
+            _slurm("scancel", *left)
+        except subprocess.TimeoutExpired:  # the controller is slow: squeue below says what is left
+            log.debug("scancel %s did not return within 30 s", " ".join(left))
     deadline = time.monotonic() + wait_s
     while left and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -285,6 +290,7 @@ class SlurmWorkers:
 
     def _wait_for_a_worker(self, begin: float) -> None:
         s = self.settings
+        next_report = WAIT_REPORT_S
         while True:
             if self.ledger.refusals:
                 raise InputError(f"Slurm refused a Dask worker job ({self.ledger.refusals[0]}): asked for "
@@ -301,6 +307,10 @@ class SlurmWorkers:
             if waited >= s.connect_timeout_s:
                 raise InputError(f"no Dask worker connected within dask.connect_timeout_s = {s.connect_timeout_s:g} s"
                                  f" ({_describe(states, submitted)}); {_advice(states)}")
+            if waited >= next_report:  # a queue can take long: say what Slurm says, now and then
+                log.info("waiting %.0f s of dask.connect_timeout_s = %g s for a Dask worker: %s", waited,
+                         s.connect_timeout_s, _describe(states, submitted))
+                next_report += WAIT_REPORT_S
             time.sleep(min(0.5, s.connect_timeout_s - waited))
 
     def close(self) -> None:
