@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import pipeline_config
+from conftest import assert_one_line_error, pipeline_config, run_cli, write_dataset
 
 from pace_worker.ace.default_basis import functions_per_element_for
 from pace_worker.ace.pacemaker_input import potential_section
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
+from pace_worker.toy_data import unlabelled_pool
 
 PACEMAKER = "cutoff: 5.0\nfit: {maxiter: 7}\nbackend: {evaluator: tensorpot, batch_size: 10}\n"
 
@@ -202,3 +203,19 @@ def test_meta_config_slurm_block_errors_are_one_line_naming_the_key(tmp_path, bl
     assert "\n" not in message and str(path) in message, message
     for word in words:
         assert word in message, message
+
+
+@pytest.mark.parametrize("block, words", [
+    ("{cluster: slurm, cores: 2, memory: 1GB, wall_time: '1:00'}", ["unknown key 'dask.wall_time'", "'walltime'"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, walltime: 2:00:00}", ["'dask.walltime'", "quoted string"]),
+    ("{cluster: slurm, cores: 2, memory: lots}", ["'dask.memory'", "64GB"]),
+])
+def test_bad_dask_block_stops_the_command_with_one_line_and_exit_2(tmp_path, block, words):
+    """As the user meets it: the command, not the loader — exit 2, one stderr line, no traceback, no output."""
+    meta = tmp_path / "meta.yaml"
+    meta.write_text(f"dask: {block}\n")
+    pool = write_dataset(tmp_path / "pool.xyz", unlabelled_pool(5, seed=1))
+    proc = run_cli("direct_sample", "--meta-config", meta, "--input", pool, "--output", tmp_path / "o.xyz",
+                   "--n_clusters", 2)
+    assert_one_line_error(proc, "meta_config", str(meta), *words)
+    assert not (tmp_path / "o.xyz").exists()
