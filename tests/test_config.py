@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import pytest
-from conftest import pipeline_config
+from conftest import assert_one_line_error, pipeline_config, run_cli, write_dataset
 
 from pace_worker.ace.default_basis import functions_per_element_for
 from pace_worker.ace.pacemaker_input import potential_section
 from pace_worker.config import load_meta_config, load_worker_config
 from pace_worker.errors import InputError
+from pace_worker.toy_data import unlabelled_pool
 
 PACEMAKER = "cutoff: 5.0\nfit: {maxiter: 7}\nbackend: {evaluator: tensorpot, batch_size: 10}\n"
 
@@ -161,3 +162,60 @@ def test_max_time_is_not_passed_to_pacemaker_but_a_budget_callback_is(tmp_path):
     fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
                       seed=1, reference_energy=None)["fit"]
     assert "callbacks" not in fit
+
+
+def test_meta_config_slurm_block_is_read_with_dask_jobqueue_names(tmp_path):
+    path = tmp_path / "meta.yaml"
+    path.write_text('dask:\n  cluster: slurm\n  jobs: 4\n  cores: 16\n  memory: 64GB\n  walltime: "02:00:00"\n'
+                    '  queue: compute\n  account: proj-17\n  job_script_prologue: ["module load python"]\n'
+                    '  job_extra_directives: ["--qos=normal"]\n  log_directory: logs\n  connect_timeout_s: 120\n')
+    dask = load_meta_config(path).dask
+    assert (dask.cluster, dask.jobs, dask.cores, dask.memory, dask.walltime) == ("slurm", 4, 16, "64GB", "02:00:00")
+    assert dask.processes is None and dask.queue == "compute" and dask.account == "proj-17"
+    assert dask.job_script_prologue == ["module load python"] and dask.job_extra_directives == ["--qos=normal"]
+    assert dask.log_directory == (tmp_path / "logs").resolve() and dask.connect_timeout_s == 120
+
+
+@pytest.mark.parametrize("block, words", [
+    ("{cluster: slurm, cores: 2, memory: 1GB, walltme: '1:00'}", ["unknown key 'dask.walltme'", "'walltime'"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, scheduler_options: {hst: x}}",
+     ["'dask.scheduler_options.hst'", "'host'"]),
+    ("{cores: 2, memory: 1GB}", ["'cores' configures Slurm workers", "cluster: slurm"]),
+    ("{cluster: slurm, cores: 2}", ["needs memory"]),
+    ("{cluster: slurm, memory: 2GB}", ["needs cores"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, scheduler_address: 'tcp://h:8786'}", ["either scheduler_address"]),
+    ("{cluster: pbs, cores: 2, memory: 1GB}", ["'dask.cluster'", "slurm"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, processes: 3}", ["processes (3) cannot exceed cores (2)"]),
+    ("{cluster: slurm, cores: 2, memory: lots}", ["'dask.memory'", "64GB"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, walltime: 2:00:00}", ["'dask.walltime'", "quoted string", "7200"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, walltime: 'two hours'}", ["'dask.walltime'", "HH:MM:SS"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, queue: 'a b'}", ["'dask.queue'"]),
+    ("{cluster: slurm, cores: 0, memory: 1GB}", ["'dask.cores'"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, job_script_prologue: [\"a\\nb\"]}",
+     ["'dask.job_script_prologue'", "one line"]),
+])
+def test_meta_config_slurm_block_errors_are_one_line_naming_the_key(tmp_path, block, words):
+    path = tmp_path / "meta.yaml"
+    path.write_text(f"dask: {block}\n")
+    with pytest.raises(InputError) as err:
+        load_meta_config(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message, message
+    for word in words:
+        assert word in message, message
+
+
+@pytest.mark.parametrize("block, words", [
+    ("{cluster: slurm, cores: 2, memory: 1GB, wall_time: '1:00'}", ["unknown key 'dask.wall_time'", "'walltime'"]),
+    ("{cluster: slurm, cores: 2, memory: 1GB, walltime: 2:00:00}", ["'dask.walltime'", "quoted string"]),
+    ("{cluster: slurm, cores: 2, memory: lots}", ["'dask.memory'", "64GB"]),
+])
+def test_bad_dask_block_stops_the_command_with_one_line_and_exit_2(tmp_path, block, words):
+    """As the user meets it: the command, not the loader — exit 2, one stderr line, no traceback, no output."""
+    meta = tmp_path / "meta.yaml"
+    meta.write_text(f"dask: {block}\n")
+    pool = write_dataset(tmp_path / "pool.xyz", unlabelled_pool(5, seed=1))
+    proc = run_cli("direct_sample", "--meta-config", meta, "--input", pool, "--output", tmp_path / "o.xyz",
+                   "--n_clusters", 2)
+    assert_one_line_error(proc, "meta_config", str(meta), *words)
+    assert not (tmp_path / "o.xyz").exists()

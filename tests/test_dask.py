@@ -128,3 +128,30 @@ def test_task_groups_shrink_towards_the_end_and_keep_order():
     assert sizes[0] == 8 and sizes[-1] == 1 and sizes == sorted(sizes, reverse=True)
     assert len(groups) < 188 // 4  # far fewer tasks than chunks
     assert [len(g) for g in _groups(range(20), 8, None, threads=2)] == [8, 8, 4]  # length unknown: fixed size
+
+
+def test_no_worker_left_mid_run_is_one_line(tmp_path):
+    """The only worker dies while its chunks run (a Slurm job at its walltime does the same): the
+    command stops after dask.connect_timeout_s with one line instead of waiting forever."""
+    pool = write_dataset(tmp_path / "pool.xyz", unlabelled_pool(1000, seed=3))
+    with DaskProcesses(n_workers=1, log_dir=tmp_path) as lone:
+        meta = tmp_path / "meta.yaml"
+        meta.write_text(f"chunk_size: 10\ndask: {{scheduler_address: '{lone.address}', connect_timeout_s: 3}}\n")
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "src" / "main.py"),
+                                 "direct_sample", "--meta-config", str(meta), "--input", str(pool),
+                                 "--output", str(tmp_path / "d.xyz"), "--n_clusters", "10", "--no-plots"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PACE_WORKER_NO_PROGRESS": "1"})
+        with Client(lone.address, timeout="30s") as client:
+            deadline = time.time() + 300
+            while time.time() < deadline and proc.poll() is None and not any(client.processing().values()):
+                time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before the worker could be killed"
+        lone.kill_worker(0)
+        killed = time.time()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "has had no worker for 3 s" in lines[0], err
+    assert time.time() - killed < 3 + 5 + 20  # the timeout, one wait of up to 5 s, and slack for a busy machine
+    assert not (tmp_path / "d.xyz").exists()

@@ -39,7 +39,8 @@ what kind of module a file is:
 ``parallel/`` — where chunks of work run.
     ``executor.py`` chunks on local processes or a Dask cluster (**Dask task grouping**:
     ``chunks_per_task``); ``worker_state.py`` what a worker loads once; ``dask_cluster.py`` a
-    local Dask cluster for tests and benchmarks.
+    local Dask cluster for tests and benchmarks; ``slurm_cluster.py`` Dask workers as Slurm jobs
+    for the length of one command (meta_config ``dask.cluster: slurm``).
 
 Shared at the top: ``config.py`` (config.yaml and meta_config.yaml as pydantic models),
 ``errors.py`` (exit codes), ``plots.py``, ``progress.py``, ``toy_data.py`` (EMT-labelled data).

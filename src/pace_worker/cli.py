@@ -85,7 +85,11 @@ def load_configs(args: argparse.Namespace):
     check_scheduler_flag(args)
     meta = load_meta_config(args.meta_config)
     if getattr(args, "scheduler", None):
+        if meta.dask.cluster:
+            log.info("--scheduler %s given: dask.cluster: %s of meta_config is not started", args.scheduler,
+                     meta.dask.cluster)
         meta.dask.scheduler_address = args.scheduler
+        meta.dask.cluster = None
     configure_logging(meta.log_level)  # before config.yaml, whose loading logs what it ignores
     config = load_worker_config(args.config)
     return config, meta
@@ -172,11 +176,13 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_validate(args: argparse.Namespace) -> int:
     from pace_worker.commands.validate import ValidateRequest, validate
+    from pace_worker.parallel.slurm_cluster import workers_for
 
     config, meta = load_configs(args)
-    result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
-                                      asi=args.asi, config=config, meta=meta, plots=not args.no_plots,
-                                      show_progress=False if args.no_progress else None))
+    with workers_for(meta):
+        result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
+                                          asi=args.asi, config=config, meta=meta, plots=not args.no_plots,
+                                          show_progress=False if args.no_progress else None))
     print(f"{result.n_structures} structures / {result.n_atoms} atoms from {result.test_set} "
           f"({result.test_set_found_by}); {_fmt(result.atoms_per_s, 0)} atoms/s")
     print(f"{'group':16s} {'structures':>10s} {'E RMSE meV/at':>14s} {'F RMSE meV/A':>13s}")
@@ -214,11 +220,13 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     from pace_worker.commands.sample import SampleRequest, sample
+    from pace_worker.parallel.slurm_cluster import workers_for
 
     config, meta = load_configs(args)
-    result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
-                                  potential=args.potential, asi=args.asi, strategy=args.strategy, seed=args.seed,
-                                  config=config, meta=meta, show_progress=False if args.no_progress else None))
+    with workers_for(meta):
+        result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
+                                      potential=args.potential, asi=args.asi, strategy=args.strategy, seed=args.seed,
+                                      config=config, meta=meta, show_progress=False if args.no_progress else None))
     counts = result.counts
     if result.nothing_to_learn:
         print(f"nothing left to learn from this pool: none of its structures has γ > {result.gamma_min:g} "
@@ -257,12 +265,14 @@ def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_direct_sample(args: argparse.Namespace) -> int:
     from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+    from pace_worker.parallel.slurm_cluster import workers_for
 
     config, meta = load_configs(args)
-    result = direct_sample(DirectSampleRequest(
-        input=args.input, output=args.output, n_clusters=args.n_clusters, k_per_cluster=args.k_per_cluster,
-        selection=args.selection, potential=args.potential, seed=args.seed, config=config, meta=meta,
-        show_progress=False if args.no_progress else None, plots=not args.no_plots))
+    with workers_for(meta):
+        result = direct_sample(DirectSampleRequest(
+            input=args.input, output=args.output, n_clusters=args.n_clusters, k_per_cluster=args.k_per_cluster,
+            selection=args.selection, potential=args.potential, seed=args.seed, config=config, meta=meta,
+            show_progress=False if args.no_progress else None, plots=not args.no_plots))
     sizes, cov = result.cluster_sizes, result.coverage
     print(f"picked {len(result.picks)} of {result.n_usable} usable structures ({result.n_read} read, "
           f"{result.n_unknown_elements} with elements outside the basis) in {result.wall_time_s:.1f} s")

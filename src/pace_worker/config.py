@@ -452,18 +452,139 @@ def check_scheduler_address(address: str) -> str:
     return text
 
 
-class DaskSettings(BaseModel):
-    """``dask:`` in meta_config.yaml — run chunks on an existing Dask cluster instead of local processes."""
+# Slurm's time formats (sbatch --time): minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+SLURM_TIME = re.compile(r"^(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2})$")
+# partition, account and job names as they go into an #SBATCH line
+SLURM_NAME = re.compile(r"^[A-Za-z0-9._+@%\-]+$")
 
-    model_config = ConfigDict(extra="ignore")
+
+class SchedulerOptions(BaseModel):
+    """``dask.scheduler_options:`` — where the Dask scheduler of a Slurm cluster listens (dask-jobqueue's
+    ``scheduler_options``, the keys that matter on a cluster). The dashboard is off unless
+    ``dashboard_address`` is given."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: Optional[str] = None
+    port: int = Field(0, ge=0, le=65535)  # 0: any free port
+    interface: Optional[str] = None
+    dashboard_address: Optional[str] = None
+
+
+class DaskSettings(BaseModel):
+    """``dask:`` in meta_config.yaml — run chunks on Dask workers instead of local processes: an existing
+    cluster (``scheduler_address``) or Slurm jobs that the command starts and stops (``cluster: slurm``).
+
+    The Slurm keys are dask-jobqueue's ``SLURMCluster`` parameters with their names and meaning, per
+    job: ``cores``, ``memory`` (both required), ``processes`` (default: ``cores``, i.e. one
+    single-threaded worker per core), ``walltime``, ``queue`` (partition), ``account``,
+    ``job_script_prologue``, ``job_extra_directives``, ... ``jobs`` is how many jobs to start.
+    """
+
+    model_config = ConfigDict(extra="forbid")
     scheduler_address: Optional[str] = None  # e.g. tcp://host:8786; None: local worker processes
+    # how long to wait for the scheduler (scheduler_address) or the first worker (cluster: slurm),
+    # and for a worker while none is left during a run
     connect_timeout_s: float = Field(15.0, gt=0)
     chunks_per_task: int = Field(8, ge=1)  # most consecutive chunks per Dask task (a task costs far more than a chunk)
+    cluster: Optional[Literal["slurm"]] = None  # start the workers as Slurm jobs (dask-jobqueue)
+    jobs: int = Field(1, ge=1)
+    cores: Optional[int] = Field(None, ge=1)
+    processes: Optional[int] = Field(None, ge=1)
+    memory: Optional[str] = None
+    walltime: Optional[str] = None
+    queue: Optional[str] = None
+    account: Optional[str] = None
+    job_name: str = "pace-worker-dask"
+    job_script_prologue: list[str] = Field(default_factory=list)
+    job_extra_directives: list[str] = Field(default_factory=list)
+    job_directives_skip: list[str] = Field(default_factory=list)
+    worker_extra_args: list[str] = Field(default_factory=list)
+    interface: Optional[str] = None
+    local_directory: Optional[str] = None
+    log_directory: Optional[Path] = None
+    python: Optional[str] = None
+    death_timeout: float = Field(60.0, gt=0)
+    scheduler_options: SchedulerOptions = Field(default_factory=SchedulerOptions)
 
     @field_validator("scheduler_address")
     @classmethod
     def _check_address(cls, value: Optional[str]) -> Optional[str]:
         return None if value in (None, "") else check_scheduler_address(value)
+
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _check_cluster_kind(cls, value):
+        if value not in (None, "slurm"):
+            raise ValueError("the one kind of cluster pace-worker starts is slurm; for another, start a Dask "
+                             "cluster yourself and give its dask.scheduler_address")
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _check_memory(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
+            return None
+        from dask.utils import parse_bytes
+
+        try:
+            if parse_bytes(value) <= 0:
+                raise ValueError
+        except (ValueError, TypeError):
+            raise ValueError(f"'{value}' is not an amount of memory; write it like 64GB or 500MiB")
+        return value
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _check_walltime(cls, value):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError("write it as a quoted string, e.g. walltime: \"02:00:00\" (YAML reads an unquoted "
+                             "2:00:00 as a number of seconds, and Slurm a bare number as minutes)")
+        if not SLURM_TIME.match(value.strip()):
+            raise ValueError("not a Slurm time limit; use minutes, MM:SS, HH:MM:SS or D-HH:MM:SS")
+        return value.strip()
+
+    @field_validator("queue", "account", "job_name")
+    @classmethod
+    def _check_name(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not SLURM_NAME.match(value):
+            raise ValueError("a Slurm name has no spaces or special characters (letters, digits, . _ - + @ %)")
+        return value
+
+    @field_validator("job_script_prologue", "job_extra_directives", "job_directives_skip", "worker_extra_args",
+                     "interface", "local_directory", "python")
+    @classmethod
+    def _one_line_each(cls, value):
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None and ("\n" in item or "\r" in item):
+                raise ValueError("each entry is one line of the job script; split it into list items")
+        return value
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> "DaskSettings":
+        slurm_keys = sorted(self.model_fields_set & set(SLURM_KEYS))
+        if self.cluster is None and slurm_keys:
+            raise ValueError(f"'{slurm_keys[0]}' configures Slurm workers; add 'cluster: slurm' to the dask block "
+                             "or remove it")
+        if self.cluster == "slurm":
+            if self.scheduler_address is not None:
+                raise ValueError("give either scheduler_address (an existing cluster) or cluster: slurm (the "
+                                 "command starts its workers as Slurm jobs), not both")
+            missing = [k for k in ("cores", "memory") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"cluster: slurm needs {' and '.join(missing)} per job (as dask-jobqueue does), "
+                                 "e.g. cores: 16, memory: 64GB")
+            if self.processes is not None and self.processes > self.cores:
+                raise ValueError(f"processes ({self.processes}) cannot exceed cores ({self.cores}): each worker "
+                                 "process needs at least one core")
+        return self
+
+
+# the keys of DaskSettings that describe Slurm jobs (meaningless without cluster: slurm)
+SLURM_KEYS = ("jobs", "cores", "processes", "memory", "walltime", "queue", "account", "job_name",
+              "job_script_prologue", "job_extra_directives", "job_directives_skip", "worker_extra_args",
+              "interface", "local_directory", "log_directory", "python", "death_timeout", "scheduler_options")
 
 
 class MetaConfig(BaseModel):
@@ -471,6 +592,9 @@ class MetaConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     _source: Optional[Path] = PrivateAttr(default=None)  # the file it was read from
+    # Dask workers started for this command (dask.cluster: slurm), set by
+    # pace_worker.parallel.slurm_cluster.workers_for while the command runs; started on first use
+    _dask_cluster: Any = PrivateAttr(default=None)
     device: str = "auto"
     threads: Optional[int] = Field(None, ge=1)
     output_dir: Optional[Path] = None
@@ -501,6 +625,11 @@ class MetaConfig(BaseModel):
         return self._source
 
     @property
+    def dask_cluster(self):
+        """The on-demand Dask cluster of this command (``dask.cluster: slurm``), or None."""
+        return self._dask_cluster
+
+    @property
     def gpu_index(self) -> Optional[int]:
         return int(self.device[4:]) if self.device.startswith("gpu:") else None
 
@@ -523,13 +652,30 @@ def load_meta_config(path: Union[str, Path, None]) -> MetaConfig:
     try:
         meta = MetaConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise InputError(f"meta_config '{path}': key '{key}': {err['msg']} (got {err.get('input')!r})")
+        _raise_meta_validation(exc, path)
     meta._source = path
     base = path.parent
     for name in ("output_dir", "work_dir"):
         value = getattr(meta, name)
         if value is not None and not value.is_absolute():
             setattr(meta, name, (base / value).resolve())
+    if meta.dask.log_directory is not None and not meta.dask.log_directory.is_absolute():
+        meta.dask.log_directory = (base / meta.dask.log_directory).resolve()
     return meta
+
+
+def _raise_meta_validation(exc: ValidationError, path: Path) -> None:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":  # only our own blocks (dask:) are strict
+        valid = _valid_keys_at(MetaConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), sorted(valid), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+        raise InputError(f"meta_config '{path}': unknown key '{key}', {hint}")
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and len(loc) <= 1:  # a rule across keys of a block: the message names them
+        raise InputError(f"meta_config '{path}': '{key}': {message}")
+    got = repr(err.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."
+    raise InputError(f"meta_config '{path}': key '{key}': {message} (got {got})")

@@ -173,7 +173,8 @@ def metrics_report(inputs: _Inputs, structures: LabelledStructures, result: Eval
         **result.summary,
         "timing": {"wall_time_s": wall_time_s, "evaluation_s": eval_s,
                    "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
-                   "workers": executor.workers, "chunk_size": executor.chunk_size, "scheduler": executor.scheduler},
+                   "workers": executor.workers, "chunk_size": executor.chunk_size,
+                   "scheduler": executor.scheduler_address},
         "outputs": {k: str(v.resolve()) for k, v in files.items()},
     }
 

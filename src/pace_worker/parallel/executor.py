@@ -15,7 +15,9 @@ Where the chunks run
 * default: ``workers`` local processes (forked; ``workers=1`` runs in the calling process);
 * ``scheduler="tcp://host:8786"`` (``--scheduler`` or meta_config ``dask.scheduler_address``):
   the workers of an existing Dask cluster (``dask scheduler`` + ``dask worker``, or
-  dask-jobqueue on Slurm/PBS). Each task runs the initializer before its chunk; initializers
+  dask-jobqueue on Slurm/PBS); or a cluster started on demand (meta_config ``dask.cluster:
+  slurm``, :mod:`pace_worker.parallel.slurm_cluster`), whose ``address`` starts it when the
+  first chunks need it. Each task runs the initializer before its chunk; initializers
   load by path and cache per process (a no-op after the first chunk of a worker), so the
   potential is read once per worker and a worker that joins or dies at any moment needs no
   special handling (Dask reruns a dead worker's chunks elsewhere; the result is the same).
@@ -26,22 +28,27 @@ Where the chunks run
   ``dask.chunks_per_task``, default 8), fewer towards the end of a run so the workers finish
   together; results are still per chunk and in order. Workers with several threads run one
   chunk at a time per process (pyace objects are shared per process); start them with
-  ``--nthreads 1 --nworkers N``.
+  ``--nthreads 1 --nworkers N``. How many tasks are in flight follows the worker threads the
+  scheduler has at the moment (Slurm jobs start one by one); when no worker is left for
+  ``connect_timeout_s`` (all died, or their jobs ended) the run stops with one line.
 
 A progress bar follows the chunks on a terminal (see :mod:`pace_worker.progress`).
 """
 from __future__ import annotations
 
 import itertools
+import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from pace_worker.errors import InputError, first_line
 
+log = logging.getLogger(__name__)
 
 def default_workers() -> int:
     try:
@@ -62,13 +69,14 @@ class ChunkExecutor:
     workers : number of local processes (``None``: all CPUs this process may use); ignored with a scheduler
     chunk_size : items per task
     show_progress : ``None`` shows a bar only on a terminal
-    scheduler : address of a Dask scheduler (``None``: local processes)
-    connect_timeout_s : how long to try to reach the scheduler
+    scheduler : address of a Dask scheduler, or a cluster started on demand (an object whose ``address``
+        starts it and gives the scheduler's address); ``None``: local processes
+    connect_timeout_s : how long to try to reach the scheduler, and to wait while it has no worker
     chunks_per_task : consecutive chunks in one Dask task (amortises Dask's per-task cost)
     """
 
     def __init__(self, workers: Optional[int] = None, chunk_size: int = 16, show_progress: Optional[bool] = None,
-                 scheduler: Optional[str] = None, connect_timeout_s: float = 15.0, chunks_per_task: int = 8):
+                 scheduler: Union[str, Any, None] = None, connect_timeout_s: float = 15.0, chunks_per_task: int = 8):
         if chunks_per_task < 1:
             raise ValueError(f"chunks_per_task must be >= 1, got {chunks_per_task}")
         self.workers = workers
@@ -80,9 +88,23 @@ class ChunkExecutor:
 
     @classmethod
     def from_meta(cls, meta, show_progress: Optional[bool] = None) -> "ChunkExecutor":
-        """The executor meta_config asks for (workers, chunk_size, dask.scheduler_address)."""
-        return cls(meta.workers, meta.chunk_size, show_progress, meta.dask.scheduler_address,
+        """The executor meta_config asks for (workers, chunk_size, dask.scheduler_address, the
+        command's Slurm workers with dask.cluster: slurm)."""
+        scheduler = meta.dask.scheduler_address or meta.dask_cluster
+        if meta.dask.cluster and scheduler is None:
+            log.info("dask.cluster: %s starts workers for sample, direct_sample and validate from the command line "
+                     "(pace_worker.parallel.slurm_cluster.workers_for); these chunks run on local processes",
+                     meta.dask.cluster)
+        return cls(meta.workers, meta.chunk_size, show_progress, scheduler,
                    meta.dask.connect_timeout_s, meta.dask.chunks_per_task)
+
+    @property
+    def scheduler_address(self) -> Optional[str]:
+        """The address of the Dask scheduler the chunks run on (``None``: local processes, or an
+        on-demand cluster not started yet)."""
+        if self.scheduler is None or isinstance(self.scheduler, str):
+            return self.scheduler
+        return self.scheduler.address if self.scheduler.started else None
 
     def map(self, function: Callable[[Sequence], Any], items: Sequence, initializer: Optional[Callable] = None,
             initargs: tuple = (), description: str = "working") -> Iterator[Any]:
@@ -105,7 +127,8 @@ class ChunkExecutor:
         if n_chunks is None and total is not None:  # chunks of chunk_size items, the last one shorter
             n_chunks = -(-total // self.chunk_size)
         if self.scheduler:
-            results = _dask_results(self.scheduler, self.connect_timeout_s, function, chunks, initializer, initargs,
+            address = self.scheduler if isinstance(self.scheduler, str) else self.scheduler.address
+            results = _dask_results(address, self.connect_timeout_s, function, chunks, initializer, initargs,
                                     self.chunks_per_task, n_chunks)
         else:
             workers = self.workers or default_workers()
@@ -120,18 +143,20 @@ class ChunkExecutor:
                 yield chunk, result
 
 
-def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: int) -> Iterator[tuple[Sequence, Any]]:
-    """Submit chunks (``submit(chunk)`` → a future with ``.result()``), at most ``in_flight`` at
-    once, and yield ``(chunk, result)`` in submission order."""
+def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: Union[int, Callable[[], int]],
+              result: Callable[[Any], Any] = lambda future: future.result()) -> Iterator[tuple[Sequence, Any]]:
+    """Submit chunks (``submit(chunk)`` → a future), at most ``in_flight`` at once (a number, or a
+    function asked before each submission), and yield ``(chunk, result(future))`` in submission order."""
+    limit = in_flight if callable(in_flight) else (lambda: in_flight)
     pending: deque = deque()
     for chunk in chunks:
         pending.append((chunk, submit(chunk)))
-        if len(pending) >= in_flight:
+        while len(pending) >= limit():
             chunk_done, future = pending.popleft()
-            yield chunk_done, future.result()
+            yield chunk_done, result(future)
     while pending:
         chunk_done, future = pending.popleft()
-        yield chunk_done, future.result()
+        yield chunk_done, result(future)
 
 
 def _local_results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
@@ -162,15 +187,17 @@ def _run_on_worker(function, chunks, initializer, initargs) -> list:
         return [function(chunk) for chunk in chunks]
 
 
-def _groups(chunks: Iterable, largest: int, n_chunks: Optional[int], threads: int) -> Iterator[list]:
+def _groups(chunks: Iterable, largest: int, n_chunks: Optional[int],
+            threads: Union[int, Callable[[], int]]) -> Iterator[list]:
     """Consecutive chunks grouped into tasks of up to ``largest`` chunks. With the number of
     chunks known, groups shrink towards the end (half the remaining chunks per worker thread, at
     least 1: "guided" scheduling), so no worker idles through a long last task while the others
-    are done."""
+    are done. ``threads``: the worker threads, or a function giving their number now."""
+    count = threads if callable(threads) else (lambda: threads)
     iterator = iter(chunks)
     remaining = n_chunks
     while True:
-        size = largest if remaining is None else max(1, min(largest, remaining // (2 * threads)))
+        size = largest if remaining is None else max(1, min(largest, remaining // (2 * count())))
         group = list(itertools.islice(iterator, size))
         if not group:
             return
@@ -193,22 +220,66 @@ def connect(scheduler: str, timeout_s: float = 15.0):
                          "or leave out --scheduler / dask.scheduler_address to run on local processes")
 
 
+class _WorkerThreads:
+    """The worker threads a Dask scheduler has now (asked at most once a second: workers join as
+    their jobs start and leave when they die), and waiting for results while some are left."""
+
+    def __init__(self, client, scheduler: str, timeout_s: float):
+        self.client = client
+        self.scheduler = scheduler
+        self.timeout_s = timeout_s
+        self._count = 0
+        self._asked = -1.0
+
+    def count(self) -> int:
+        if time.monotonic() - self._asked >= 1.0:
+            self._count = sum(self.client.nthreads().values())
+            self._asked = time.monotonic()
+        return self._count
+
+    def __call__(self) -> int:
+        return max(1, self.count())
+
+    def wait_for_one(self) -> None:
+        if self.count():
+            return
+        try:
+            self.client.wait_for_workers(1, timeout=self.timeout_s)
+        except TimeoutError:
+            raise InputError(f"the Dask scheduler at '{self.scheduler}' has no workers (waited {self.timeout_s:g} s); "
+                             f"start some with `dask worker {self.scheduler} --nthreads 1`")
+        self._asked = -1.0
+
+    def result(self, future):
+        """``future.result()``; one InputError when the scheduler has had no worker for ``timeout_s``
+        (the task would wait forever)."""
+        without_workers_since = None
+        while True:
+            try:
+                return future.result(timeout=min(5.0, self.timeout_s))
+            except TimeoutError:
+                pass
+            self._asked = -1.0
+            if self.count():
+                without_workers_since = None
+                continue
+            now = time.monotonic()
+            without_workers_since = without_workers_since or now
+            if now - without_workers_since >= self.timeout_s:
+                raise InputError(f"the Dask scheduler at '{self.scheduler}' has had no worker for {self.timeout_s:g} s "
+                                 "(dask.connect_timeout_s) with chunks left: its workers died or their jobs ended "
+                                 "(Slurm walltime?); outputs left as they were, rerun when workers are back")
+
+
 def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
                   chunks_per_task: int, n_chunks: Optional[int]) -> Iterable[tuple[Sequence, Any]]:
     client = connect(scheduler, timeout_s)
     try:
-        threads = sum(client.nthreads().values())
-        if threads == 0:
-            try:
-                client.wait_for_workers(1, timeout=timeout_s)
-            except TimeoutError:
-                raise InputError(f"the Dask scheduler at '{scheduler}' has no workers (waited {timeout_s:g} s); "
-                                 f"start some with `dask worker {scheduler} --nthreads 1`")
-            threads = sum(client.nthreads().values())
-        threads = max(1, threads)
+        threads = _WorkerThreads(client, scheduler, timeout_s)
+        threads.wait_for_one()
         groups = _groups(chunks, chunks_per_task, n_chunks, threads)
         tasks = _in_order(lambda group: client.submit(_run_on_worker, function, group, initializer, initargs,
-                                                      pure=False), groups, 4 * threads)
+                                                      pure=False), groups, lambda: 4 * threads(), threads.result)
         for group, results in tasks:
             yield from zip(group, results)
     finally:
