@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
+from pace_worker import interrupts
+
 
 def companion_path(output, suffix: str) -> Path:
     """A file that goes with an output, next to it: ``<output without extension><suffix>``
@@ -108,6 +110,7 @@ def publish(files: Mapping[Path, Optional[Path]], move: bool = False) -> None:
     or the process is interrupted (SIGTERM, Ctrl-C) before the last rename, the previous files
     are put back and the new ones removed.
     """
+    interrupts.check()  # a stopped command publishes nothing, even if its signal's exception was lost
     staged: list[tuple[Path, Path]] = []
     backups: dict[Path, Path] = {}
     changed: list[Path] = []
