@@ -58,11 +58,11 @@ from pace_worker.ace.stack import stack_versions
 from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
 from pace_worker.algorithms.train_test_split import stable_split
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
-from pace_worker.errors import InputError
-from pace_worker.files.atomic_io import publish, write_json_atomic
-from pace_worker.files.folder_lock import exclusive_folder
+from pace_worker.errors import InputError, check_readable_file
+from pace_worker.files.atomic_io import disk_full_is_one_line, publish, write_json_atomic
+from pace_worker.files.folder_lock import LOCK_NAME, exclusive_folder
 from pace_worker.files.iteration_folder import IterationFolder, fingerprint
-from pace_worker.files.output_paths import check_writable
+from pace_worker.files.output_paths import check_replaceable
 from pace_worker.files.structures import (
     LabelledStructures,
     check_elements_covered,
@@ -206,7 +206,7 @@ def load_training_data(request: TrainRequest, starts: StartingPotentials) -> Tra
     check_elements(dataset, elements, source)
     if opts.test_filename:
         test_path = request.config.resolve_path(opts.test_filename)
-        test = read_labelled_structures(test_path, **read)
+        test = read_labelled_structures(test_path, **read, what="test set", given_by="config data.test_filename")
         check_elements(test, elements, source)
         train_idx, test_origin, rule = list(range(len(dataset))), list(range(len(test))), "test_filename"
         test_names = [f"{test_path.name}#{i}" for i in test_origin]
@@ -371,13 +371,17 @@ def train(request: TrainRequest) -> TrainResult:
     t_start = time.perf_counter()
     if not 0 <= request.iteration <= MAX_ITERATION:
         raise InputError(f"--iteration {request.iteration}: must be a whole number from 0 to {MAX_ITERATION}")
-    dataset_path = Path(request.dataset)
+    dataset_path = check_readable_file(request.dataset, "dataset", "check the path given to --dataset")
     output_dir = Path(request.output_dir or request.meta.output_dir or dataset_path.resolve().parent)
     work_root = Path(request.meta.work_dir) if request.meta.work_dir else output_dir / "iterations"
     for folder_path, what in ((output_dir, "output folder"), (work_root, "iterations folder")):
         if folder_path.exists() and not folder_path.is_dir():
             raise InputError(f"{what} '{folder_path}' is a file; give a folder (--output-dir or meta_config)")
-        check_writable(folder_path / OUTPUT_STEM, what)
+        check_replaceable(folder_path / OUTPUT_STEM, what)
+    # what the fit publishes at its end must be replaceable now: a 1-hour fit is not thrown away
+    # for a permission problem that was there at second 0
+    for path in [*published_files(output_dir).values(), output_dir / LOCK_NAME]:
+        check_replaceable(path, "output")
     with contextlib.ExitStack() as stack:
         return _train(request, output_dir, work_root, t_start, stack)
 
@@ -410,15 +414,13 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     if folder.resume_from is not None:
         mode, potential = f"resume ({mode})", str(folder.resume_from.resolve())
     fit_seed = settings.seed + request.iteration
-    write_pacemaker_files(folder.path, settings, data, potential,
-                          inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
-    fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
-                            show_progress=request.show_progress, max_time=settings.fit.max_time)
-
-    staged = stage_outputs(folder.path, data, request)
-    final = {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
-                                                  ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
-                                                  ("yace", f"{OUTPUT_STEM}.yace"))}
+    with disk_full_is_one_line(folder.path):  # the iteration folder: pacemaker's input, its run, the new files
+        write_pacemaker_files(folder.path, settings, data, potential,
+                              inherited_reference_energy(settings, potential, starts), fit_seed, request.iteration)
+        fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
+                                show_progress=request.show_progress, max_time=settings.fit.max_time)
+        staged = stage_outputs(folder.path, data, request)
+    final = published_files(output_dir)
     metrics = train_metrics(request, starts, data, mode, fit_run, staged, folder, dataset_sha,
                             {k: (str(final[k]) if staged.files[k] is not None else None) for k in final})
     metrics["wall_time_s"] = time.perf_counter() - t_start
@@ -429,6 +431,13 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     publish({final[k]: staged.files[k] for k in final})
     folder.commit()
     return train_result(output_dir, folder.final, metrics)
+
+
+def published_files(output_dir: Path) -> dict[str, Path]:
+    """Where each output is published, in the order of publishing (.asi before .yaml, .yace last)."""
+    return {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
+                                                 ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
+                                                 ("yace", f"{OUTPUT_STEM}.yace"))}
 
 
 def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _Staged:
