@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,13 @@ def write_dataset(path: Path, atoms) -> Path:
 @pytest.fixture(scope="session")
 def cu_structures():
     return emt_dataset("Cu", n=14, seed=1)
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's finished (waited-for) children so far: what a
+    command cost, which a busy machine does not stretch the way it stretches wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 @pytest.fixture(scope="session")

@@ -231,3 +231,86 @@ def test_fewer_clusters_than_kinds_of_periodicity_keep_every_structure_in_a_clus
                                         entry)
     assert labels.min() == 0 and sorted(np.unique(labels)) == [0, 1] and len(picks) == 2
     assert "strata" not in entry  # the clustering of all rows together stands
+
+
+# ----------------------------------------------------------------------------- clusters shared by variety
+def mixed_pool(counts: dict, seed: int) -> list:
+    """``{(family, element): count}`` structures of :func:`pace_worker.toy_data.family_structure`,
+    shuffled, each with ``config_type`` "<element> <family>"."""
+    from pace_worker.toy_data import family_structure
+
+    rng = np.random.default_rng(seed)
+    pool = []
+    for (family, element), count in counts.items():
+        for _ in range(count):
+            atoms = family_structure(family, rng, element=element)
+            atoms.info["config_type"] = f"{element} {family}"
+            pool.append(atoms)
+    return [pool[i] for i in rng.permutation(len(pool))]
+
+
+def picked_families(path) -> list[str]:
+    return sorted(a.info["config_type"] for a in ase.io.read(path, ":"))
+
+
+def test_clusters_follow_variety_not_head_count(tmp_path):
+    """The issue's pool: three Cu families (fcc bulk, (111) slab, icosahedral cluster) in one
+    chemical system, bcc Mo and hcp Mg in two more, 15 rattled copies each: 5 clusters give one
+    pick per family (by head-count the one-family Mo system got 2 and the Cu clusters none)."""
+    counts = {("fcc", "Cu"): 15, ("slab", "Cu"): 15, ("cluster", "Cu"): 15, ("bcc", "Mo"): 15, ("hcp", "Mg"): 15}
+    path = write_dataset(tmp_path / "pool.xyz", mixed_pool(counts, seed=11))
+    proc = run_cli("direct_sample", "--input", path, "--output", tmp_path / "five.xyz", "--n_clusters", 5, "--no-plots")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert picked_families(tmp_path / "five.xyz") == sorted(f"{el} {f}" for f, el in counts)
+    systems = {tuple(s["elements"]): s for s in json.loads((tmp_path / "five_report.json").read_text())["systems"]}
+    assert {k: (s["n_groups"], s["n_clusters"]) for k, s in systems.items()} == {
+        ("Cu",): (3, 3), ("Mo",): (1, 1), ("Mg",): (1, 1)}
+
+
+def test_a_small_varied_system_next_to_a_large_uniform_one(tmp_path):
+    """200 bcc Mo cells (one family) next to 15 Cu structures of three families: as soon as there
+    are as many clusters as families, every family has a pick (by head-count Mo took 3 of 4)."""
+    counts = {("bcc", "Mo"): 200, ("fcc", "Cu"): 5, ("slab", "Cu"): 5, ("cluster", "Cu"): 5}
+    path = write_dataset(tmp_path / "pool.xyz", mixed_pool(counts, seed=12))
+    for n in (4, 7):
+        out = tmp_path / f"picks{n}.xyz"
+        proc = run_cli("direct_sample", "--input", path, "--output", out, "--n_clusters", n, "--no-plots")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        families = picked_families(out)
+        assert set(families) == {f"{el} {f}" for f, el in counts} and len(families) == n, (n, families)
+    systems = json.loads((tmp_path / "picks7_report.json").read_text())["systems"]
+    # beyond the variety, the rest goes by the square root of the sizes: Mo 1 + 3, Cu 3 + 0
+    assert [(s["elements"], s["n_groups"], s["n_clusters"]) for s in systems] == [(["Mo"], 1, 4), (["Cu"], 3, 3)]
+
+
+def test_one_cluster_for_two_chemical_systems_gives_one_pick(tmp_path):
+    """Fewer clusters than chemical systems is a valid request: the most varied system gets the
+    one cluster, the other system none (its structures are in no cluster)."""
+    counts = {("fcc", "Cu"): 6, ("slab", "Cu"): 6, ("fcc", "Ag"): 20}
+    path = write_dataset(tmp_path / "pool.xyz", mixed_pool(counts, seed=13))
+    proc = run_cli("direct_sample", "--input", path, "--output", tmp_path / "one.xyz", "--n_clusters", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(picked_families(tmp_path / "one.xyz")) == 1
+    report = json.loads((tmp_path / "one_report.json").read_text())
+    assert report["clusters"]["n"] == 1 and report["clusters"]["sizes"] == [12] and report["n_picked"] == 1
+    assert [(s["elements"], s["n_clusters"], s["n_picked"]) for s in report["systems"]] == [
+        (["Ag"], 0, 0), (["Cu"], 1, 1)]
+
+
+def test_natural_cluster_count_and_allocation_by_variety():
+    from pace_worker.algorithms.direct_clustering import allocate_by_variety, natural_cluster_count
+
+    rng = np.random.default_rng(3)
+    blobs = np.vstack([rng.normal(centre, 0.2, (15, 4)) for centre in (0, 4, 8, 12)])
+    assert natural_cluster_count(blobs) == 4
+    assert natural_cluster_count(blobs * 1e-3 + 7) == 4  # scale-free
+    assert natural_cluster_count(rng.normal(0, 1, (300, 5))) == 1  # one blob
+    assert natural_cluster_count(np.linspace(0, 1, 40)[:, None]) == 1  # a continuum (strain)
+    assert natural_cluster_count(np.vstack([blobs[:1], blobs[15:16]])) == 1  # two rows are no groups
+    assert allocate_by_variety([3, 1, 1], [45, 15, 15], 5) == [3, 1, 1]
+    assert allocate_by_variety([3, 1, 1], [45, 15, 15], 2) == [1, 1, 0]   # the most varied, then the larger
+    assert allocate_by_variety([1, 3], [200, 15], 4) == [1, 3]
+    assert allocate_by_variety([1, 3], [200, 15], 10) == [6, 4]            # the rest by √size: 5 : 1
+    assert allocate_by_variety([6, 2], [10, 10], 5) == [4, 1]              # in proportion to variety
+    assert allocate_by_variety([3, 1], [85_700, 14_300], 1000) == [711, 289]
+    assert allocate_by_variety([2, 2], [2, 1], 10) == [2, 1]               # never more than a system has

@@ -2,7 +2,11 @@
 
 Every case: the expected exit status (2 for bad input; 0 where a pool just skips what it cannot
 use), at most 3 lines on stderr, no traceback and no "internal error", every file that existed
-before the call byte-identical afterwards, and no hang (60 s per case).
+before the call byte-identical afterwards, and no hang (60 s per case). Where a case says so, the
+answer costs at most that much CPU time (the command's own and its children's: a bound on work
+done, which a busy machine does not stretch the way it stretches wall time).
+Hostile files too: a pickle that runs code, a YAML alias bomb, a symbolic link loop, an output
+path that is a device node or a FIFO.
 """
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import bz2
 import gzip
 import hashlib
 import json
+import os
+import re
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +29,7 @@ import pandas as pd
 import pytest
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
-from conftest import TINY_CONFIG, run_cli
+from conftest import TINY_CONFIG, children_cpu_seconds, run_cli
 
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
@@ -93,6 +100,7 @@ class Case:
     words: tuple = ()                 # words the error line must contain
     check: Optional[Callable[[Path, subprocess.CompletedProcess], None]] = None
     extra: list = field(default_factory=list)
+    cpu_seconds: Optional[float] = None  # the answer costs at most this much CPU time (hostile files: little)
 
 
 def base_files(folder: Path, potential_dir: Path) -> None:
@@ -391,7 +399,158 @@ def build_corpus() -> dict[str, Case]:
     cases["sample --asi of another potential"] = Case("sample", lambda d: {"--asi": other_asi(d)}, 2, ("not the one",))
     cases["validate --asi of another potential"] = Case("validate", lambda d: {"--asi": other_asi(d)}, 2,
                                                         ("not the one",))
+    add_issue21_cases(cases)
     return cases
+
+
+# ----------------------------------------------------------------------------- hostile files (issue 21)
+def truncated_potential(d: Path) -> Path:
+    """The potential cut at a line boundary inside its radial (rank-1) functions: pyace loads it
+    (with fewer functions); pacemaker used to fail 15 s into the fit."""
+    lines = (d / "output_potential.yaml").read_text().splitlines(keepends=True)
+    rank1 = [i for i, line in enumerate(lines) if re.search(r"nr: \[\d+\],", line)]
+    path = d / "cut.yaml"
+    path.write_text("".join(lines[:rank1[-1]]))
+    return path
+
+
+def pickle_with_none(d: Path) -> Path:
+    structures = emt_dataset("Cu", n=3, seed=6)
+    df = pd.DataFrame({"ase_atoms": [structures[0], None, structures[2]], "energy": [-1.0, -2.0, -3.0],
+                       "forces": [s.get_forces() for s in structures]})
+    df.to_pickle(d / "none.pckl.gzip", compression="gzip")
+    return d / "none.pckl.gzip"
+
+
+class RunsCode:
+    """What a hostile pickle holds: unpickling it calls ``os.system``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def pickle_that_runs_code(d: Path) -> Path:
+    df = pd.DataFrame({"ase_atoms": [RunsCode(d / "PWNED")], "energy": [-1.0]})
+    df.to_pickle(d / "evil.pckl.gzip", compression="gzip")
+    return d / "evil.pckl.gzip"
+
+
+def check_no_code_ran(folder: Path, proc):
+    assert not (folder / "PWNED").exists(), "the pickle ran code"
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Billion laughs: nine levels of ten aliases stand for 10^9 strings."""
+    text = "lol: &l0 [" + ", ".join(['"lol"'] * 10) + "]\n"
+    for level in range(1, levels):
+        text += f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]\n"
+    return text + f"experiment: {{bomb: *l{levels - 1}}}\n"
+
+
+def bomb_file(name: str, flag: str):
+    def make(d: Path) -> dict:
+        (d / name).write_text(alias_bomb())
+        return {flag: d / name}
+    return make
+
+
+def symlink_loop(name: str):
+    def make(d: Path) -> Path:
+        os.symlink(name, d / name)  # a link to itself
+        return d / name
+    return make
+
+
+def special_file(kind: str, name: str):
+    """A character device (the numbers of /dev/full) or a FIFO at ``out/name``, made here."""
+    def make(d: Path) -> Path:
+        (d / "out").mkdir(exist_ok=True)
+        path = d / "out" / name
+        if kind == "device":
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 7))
+        else:
+            os.mkfifo(path)
+        return path
+    return make
+
+
+def still_special(*names: str):
+    def check(folder: Path, proc):
+        for name in names:
+            mode = os.lstat(folder / name).st_mode
+            assert stat.S_ISCHR(mode) or stat.S_ISFIFO(mode), f"{name} was replaced"
+    return check
+
+
+def two_systems_pool(d: Path) -> Path:
+    pool = fcc_cells("Cu", n=6, seed=21, rattle=0.12) + fcc_cells("Ag", n=6, seed=22, rattle=0.12)
+    return write_xyz(d / "two.xyz", pool)
+
+
+def check_one_pick(folder: Path, proc):
+    report = json.loads((folder / "out" / "div_report.json").read_text())
+    assert report["n_picked"] == 1 and len(ase.io.read(str(folder / "out" / "div.xyz"), ":")) == 1
+    assert sorted(s["n_clusters"] for s in report["systems"]) == [0, 1]
+
+
+def add_issue21_cases(cases: dict[str, Case]) -> None:
+    # 1, 2: a damaged potential is found before any work, whichever command is given it
+    cases["train --initial-potential cut short"] = Case(
+        "train", lambda d: {"--initial-potential": truncated_potential(d)}, 2, ("--initial-potential", "incomplete"),
+        cpu_seconds=30)
+    for command in ("sample", "direct_sample", "validate"):
+        cases[f"{command} --potential cut short"] = Case(
+            command, lambda d: {"--potential": truncated_potential(d)}, 2, ("cut.yaml", "incomplete"))
+    # 3, 4: a path the user wrote down is never replaced by a default, and its error names where it came from
+    cases["validate config validate.test_set missing"] = Case(
+        "validate", lambda d: (d / "v.yaml").write_text("validate: {test_set: nope.xyz}\n") and
+        {"--config": d / "v.yaml", "--test-set": False}, 2, ("nope.xyz", "validate.test_set"))
+    cases["validate --test-set missing"] = Case("validate", lambda d: {"--test-set": d / "nope.xyz"}, 2,
+                                                ("test set", "nope.xyz", "--test-set"))
+    cases["train config data.test_filename missing"] = Case(
+        "train", lambda d: (d / "t.yaml").write_text(TINY_CONFIG.replace("data: {test_size: 0.2}",
+                                                                         "data: {test_filename: nope.xyz}")) and
+        {"--config": d / "t.yaml"}, 2, ("nope.xyz", "data.test_filename"))
+    # 5, 8: pickles
+    for command, flag in (("train", "--dataset"), ("validate", "--test-set")):
+        cases[f"{command} pickle with ase_atoms None"] = Case(command, lambda d, f=flag: {f: pickle_with_none(d)}, 2,
+                                                              ("structure 1", "ase_atoms"))
+        cases[f"{command} pickle that runs code"] = Case(command, lambda d, f=flag: {f: pickle_that_runs_code(d)}, 2,
+                                                         ("evil.pckl.gzip", "system", "refused"), check_no_code_ran)
+    # 7: an output path that is not a regular file is never replaced
+    cases["sample --output is a character device"] = output_case(
+        "sample", special_file("device", "sel.xyz"), 2, ("character device",), still_special("out/sel.xyz"))
+    cases["direct_sample report is a FIFO"] = Case(
+        "direct_sample", lambda d: special_file("fifo", "div_report.json")(d) and {}, 2, ("div_report.json", "FIFO"),
+        still_special("out/div_report.json"))
+    cases["validate CSV is a character device"] = Case(
+        "validate", lambda d: special_file("device", "m_per_structure.csv")(d) and {}, 2,
+        ("m_per_structure.csv", "character device"), still_special("out/m_per_structure.csv"))
+    cases["train output_potential.yace is a character device"] = Case(
+        "train", lambda d: (d / "output_potential.yace").unlink() or
+        os.mknod(d / "output_potential.yace", 0o600 | stat.S_IFCHR, os.makedev(1, 7)) or {}, 2,
+        ("output_potential.yace", "character device"), still_special("output_potential.yace"), cpu_seconds=30)
+    # 9: YAML alias bombs cost one line, not the machine
+    for command in ("train", "sample", "direct_sample", "validate"):
+        cases[f"{command} config.yaml alias bomb"] = Case(command, bomb_file("bomb.yaml", "--config"), 2,
+                                                          ("bomb.yaml", "alias"), cpu_seconds=5)
+    cases["sample meta_config alias bomb"] = Case("sample", bomb_file("bomb_meta.yaml", "--meta-config"), 2,
+                                                  ("bomb_meta.yaml", "alias"), cpu_seconds=5)
+    # 11: a symbolic link loop as any input or output
+    for command, flag in (("train", "--dataset"), ("sample", "--candidates"), ("direct_sample", "--input"),
+                          ("validate", "--test-set"), ("sample", "--potential"), ("validate", "--potential"),
+                          ("train", "--config"), ("direct_sample", "--meta-config"), ("sample", "--asi")):
+        cases[f"{command} {flag} is a symlink loop"] = Case(
+            command, lambda d, f=flag: {f: symlink_loop("loop.xyz" if f not in ("--potential",) else "loop.yaml")(d)},
+            2, ("loop", "symbolic link loop"), cpu_seconds=30)
+    cases["sample --output is a symlink loop"] = output_case("sample", lambda d: symlink_loop("loop.xyz")(d), 2,
+                                                             ("symbolic link loop",))
+    # 12: fewer clusters than chemical systems is a valid request
+    cases["direct_sample --n_clusters 1 on two chemical systems"] = Case(
+        "direct_sample", lambda d: {"--input": two_systems_pool(d), "--n_clusters": 1}, 0, check=check_one_pick)
 
 
 def other_asi(d: Path) -> Path:
@@ -423,9 +582,13 @@ def test_hostile_input(name, cold_run, tmp_path):
     (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "earlier.txt").write_text("an earlier output")
     before = sha_all(tmp_path)
+    cpu_before = children_cpu_seconds()
     proc = run_cli(*args_for(case.command, tmp_path, flags), timeout=60)
+    cpu = children_cpu_seconds() - cpu_before
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == case.code, (proc.returncode, proc.stderr[-3000:])
+    if case.cpu_seconds is not None:
+        assert cpu < case.cpu_seconds, f"the answer cost {cpu:.1f} s of CPU time"
     assert len(lines) <= 3, proc.stderr
     assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr, proc.stderr
     if case.code == 2:

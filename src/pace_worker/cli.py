@@ -8,7 +8,8 @@ errors into exit statuses:
 * 0 — success;
 * 1 — the work itself failed (e.g. pacemaker crashed); outputs untouched;
 * 2 — bad input (one line on stderr naming the file / structure / key and what to do);
-* 130 — interrupted (Ctrl-C), 143 — terminated (SIGTERM); a rerun resumes the fit.
+* 130 — interrupted (Ctrl-C, SIGINT), 143 — terminated (SIGTERM), worker processes included
+  (:mod:`pace_worker.interrupts`); a rerun of train resumes the fit.
 
 Spellings: a command may have aliases (``direct_sample`` / ``direct-sample``) and flags may
 have both ``_`` and ``-`` forms (``--n_samples`` / ``--n-samples``); see :func:`add_flag`.
@@ -18,14 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from pace_worker import __version__
-from pace_worker.errors import FitError, InputError
+from pace_worker import __version__, interrupts
+from pace_worker.errors import DiskFull, FitError, InputError
+from pace_worker.files.atomic_io import DISK_FULL
+from pace_worker.interrupts import Terminated
 
 log = logging.getLogger("pace_worker")
 
@@ -365,40 +367,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(BaseException):
-    """SIGTERM (how orchestrators stop a job): unwinds like Ctrl-C, so the fit process is stopped
-    and no output is touched."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging("INFO")
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    interrupts.install()
     prog = f"pace-worker {args.command}"
+    then = " (rerun the same iteration to resume the fit)" if args.command == "train" else ""
     try:
-        return args._run(args)
+        status = args._run(args)
+        interrupts.check()  # a signal whose exception was lost still stops the command
+        return status
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except FitError as exc:
+    except (FitError, DiskFull) as exc:
         print(f"{prog}: failed: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted; outputs left as they were (rerun the same iteration to resume)",
-              file=sys.stderr)
-        return 130
+        print(f"{prog}: interrupted; outputs left as they were{then}", file=sys.stderr)
+        _end_stopped(130)
     except Terminated:
-        print(f"{prog}: terminated; outputs left as they were (rerun the same iteration to resume)",
-              file=sys.stderr)
-        return 143
-    except Exception as exc:  # a bug: one line, the traceback only on request
-        if os.environ.get("PACE_WORKER_DEBUG"):
-            raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
-              "(rerun with PACE_WORKER_DEBUG=1 for the traceback)", file=sys.stderr)
-        return 1
+        print(f"{prog}: terminated; outputs left as they were{then}", file=sys.stderr)
+        _end_stopped(143)
+    except OSError as exc:
+        if exc.errno not in DISK_FULL or os.environ.get("PACE_WORKER_DEBUG"):
+            return _internal_error(prog, exc)
+        where = f" writing '{exc.filename}'" if exc.filename else ""
+        print(f"{prog}: failed: the file system is full ({os.strerror(exc.errno)}{where}); free space there or "
+              "write elsewhere, and rerun. Earlier outputs are as they were", file=sys.stderr)
+        return DiskFull.exit_code
+    except Exception as exc:
+        return _internal_error(prog, exc)
+
+
+def _end_stopped(status: int) -> None:
+    """A stopped command ends here, at once: its own cleanup has run while the signal's exception
+    unwound (outputs put back, staged files removed, workers and the fit process stopped), and
+    the interpreter's own finalization is skipped — a worker pool stopped in the middle of its
+    work can leave finalizers there that wait forever."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def _internal_error(prog: str, exc: Exception) -> int:
+    """A bug: one line, the traceback only on request."""
+    if os.environ.get("PACE_WORKER_DEBUG"):
+        raise exc
+    print(f"{prog}: internal error: {type(exc).__name__}: {exc} "
+          "(rerun with PACE_WORKER_DEBUG=1 for the traceback)", file=sys.stderr)
+    return 1

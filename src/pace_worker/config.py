@@ -33,26 +33,35 @@ from typing import Any, Literal, Optional, Union, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, missing_reason
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- YAML reading
 def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
-    """Read a YAML file that must hold a mapping; errors name the file (and line)."""
+    """Read a YAML file that must hold a mapping; errors name the file (and line). Alias bombs and
+    oversized files are refused (:mod:`pace_worker.files.safe_yaml`)."""
+    from pace_worker.files.safe_yaml import MAX_BYTES, load_yaml
+
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} '{path}' {missing_reason(path)}; give the path of a YAML file")
     if not path.is_file():
-        raise InputError(f"{what} '{path}' does not exist; give the path of a YAML file")
+        raise InputError(f"{what} '{path}' is not a file; give the path of a YAML file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        if path.stat().st_size > MAX_BYTES:
+            raise InputError(f"{what} '{path}' is {path.stat().st_size / 1024 ** 2:.0f} MiB; a YAML file of more "
+                             f"than {MAX_BYTES // 1024 ** 2} MiB is not read")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise InputError(f"{what} '{path}' cannot be read ({exc.strerror}); check its permissions")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        line = raw[:exc.start].count(b"\n") + 1
         raise InputError(f"{what} '{path}' is not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text, f"{what} '{path}'")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)

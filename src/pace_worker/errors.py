@@ -1,4 +1,6 @@
 """Errors that the command line turns into one clear line and an exit status."""
+import errno
+import os
 from pathlib import Path
 
 
@@ -18,6 +20,29 @@ class FitError(Exception):
     exit_code = 1
 
 
+class DiskFull(Exception):
+    """The file system filled up while outputs were written: exit status 1; the previous outputs
+    are left as they were (the new ones were still under temporary names)."""
+
+    exit_code = 1
+
+
+def missing_reason(path) -> str:
+    """Why ``path`` names no file, for a message: a symbolic link loop, a broken symbolic link, or
+    plainly nothing there."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link loop (a link that leads back to itself)"
+        if os.path.islink(path):
+            return f"is a broken symbolic link (to '{os.readlink(path)}', which does not exist)"
+        if exc.errno == errno.ENOTDIR:
+            return "does not exist (a part of the path is a file, not a folder)"
+        return "does not exist"
+    return "exists"
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type), for one-line error messages."""
     text = str(exc).strip()
@@ -28,7 +53,7 @@ def check_readable_file(path, what: str, hint: str = "") -> Path:
     """``path`` as a Path if it is a readable file; else an InputError naming ``what``."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{what} '{path}' does not exist{'; ' + hint if hint else ''}")
+        raise InputError(f"{what} '{path}' {missing_reason(path)}{'; ' + hint if hint else ''}")
     if not path.is_file():
         raise InputError(f"{what} '{path}' is not a file")
     try:

@@ -50,10 +50,24 @@ def emt_dataset(element: str = "Cu", n: int = 12, seed: int = 0, **kwargs) -> li
 
 
 # ----------------------------------------------------------------------------- unlabelled pools
+def _fcc_lattice_constant(element: str) -> float:
+    """The fcc lattice constant of ``element``; for an element whose own lattice is bcc or hcp (Mo,
+    Mg), the fcc one with the same nearest-neighbour distance."""
+    from ase.build import bulk as ase_bulk
+    from ase.data import atomic_numbers, reference_states
+
+    reference = reference_states[atomic_numbers[element]] or {}
+    if reference.get("symmetry") == "bcc":
+        return reference["a"] * np.sqrt(3) / 2 * np.sqrt(2)
+    if reference.get("symmetry") == "hcp":
+        return reference["a"] * np.sqrt(2)
+    return ase_bulk(element, "fcc", cubic=True).cell.lengths()[0]
+
+
 def _bulk_cell(element: str, structure: str, rng, strain: float, rattle: float) -> Atoms:
     from ase.build import bulk as ase_bulk
 
-    a_fcc = ase_bulk(element, "fcc", cubic=True).cell.lengths()[0]
+    a_fcc = _fcc_lattice_constant(element)
     if structure == "fcc":
         atoms = ase_bulk(element, "fcc", a=a_fcc, cubic=True).repeat((2, 2, 2))
     elif structure == "bcc":  # same nearest-neighbour distance as fcc

@@ -18,7 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.ace.stack import import_pyace
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, missing_reason
 from pace_worker.files.structures import atoms_per_element, file_sha256
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
     """Read an ``.asi`` and check it belongs to the potential (elements and matrix shapes)."""
     asi_path = Path(asi_path)
     if not asi_path.is_file():
-        raise InputError(f"active set '{asi_path}' does not exist")
+        reason = missing_reason(asi_path) if not asi_path.exists() else "is not a file"
+        raise InputError(f"active set '{asi_path}' {reason}; give the .asi written with the potential")
     try:
         data = np.load(asi_path)
         inverse = {k: np.asarray(data[k]) for k in data.keys()}

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 from pace_worker.ace.pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GPU_EXIT
 from pace_worker.config import MetaConfig
-from pace_worker.errors import FitError, InputError
+from pace_worker.errors import DiskFull, FitError, InputError
 from pace_worker.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,11 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
                        f"{max_time:g} s) without an optimizer step to stop at, and was killed; nothing was "
                        f"published. Raise fit.max_time; output in {out_path}")
     if proc.returncode != 0:
-        raise FitError(f"pacemaker failed (exit {proc.returncode}): {_last_error_line(out_path)}; "
-                       f"full output in {out_path}")
+        last = _last_error_line(out_path)
+        if "[Errno 28]" in last or "[Errno 122]" in last:  # ENOSPC, EDQUOT in pacemaker's own writes
+            raise DiskFull(f"the file system of '{workdir}' is full (pacemaker: {last}); free space there or give "
+                           f"another meta_config work_dir, and rerun. Earlier outputs are as they were")
+        raise FitError(f"pacemaker failed (exit {proc.returncode}): {last}; full output in {out_path}")
     if not (workdir / "output_potential.yaml").is_file():
         raise FitError(f"pacemaker finished without writing output_potential.yaml; see {out_path}")
     budget_stop = None

@@ -3,10 +3,11 @@ scikit-learn estimators: StandardScaler → :class:`WeightedPCA` → :class:`Bir
 then :func:`pick_per_cluster`; :func:`coverage_score` measures how well picks cover the pool.
 
 Chemistry first: :func:`chemical_systems` groups the structures by their set of elements and
-:func:`allocate_clusters` shares the clusters among the groups (square-root allocation), so
-DIRECT then runs within each chemical system, where structure alone decides. In one feature
-space a family whose composition varies (a random alloy) would take the principal components
-and the picks.
+:func:`allocate_by_variety` shares the clusters among the groups by how varied each is
+(:func:`natural_cluster_count`: its well-separated groups in descriptor space), the rest by the
+square root of their sizes (:func:`allocate_clusters`), so DIRECT then runs within each chemical
+system, where structure alone decides. In one feature space a family whose composition varies
+(a random alloy) would take the principal components and the picks.
 
 Each step is swappable: :func:`direct_pipeline` composes them as a ``sklearn.pipeline.Pipeline``.
 """
@@ -27,6 +28,11 @@ from pace_worker.config import SELECTIONS
 log = logging.getLogger(__name__)
 
 AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
+# natural_cluster_count: a jump in Ward merge height of at least this factor separates groups
+# (rattled and strained copies of one structure: at most ~2.7 measured, distinct families 6-8)
+NATURAL_MIN_GAP = 4.0
+NATURAL_MAX_ROWS = 2000  # the count is made on at most this many evenly spaced rows
+MIN_GROUP_ROWS = 3  # natural groups average at least this many rows (two near-twins are no group)
 
 
 class WeightedPCA(TransformerMixin, BaseEstimator):
@@ -214,22 +220,26 @@ def chemical_systems(composition: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return systems, np.asarray(system_of_row).reshape(-1)
 
 
-def allocate_clusters(sizes: Sequence[int], n_clusters: int, power: float = 0.5) -> list[int]:
+def allocate_clusters(sizes: Sequence[int], n_clusters: int, power: float = 0.5,
+                      start: Optional[Sequence[int]] = None) -> list[int]:
     """Clusters per group, proportional to the group's size to the ``power`` (default: the square
     root), at least one per group while clusters last and at most its size; largest remainders
     round. Square root: between proportional (``power=1``, what random picks give: a rare group
-    gets next to nothing) and equal (a big, varied group gets as few as a small uniform one)."""
+    gets next to nothing) and equal (a big, varied group gets as few as a small uniform one).
+    ``start``: clusters the groups already have (instead of one each); the rest is shared."""
     sizes = np.asarray(sizes, dtype=int)
     n_clusters = int(min(n_clusters, sizes.sum()))
     alloc = np.zeros(len(sizes), dtype=int)
     if n_clusters <= 0 or not len(sizes):
         return alloc.tolist()
-    order = np.argsort(-sizes, kind="stable")
-    if n_clusters < len(sizes):  # not enough for one each: the largest groups get one
-        alloc[order[:n_clusters]] = 1
+    if start is not None:
+        alloc = np.asarray(start, dtype=int).copy()
+    elif n_clusters < len(sizes):  # not enough for one each: the largest groups get one
+        alloc[np.argsort(-sizes, kind="stable")[:n_clusters]] = 1
         return alloc.tolist()
-    alloc[:] = 1
-    left = n_clusters - len(sizes)
+    else:
+        alloc[:] = 1
+    left = n_clusters - int(alloc.sum())
     weights = sizes.astype(float) ** power
     while left > 0:
         room = sizes - alloc
@@ -263,3 +273,78 @@ def raise_to_proportional(natural: Sequence[int], sizes: Sequence[int]) -> list[
         above = target - share
         target[int(np.argmax(above))] -= 1  # first of equals: the order of the strata decides
     return target.tolist()
+
+
+def natural_cluster_count(X: np.ndarray, max_clusters: int = 20, min_gap: float = NATURAL_MIN_GAP,
+                          max_rows: int = NATURAL_MAX_ROWS) -> int:
+    """The number of well-separated groups among the rows of ``X`` (1 when there are none).
+
+    Ward's dendrogram of (at most ``max_rows`` evenly spaced) rows: going from ``k + 1`` to ``k``
+    groups costs a merge of height ``h(k)``. Where one merge is ``min_gap`` times higher than the
+    one before it (``h(k - 1) / h(k)``, largest over ``k`` = 2 … ``max_clusters``, and at least
+    three rows per group on average), the data fall
+    into ``k`` groups that are far apart compared with their own spread; without such a jump
+    (one family of rattled, strained copies, a continuum) the count is 1. Scale-free: the ratio
+    of heights does not change when ``X`` is scaled, so systems described by different columns
+    compare.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> natural_cluster_count(np.vstack([rng.normal(c, 0.1, (20, 3)) for c in (0, 5, 10)]))
+    3
+    >>> natural_cluster_count(rng.normal(0, 1, (60, 3)))
+    1
+    """
+    from scipy.cluster.hierarchy import linkage
+
+    X = np.asarray(X, dtype=np.float64)
+    X = X[np.linspace(0, len(X) - 1, min(len(X), max_rows)).astype(int)] if len(X) else X
+    largest = min(max_clusters, len(X) // MIN_GROUP_ROWS)  # a group has a few members, not one outlier
+    if largest < 2 or not np.any(np.ptp(X, axis=0) > 0):
+        return 1
+    heights = linkage(X, "ward")[:, 2]  # ascending: heights[-1] merges the last two groups
+    ks = np.arange(2, largest + 1)
+    below = heights[-ks]  # h(k): the merge from k + 1 groups to k
+    above = heights[-(ks - 1)]  # h(k - 1): the merge from k groups to k - 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gaps = np.where(below > 0, above / np.maximum(below, 1e-300), np.where(above > 0, np.inf, 1.0))
+    best = int(np.argmax(gaps))
+    return int(ks[best]) if gaps[best] >= min_gap else 1
+
+
+def allocate_by_variety(variety: Sequence[int], sizes: Sequence[int], n_clusters: int) -> list[int]:
+    """Clusters per group: first by how varied each group is, the rest by the square root of its size.
+
+    ``variety[g]`` is the number of distinct groups of structures that group ``g`` holds (its
+    natural clusters, at least its kinds of periodicity; at most its size).
+
+    * fewer clusters than groups: one each for the most varied groups (ties: the larger);
+    * up to the total variety: shared in proportion to variety, at least one per group, never
+      more than a group's variety (largest remainders round);
+    * more: every group gets its variety, and the clusters left are shared by the square root of
+      the sizes (:func:`allocate_clusters`), never more than a group has.
+
+    So five visibly different families get one cluster each whatever their head-counts, and a
+    small system of three families next to a large uniform one gets three when four are asked
+    for; large budgets are shared as before, by size.
+    """
+    variety = np.minimum(np.maximum(np.asarray(variety, dtype=int), 1), np.asarray(sizes, dtype=int))
+    sizes = np.asarray(sizes, dtype=int)
+    n_clusters = int(min(n_clusters, sizes.sum()))
+    alloc = np.zeros(len(sizes), dtype=int)
+    if n_clusters <= 0 or not len(sizes):
+        return alloc.tolist()
+    if n_clusters <= len(sizes):
+        alloc[np.lexsort((-sizes, -variety))[:n_clusters]] = 1  # lexsort: last key is the primary one
+        return alloc.tolist()
+    if n_clusters <= variety.sum():
+        alloc[:] = 1
+        left = n_clusters - len(sizes)
+        ideal = (variety - 1) / max(int((variety - 1).sum()), 1) * left
+        add = np.minimum(np.floor(ideal).astype(int), variety - 1)
+        remainder = np.where(add < variety - 1, ideal - add, -1.0)
+        for g in np.argsort(-remainder, kind="stable")[:left - int(add.sum())]:
+            add[g] += 1
+        return (alloc + add).tolist()
+    return allocate_clusters(sizes, n_clusters, start=variety)

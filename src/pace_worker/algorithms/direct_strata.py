@@ -1,6 +1,8 @@
-"""DIRECT within strata: the clusters are shared among chemical systems (square root of their
-sizes), and within a system no kind of periodicity gets fewer than its proportional share; the
-estimators themselves are in :mod:`pace_worker.algorithms.direct_clustering`.
+"""DIRECT within strata: the clusters are shared among chemical systems by how varied each is
+(its natural groups in descriptor space, at least its kinds of periodicity), the rest by the
+square root of their sizes; within a system no kind of periodicity gets fewer than its
+proportional share. The estimators themselves are in
+:mod:`pace_worker.algorithms.direct_clustering`.
 
 :func:`select_by_system` takes the structure features of a pool (numpy; nothing is read or
 written here) and returns the picks, every row's cluster and the whole pool's principal
@@ -17,10 +19,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pace_worker.algorithms.direct_clustering import (
+    NATURAL_MAX_ROWS,
     WeightedPCA,
-    allocate_clusters,
+    allocate_by_variety,
     chemical_systems,
     direct_pipeline,
+    natural_cluster_count,
     pick_per_cluster,
     raise_to_proportional,
 )
@@ -73,31 +77,38 @@ PERIODICITY = {3: "bulk (3D periodic)", 2: "slab (2D periodic)", 1: "wire (1D pe
 def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, selection: str, n_atoms: np.ndarray,
                      options, seed: int, periodic_dims: Optional[np.ndarray] = None) -> Selection:
     """DIRECT within each chemical system (:func:`pace_worker.algorithms.direct_clustering.chemical_systems`), with the
-    clusters shared by :func:`pace_worker.algorithms.direct_clustering.allocate_clusters`; each system's features are
-    its elements' columns only. Within a system, each kind of periodicity (bulk, slab, wire,
-    cluster) gets at least its proportional share of the system's clusters
-    (:func:`select_in_system`)."""
+    clusters shared by :func:`pace_worker.algorithms.direct_clustering.allocate_by_variety` over each system's
+    :func:`system_variety`; each system's features are its elements' columns only. Within a system,
+    each kind of periodicity (bulk, slab, wire, cluster) gets at least its proportional share of
+    the system's clusters (:func:`select_in_system`). Rows of a system that gets no cluster (fewer
+    clusters than systems) keep the label -1."""
     elements, offsets = layout
     periodic_dims = np.full(len(features), 3, dtype=np.int8) if periodic_dims is None else periodic_dims
     composition = features[:, offsets[-1]:]
     systems, system_of_row = chemical_systems(composition)
     sizes = np.bincount(system_of_row, minlength=len(systems))
-    allocation = allocate_clusters(sizes, n_clusters)
+    rows_of = [np.flatnonzero(system_of_row == s) for s in range(len(systems))]
+    columns_of = [np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, present in enumerate(systems[s])
+                                  if present] + [offsets[-1] + np.flatnonzero(systems[s])])
+                  for s in range(len(systems))]
+    variety = [system_variety(features[rows_of[s]][:, columns_of[s]], periodic_dims[rows_of[s]], options)
+               for s in range(len(systems))]
+    allocation = allocate_by_variety(variety, sizes, n_clusters)
     numbering = _Numbering(len(features))
     info = []
     largest_birch = None
     for s in np.argsort(-sizes, kind="stable"):
-        rows = np.flatnonzero(system_of_row == s)
+        rows = rows_of[s]
         names = [el for el, present in zip(elements, systems[s]) if present]
-        entry = {"elements": names, "n_structures": int(len(rows)), "n_clusters": int(allocation[s])}
+        entry = {"elements": names, "n_structures": int(len(rows)), "n_groups": int(variety[s]),
+                 "n_clusters": int(allocation[s])}
         info.append(entry)
         if allocation[s] == 0:
             entry["n_picked"] = 0
             continue
-        columns = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i, present in enumerate(systems[s])
-                                  if present] + [offsets[-1] + np.flatnonzero(systems[s])])
-        local, local_picks, birch = select_in_system(features[rows][:, columns], int(allocation[s]), k, selection,
-                                                     n_atoms[rows], options, seed, periodic_dims[rows], entry)
+        local, local_picks, birch = select_in_system(features[rows][:, columns_of[s]], int(allocation[s]), k,
+                                                     selection, n_atoms[rows], options, seed, periodic_dims[rows],
+                                                     entry)
         largest_birch = largest_birch or birch
         numbering.add(rows, local, local_picks)
         entry["n_picked"] = len(local_picks)
@@ -111,6 +122,21 @@ def select_by_system(features: np.ndarray, layout, n_clusters: int, k: int, sele
     pcs = np.concatenate([steps["pca"].transform_unweighted(steps["scale"].transform(features[i:i + OVERVIEW_FIT_ROWS]))
                           for i in range(0, len(features), OVERVIEW_FIT_ROWS)]).astype(np.float32)
     return Selection(picks=numbering.picks, labels=numbering.labels, systems=info, overview=steps, pcs=pcs)
+
+
+def system_variety(X: np.ndarray, periodic_dims: np.ndarray, options) -> int:
+    """How many distinct groups of structures one chemical system holds: its kinds of periodicity
+    (bulk, slab, wire, cluster are distinct families by construction) or, if more, its natural
+    clusters in the space DIRECT clusters it in (standardised, PCA, weighted components; fitted
+    on at most ``NATURAL_MAX_ROWS`` evenly spaced rows)."""
+    kinds = len(np.unique(periodic_dims))
+    rows = np.linspace(0, len(X) - 1, min(len(X), NATURAL_MAX_ROWS)).astype(int)
+    sample = np.asarray(X[rows], dtype=np.float64)
+    if len(sample) < 4 or not np.any(np.ptp(sample, axis=0) > 0):
+        return min(kinds, len(X))
+    space = Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(options.n_components,
+                                                                        options.weight_components))])
+    return min(max(kinds, natural_cluster_count(space.fit_transform(sample))), len(X))
 
 
 def _direct(X: np.ndarray, n: int, k: int, selection: str, n_atoms: np.ndarray, options, seed: int):

@@ -281,7 +281,8 @@ def write_outputs(run: _Run, basis: Path, pick_rows: np.ndarray, t0: float) -> d
 def direct_report(run: _Run, t0: float) -> dict:
     """The JSON report of a direct_sample run (schema :data:`SCHEMA`)."""
     options = run.request.config.direct_sample
-    sizes = np.bincount(run.selected.labels)
+    labels = run.selected.labels
+    sizes = np.bincount(labels[labels >= 0])  # -1: a system given no cluster
     pca = run.selected.overview["pca"]
     birch = run.selected.overview["birch"]  # of the largest chemical system
     return {

@@ -164,6 +164,7 @@ class _ScoredPool:
 def sample(request: SampleRequest) -> SampleResult:
     t_start = time.perf_counter()
     strategy = strategy_of(request)
+    check_readable_file(request.candidates, "candidates", "check the path given to --candidates")
     potential_file, asi_file = discovery.sample_potential_files(request.potential, request.asi, request.config,
                                                                 request.meta.output_dir, request.candidates)
     output = Path(request.output)

@@ -60,11 +60,11 @@ from pace_worker.algorithms.train_test_split import stable_split, validation_spl
 from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings,
                                                  energy_row_weight, error_points, fit_kind, fit_within_budget)
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
-from pace_worker.errors import InputError
-from pace_worker.files.atomic_io import publish, write_json_atomic
-from pace_worker.files.folder_lock import exclusive_folder
+from pace_worker.errors import InputError, check_readable_file
+from pace_worker.files.atomic_io import disk_full_is_one_line, publish, write_json_atomic
+from pace_worker.files.folder_lock import LOCK_NAME, exclusive_folder
 from pace_worker.files.iteration_folder import IterationFolder, fingerprint
-from pace_worker.files.output_paths import check_writable
+from pace_worker.files.output_paths import check_replaceable
 from pace_worker.files.structures import (
     LabelledStructures,
     check_elements_covered,
@@ -219,7 +219,7 @@ def load_training_data(request: TrainRequest, starts: StartingPotentials) -> Tra
     check_elements(dataset, elements, source)
     if opts.test_filename:
         test_path = request.config.resolve_path(opts.test_filename)
-        test = read_labelled_structures(test_path, **read)
+        test = read_labelled_structures(test_path, **read, what="test set", given_by="config data.test_filename")
         check_elements(test, elements, source)
         train_idx, test_origin, rule = list(range(len(dataset))), list(range(len(test))), "test_filename"
         test_names = [f"{test_path.name}#{i}" for i in test_origin]
@@ -384,13 +384,19 @@ def train(request: TrainRequest) -> TrainResult:
     t_start = time.perf_counter()
     if not 0 <= request.iteration <= MAX_ITERATION:
         raise InputError(f"--iteration {request.iteration}: must be a whole number from 0 to {MAX_ITERATION}")
-    dataset_path = Path(request.dataset)
+    dataset_path = check_readable_file(request.dataset, "dataset", "check the path given to --dataset")
     output_dir = Path(request.output_dir or request.meta.output_dir or dataset_path.resolve().parent)
     work_root = Path(request.meta.work_dir) if request.meta.work_dir else output_dir / "iterations"
     for folder_path, what in ((output_dir, "output folder"), (work_root, "iterations folder")):
         if folder_path.exists() and not folder_path.is_dir():
             raise InputError(f"{what} '{folder_path}' is a file; give a folder (--output-dir or meta_config)")
-        check_writable(folder_path / OUTPUT_STEM, what)
+        check_replaceable(folder_path / OUTPUT_STEM, what)
+    # what the fit publishes at its end must be replaceable now: a 1-hour fit is not thrown away
+    # for a permission problem that was there at second 0
+    budgeted = request.config.pacemaker.fit.max_time is not None and request.config.train.schedule == "auto"
+    for path in [*published_files(output_dir).values(), output_dir / LOCK_NAME,
+                 *([output_dir / ERROR_VS_TIME_PNG] if budgeted else [])]:
+        check_replaceable(path, "output")
     with contextlib.ExitStack() as stack:
         return _train(request, output_dir, work_root, t_start, stack)
 
@@ -427,19 +433,17 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     budget_fit: Optional[BudgetFit] = None
     fit_run = None
     scheduled = schedule_section(request, mode, starts, data)
-    if scheduled is not None:
-        mode, section = scheduled
-        budget_fit = run_schedule(request, data, section, reference, BudgetClock(t_start, settings.fit.max_time),
-                                  folder.path)
-    else:
-        write_pacemaker_files(folder.path, settings, data, potential, reference, fit_seed, request.iteration)
-        fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
-                                show_progress=request.show_progress, max_time=settings.fit.max_time)
-
-    staged = stage_outputs(folder.path, data, request)
-    final = {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
-                                                  ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
-                                                  ("yace", f"{OUTPUT_STEM}.yace"))}
+    with disk_full_is_one_line(folder.path):  # the iteration folder: pacemaker's input, its run, the new files
+        if scheduled is not None:
+            mode, section = scheduled
+            budget_fit = run_schedule(request, data, section, reference,
+                                      BudgetClock(t_start, settings.fit.max_time), folder.path)
+        else:
+            write_pacemaker_files(folder.path, settings, data, potential, reference, fit_seed, request.iteration)
+            fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
+                                    show_progress=request.show_progress, max_time=settings.fit.max_time)
+        staged = stage_outputs(folder.path, data, request)
+    final = published_files(output_dir)
     metrics = train_metrics(request, starts, data, mode, fit_run, staged, folder, dataset_sha,
                             {k: (str(final[k]) if staged.files[k] is not None else None) for k in final}, budget_fit)
     metrics["wall_time_s"] = time.perf_counter() - t_start
@@ -447,10 +451,11 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
         staged.files["error_vs_time"] = folder.path / ERROR_VS_TIME_PNG
         final = {"error_vs_time": output_dir / ERROR_VS_TIME_PNG, **final}  # before the .yace, which goes last
         metrics["outputs"]["error_vs_time"] = str(final["error_vs_time"])
-        error_vs_time(staged.files["error_vs_time"],
-                      error_points(budget_fit.record, staged.errors["test"], metrics["wall_time_s"]),
-                      settings.fit.max_time, f"train iteration {request.iteration}: linear ACE within "
-                                             f"{settings.fit.max_time:g} s")
+        with disk_full_is_one_line(folder.path):
+            error_vs_time(staged.files["error_vs_time"],
+                          error_points(budget_fit.record, staged.errors["test"], metrics["wall_time_s"]),
+                          settings.fit.max_time, f"train iteration {request.iteration}: linear ACE within "
+                                                 f"{settings.fit.max_time:g} s")
     write_json_atomic(staged.files["metrics"], metrics)
 
     # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
@@ -521,6 +526,13 @@ def schedule_section(request: TrainRequest, mode: str, starts: StartingPotential
                  "training structures (its reference energies kept)", starts.initial, len(data.train))
         return "warm (linear re-solve)", section
     return None
+
+
+def published_files(output_dir: Path) -> dict[str, Path]:
+    """Where each output is published, in the order of publishing (.asi before .yaml, .yace last)."""
+    return {k: output_dir / name for k, name in (("asi", f"{OUTPUT_STEM}.asi"), ("yaml", f"{OUTPUT_STEM}.yaml"),
+                                                 ("test_set", "test_set.xyz"), ("metrics", "train_metrics.json"),
+                                                 ("yace", f"{OUTPUT_STEM}.yace"))}
 
 
 def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _Staged:

@@ -3,10 +3,11 @@
 :func:`validate` is the pure core (a :class:`ValidateRequest` in, a :class:`ValidateResult`
 out); the CLI only parses flags and prints.
 
-Which test set (the first that exists wins): ``--test-set T``; ``validate.test_set`` in
-config.yaml (relative to the config file); the test set ``train`` recorded in
-``train_metrics.json`` next to the potential; ``test_set.xyz`` next to the potential; otherwise an
-error that lists what was tried. Which active set (for γ): ``--asi A`` > ``validate.asi`` > the
+Which test set: ``--test-set T``, else ``validate.test_set`` in config.yaml (relative to the
+config file) — either must name a file, or that is the error (never a fall-back) — else the
+first that exists of the test set ``train`` recorded in ``train_metrics.json`` next to the
+potential and ``test_set.xyz`` next to the potential; otherwise an error that lists what was
+tried. Which active set (for γ): ``--asi A`` > ``validate.asi`` > the
 ``.asi`` next to the potential's B-basis ``.yaml``. Both rules live in
 :mod:`pace_worker.files.discovery`.
 
@@ -118,12 +119,13 @@ def find_inputs(request: ValidateRequest, files: dict[str, Path]) -> _Inputs:
     return _Inputs(potential, b_basis, elements, test_set, asi)
 
 
-def read_test_set(path: Path, request: ValidateRequest, elements: list[str]) -> LabelledStructures:
+def read_test_set(found: discovery.Found, request: ValidateRequest, elements: list[str]) -> LabelledStructures:
     opts = request.config.pacemaker.data
+    path = found.path
     # hot MD test structures may have close pairs (the core repulsion acts there); atoms at one
     # point are never a structure
     structures = read_labelled_structures(path, opts.energy_key, opts.forces_key, opts.stress_key,
-                                          min_distance=SAME_POSITION_A)
+                                          min_distance=SAME_POSITION_A, what="test set", given_by=found.source)
     if structures.energy_only.all():
         raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
                          "needs forces: name their key with data.forces_key in config.yaml")
@@ -137,7 +139,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
     t_start = time.perf_counter()
     files = output_files(Path(request.output), request.plots)
     inputs = find_inputs(request, files)
-    structures = read_test_set(inputs.test_set.path, request, inputs.elements)
+    structures = read_test_set(inputs.test_set, request, inputs.elements)
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
     result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, structures, executor,
                                 request.config.validate_)

@@ -3,16 +3,55 @@
 Every output is written under a temporary name in its final folder and renamed into place
 (``os.replace`` is atomic on POSIX within one file system). A group of outputs that belong
 together (a potential, its .yace and its active set) is staged completely before the first
-rename, so a failure while staging leaves every previous output untouched.
+rename, so a failure while staging leaves every previous output untouched. A file system that
+fills up meanwhile (ENOSPC, a quota) is :class:`~pace_worker.errors.DiskFull`, one line naming
+the folder (:func:`disk_full_is_one_line`); the temporary files are removed first.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
+
+from pace_worker import interrupts
+from pace_worker.errors import DiskFull
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "unknown"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} {unit}" if unit == "bytes" else f"{free:.1f} {unit}"
+        free /= 1024
+    return "unknown"
+
+
+def disk_full_error(exc: OSError, folder) -> DiskFull:
+    """The one line for a full file system met while writing into ``folder``."""
+    folder = Path(folder)
+    what = f" while writing '{Path(exc.filename).name}'" if getattr(exc, "filename", None) else ""
+    return DiskFull(f"the file system of '{folder}' is full ({os.strerror(exc.errno)}{what}; {_free_space(folder)} "
+                    "free now); free space there or write elsewhere, and rerun. Earlier outputs are as they were")
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(folder) -> Iterator[None]:
+    """A full file system (ENOSPC, EDQUOT) inside the block becomes :class:`DiskFull` naming ``folder``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(exc, folder) from None
+        raise
 
 
 def companion_path(output, suffix: str) -> Path:
@@ -33,8 +72,9 @@ def atomic_output(path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with disk_full_is_one_line(path.parent):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -108,6 +148,16 @@ def publish(files: Mapping[Path, Optional[Path]], move: bool = False) -> None:
     or the process is interrupted (SIGTERM, Ctrl-C) before the last rename, the previous files
     are put back and the new ones removed.
     """
+    interrupts.check()  # a stopped command publishes nothing, even if its signal's exception was lost
+    try:
+        _publish(files, move)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:  # rolled back already
+            raise disk_full_error(exc, Path(next(iter(files))).parent) from None
+        raise
+
+
+def _publish(files: Mapping[Path, Optional[Path]], move: bool) -> None:
     staged: list[tuple[Path, Path]] = []
     backups: dict[Path, Path] = {}
     changed: list[Path] = []
@@ -182,7 +232,10 @@ class OutputGroup:
         publish(dict(self.staged), move=True)
         self.staged.clear()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         for tmp in self.staged.values():
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            folder = next(iter(self.staged), None)
+            raise disk_full_error(exc, folder.parent if folder is not None else ".") from None

@@ -8,7 +8,8 @@ file the documented default names** (:func:`flag_config_or_default`). The defaul
   the potential. A ``.yace`` is replaced by the ``.yaml`` beside it (a .yace cannot give γ).
 * ``validate`` — active set: the ``.asi`` beside the potential's B-basis ``.yaml``, if there is
   one (else no γ); test set: the test set ``train`` recorded in ``train_metrics.json`` next to
-  the potential, else ``test_set.xyz`` next to it.
+  the potential, else ``test_set.xyz`` next to it. A path given by a flag or a config key is
+  never replaced by a default: if it names no file, that is the error.
 * ``direct_sample`` — descriptor basis: no default (an unfitted basis is built instead).
 * ``train`` — initial potential: ``--initial-potential`` > the one entry of
   ``ace_model.initial_potentials`` (see :mod:`pace_worker.commands.train`).
@@ -25,7 +26,7 @@ from typing import Optional
 
 from pace_worker.ace import activeset, potentials
 from pace_worker.config import WorkerConfig
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, missing_reason
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def load_gamma_potential(potential: Found, asi: Found) -> GammaPotential:
     """The B-basis .yaml of ``potential`` and the active set ``asi``, checked to belong to it."""
     yaml_path = potentials.resolve_b_basis(potential.path, potential.source)
     if not asi.path.is_file():
-        raise InputError(f"active set '{asi.path}' not found; γ needs the .asi of potential '{yaml_path}' "
-                         "(train writes it; or compute it with pace_activeset)")
+        reason = missing_reason(asi.path) if not asi.path.exists() else "is not a file"
+        raise InputError(f"active set '{asi.path}' ({asi.source}) {reason}; γ needs the .asi of potential "
+                         f"'{yaml_path}' (train writes it; or compute it with pace_activeset)")
     return GammaPotential(yaml_path, asi.path, activeset.load_active_set(asi.path, yaml_path))
 
 
@@ -108,11 +110,12 @@ def find_test_set(test_set: Optional[Path], config: WorkerConfig, potential: Pat
         return Found(Path(test_set), "--test-set")
     tried = []
     configured = config.validate_.test_set
-    if configured:
+    if configured:  # a path the user wrote down is never replaced by a default
         path = config.resolve_path(configured)
-        if path.is_file():
-            return Found(path, "config validate.test_set")
-        tried.append(f"config validate.test_set ({path})")
+        if not path.exists():
+            raise InputError(f"test set '{path}' (validate.test_set in config '{config.source}') "
+                             f"{missing_reason(path)}; fix the path (relative to config.yaml) or remove the key")
+        return Found(path, "config validate.test_set")
     folder = Path(potential).parent
     metrics_file = folder / "train_metrics.json"
     if metrics_file.is_file():

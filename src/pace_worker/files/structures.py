@@ -141,7 +141,7 @@ def _is_pickle(path: Path) -> bool:
     return path.name.lower().endswith(PICKLE_SUFFIXES)
 
 
-def _read_ase(path: Path) -> list[Atoms]:
+def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
     import ase.io
     from ase.io.formats import open_with_compression
 
@@ -152,21 +152,24 @@ def _read_ase(path: Path) -> list[Atoms]:
         else:
             images = ase.io.read(str(path), index=":", format="extxyz")
     except Exception as exc:  # ASE raises many kinds for a malformed file
-        raise InputError(f"dataset '{path}' is not a readable extended XYZ file ({first_line(exc)}); "
+        raise InputError(f"{what} '{path}' is not a readable extended XYZ file ({first_line(exc)}); "
                          "give an extxyz (.xyz/.extxyz, optionally .gz) or a pacemaker .pckl.gzip file")
     return list(images)
 
 
-def _read_pickle(path: Path) -> tuple[list[Atoms], list, list]:
+def _read_pickle(path: Path, what: str = "dataset") -> tuple[list[Atoms], list, list]:
+    """A pacemaker DataFrame (restricted unpickling: :mod:`pace_worker.files.safe_pickle`)."""
     import pandas as pd
 
-    try:
-        df = pd.read_pickle(path, compression="infer" if not path.name.endswith("gzip") else "gzip")
-    except Exception as exc:  # a damaged file, or objects of a module that is not installed
-        raise InputError(f"dataset '{path}' is not a readable pandas pickle ({type(exc).__name__}: {exc}); "
-                         "give a pacemaker DataFrame (.pckl.gzip) or an extxyz file")
+    from pace_worker.files.safe_pickle import load_dataframe
+
+    df = load_dataframe(path, what)
     if not isinstance(df, pd.DataFrame) or "ase_atoms" not in df.columns:
-        raise InputError(f"dataset '{path}' is not a pacemaker DataFrame (needs an 'ase_atoms' column)")
+        raise InputError(f"{what} '{path}' is not a pacemaker DataFrame (needs an 'ase_atoms' column)")
+    for i, atoms in enumerate(df["ase_atoms"]):
+        if not isinstance(atoms, Atoms):
+            raise InputError(f"{what} '{path}', structure {i}: its ase_atoms entry is {atoms!r:.40}, not an ASE "
+                             "Atoms object; fix or drop the structure")
     energy_col = "energy" if "energy" in df.columns else ("energy_corrected" if "energy_corrected" in df.columns
                                                           else None)
     atoms = [a.copy() for a in df["ase_atoms"]]
@@ -191,7 +194,8 @@ def _label(atoms: Atoms, key: Optional[str], defaults: Sequence[str], kind: str)
 
 def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
                              stress_key: Optional[str] = None, min_distance: float = 0.5,
-                             require_structures: bool = True) -> LabelledStructures:
+                             require_structures: bool = True, what: str = "dataset",
+                             given_by: str = "--dataset") -> LabelledStructures:
     """Read and check a labelled dataset.
 
     Parameters
@@ -199,26 +203,29 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
     path : extxyz (``.xyz``, ``.extxyz``, ``.xyz.gz``) or pacemaker pickle (``.pckl.gzip``)
     energy_key, forces_key, stress_key : override the auto-detected label names
     min_distance : two atoms closer than this (Å) are an error
+    what : what the file is, in messages ("dataset", "test set")
+    given_by : the flag or config key the path came from (``--test-set``, ``config data.test_filename``)
     """
-    path = check_readable_file(path, "dataset", "check the path given to --dataset")
+    path = check_readable_file(path, what, f"check the path given to {given_by}"
+                               if given_by.startswith("--") else f"check the path {given_by} names")
 
     if _is_pickle(path):
-        atoms_list, raw_energies, raw_forces = _read_pickle(path)
+        atoms_list, raw_energies, raw_forces = _read_pickle(path, what)
         raw_stresses = [None] * len(atoms_list)
     else:
-        atoms_list = _read_ase(path)
+        atoms_list = _read_ase(path, what)
         raw_energies = [_label(a, energy_key, ENERGY_KEYS, "energy") for a in atoms_list]
         raw_forces = [_label(a, forces_key, FORCES_KEYS, "forces") for a in atoms_list]
         raw_stresses = [_label(a, stress_key, STRESS_KEYS, "stress") for a in atoms_list]
 
     if require_structures and not atoms_list:
-        raise InputError(f"dataset '{path}' contains no structures")
+        raise InputError(f"{what} '{path}' contains no structures")
 
     energies = np.zeros(len(atoms_list))
     forces: list[Optional[np.ndarray]] = []
     stresses: list[Optional[np.ndarray]] = []
     for i, atoms in enumerate(atoms_list):
-        where = f"dataset '{path}', structure {i}"
+        where = f"{what} '{path}', structure {i}"
         problem = geometry_problem(atoms)
         if problem is not None:
             raise InputError(f"{where}: {problem[1]}; fix or drop the structure")

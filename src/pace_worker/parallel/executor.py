@@ -32,6 +32,16 @@ Where the chunks run
   scheduler has at the moment (Slurm jobs start one by one); when no worker is left for
   ``connect_timeout_s`` (all died, or their jobs ended) the run stops with one line.
 
+Stopping
+--------
+On SIGTERM / SIGINT (see :mod:`pace_worker.interrupts`), or any error while results are
+consumed, the chunks not yet started are cancelled, running ones get a few seconds to finish and
+local worker processes end, so a command stops within seconds; Dask tasks of the run are
+cancelled on the cluster. Local workers ignore SIGTERM / SIGINT (the main process stops them,
+and they die with it), so a signal to the process group neither prints from them nor cuts one
+in the middle of sending a result. A local worker that dies otherwise (killed for memory, say)
+is one clear error.
+
 A progress bar follows the chunks on a terminal (see :mod:`pace_worker.progress`).
 """
 from __future__ import annotations
@@ -44,9 +54,11 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from pace_worker.errors import InputError, first_line
+from pace_worker import interrupts
+from pace_worker.errors import FitError, InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -144,19 +156,71 @@ class ChunkExecutor:
 
 
 def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: Union[int, Callable[[], int]],
-              result: Callable[[Any], Any] = lambda future: future.result()) -> Iterator[tuple[Sequence, Any]]:
+              result: Callable[[Any], Any] = lambda future: future.result(),
+              cancel: Optional[Callable[[list], None]] = None) -> Iterator[tuple[Sequence, Any]]:
     """Submit chunks (``submit(chunk)`` → a future), at most ``in_flight`` at once (a number, or a
-    function asked before each submission), and yield ``(chunk, result(future))`` in submission order."""
+    function asked before each submission), and yield ``(chunk, result(future))`` in submission
+    order. If this stops early (an error, a signal, the consumer leaving), ``cancel`` gets the
+    futures still pending."""
     limit = in_flight if callable(in_flight) else (lambda: in_flight)
     pending: deque = deque()
-    for chunk in chunks:
-        pending.append((chunk, submit(chunk)))
-        while len(pending) >= limit():
+    try:
+        for chunk in chunks:
+            pending.append((chunk, submit(chunk)))
+            while len(pending) >= limit():
+                chunk_done, future = pending.popleft()
+                yield chunk_done, result(future)
+                interrupts.check()
+        while pending:
             chunk_done, future = pending.popleft()
             yield chunk_done, result(future)
-    while pending:
-        chunk_done, future = pending.popleft()
-        yield chunk_done, result(future)
+            interrupts.check()
+    except BaseException:
+        if cancel is not None and pending:
+            cancel([future for _, future in pending])
+        raise
+
+
+def _start_worker(initializer: Optional[Callable], initargs: tuple) -> None:
+    """First thing in a local worker process: it ignores SIGTERM / SIGINT (the main process stops
+    it), then the initializer."""
+    interrupts.quiet_worker()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+STOP_GRACE_S = 3.0  # how long a stopping command lets running chunks finish before it kills their workers
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: chunks not started are cancelled, running ones get ``STOP_GRACE_S`` to
+    finish (workers ignore SIGTERM / SIGINT, so a signal to the process group does not cut one in
+    the middle of sending a result); then its workers are killed. A second signal meanwhile waits."""
+    with interrupts.deferred():
+        _stop_pool(pool)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    # the pool has no public handle on its processes and thread before Python 3.14
+    thread = getattr(pool, "_executor_manager_thread", None)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    results = getattr(pool, "_result_queue", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    if thread is not None:
+        thread.join(STOP_GRACE_S)
+    if not any(p.is_alive() for p in processes) and not (thread is not None and thread.is_alive()):
+        return
+    for process in processes:
+        process.kill()
+        process.join(timeout=5)
+    # a worker killed while sending a result leaves half a message, and the pool's thread (which
+    # the interpreter joins at exit) would wait for the rest forever; with no writer left it reads
+    # the end of the pipe instead and ends
+    writer = getattr(results, "_writer", None)
+    if writer is not None:
+        writer.close()
+    if thread is not None:
+        thread.join(STOP_GRACE_S)
 
 
 def _local_results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
@@ -165,11 +229,29 @@ def _local_results(function, chunks, workers, initializer, initargs) -> Iterable
             initializer(*initargs)
         for chunk in chunks:
             yield chunk, function(chunk)
+            interrupts.check()
         return
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=initializer,
-                             initargs=initargs) as pool:
-        yield from _in_order(lambda chunk: pool.submit(function, chunk), chunks, 2 * workers)
+    with interrupts.deferred():
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(initializer, initargs))
+
+    def submit(chunk):
+        with interrupts.deferred():  # starts worker processes: not to be cut in two
+            return pool.submit(function, chunk)
+
+    try:
+        yield from _in_order(submit, chunks, 2 * workers)
+    except BrokenProcessPool as exc:
+        _stop_workers(pool)
+        interrupts.check()  # the workers ended with the process group's SIGTERM / SIGINT
+        raise FitError(f"a worker process died while working ({first_line(exc)}); it may have run out of "
+                       "memory: give fewer meta_config workers or a smaller chunk_size, and rerun") from None
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    with interrupts.deferred():
+        pool.shutdown(wait=True)
 
 
 # ----------------------------------------------------------------------------- Dask
@@ -278,9 +360,26 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
         threads = _WorkerThreads(client, scheduler, timeout_s)
         threads.wait_for_one()
         groups = _groups(chunks, chunks_per_task, n_chunks, threads)
-        tasks = _in_order(lambda group: client.submit(_run_on_worker, function, group, initializer, initargs,
-                                                      pure=False), groups, lambda: 4 * threads(), threads.result)
+        def submit(group):
+            with interrupts.deferred():
+                return client.submit(_run_on_worker, function, group, initializer, initargs, pure=False)
+
+        tasks = _in_order(submit, groups, lambda: 4 * threads(), threads.result,
+                          cancel=lambda futures: _cancel_quietly(client, futures))
         for group, results in tasks:
             yield from zip(group, results)
     finally:
-        client.close()
+        with interrupts.deferred():
+            client.close(timeout=CLOSE_TIMEOUT_S)
+
+
+CLOSE_TIMEOUT_S = 5  # how long a stopping command waits for the Dask scheduler to take its leave
+
+
+def _cancel_quietly(client, futures: list) -> None:
+    """Cancel a stopped run's tasks on the cluster; a scheduler that is gone is no news here."""
+    with interrupts.deferred():
+        try:
+            client.cancel(futures, asynchronous=False)
+        except Exception:  # the run stops anyway; the scheduler forgets the tasks with this client
+            pass
