@@ -113,6 +113,10 @@ def test_a_warm_start_from_a_linear_fit_re_solves_it_on_the_grown_data(scheduled
     yaml_2 = BBasisConfiguration(str(scheduled["data"] / "output_potential.yaml"))
     assert dict(yaml_2.metadata)[train_schedule.FIT_KIND_KEY] == "linear"
     assert m2["inputs"]["initial_potential"]["path"].endswith("output_potential.yaml")
+    # a basis that changed with the data is said
+    size_1 = m1["schedule"]["stages"][0]["functions_per_element"]
+    size_2 = m2["schedule"]["stages"][0]["functions_per_element"]
+    assert (f"from the starting potential's {size_1} to {size_2}" in m2["schedule"]["reason"]) == (size_1 != size_2)
 
 
 # ----------------------------------------------------------------------------- the schedule's choices in-process

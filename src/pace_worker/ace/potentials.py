@@ -156,6 +156,15 @@ def basis_elements(path: Path) -> list[str]:
     return list(ACEBBasisSet(BBasisConfiguration(str(path))).elements_name)
 
 
+def functions_per_element(potential_yaml: Path) -> int:
+    """The most B-functions any element of a potential (YAML path) has."""
+    import_pyace()
+    from pyace import ACEBBasisSet, BBasisConfiguration
+    from pyace.activelearning import compute_number_of_functions
+
+    return int(max(compute_number_of_functions(ACEBBasisSet(BBasisConfiguration(str(potential_yaml))))))
+
+
 def count_functions(potential) -> int:
     """Total number of B-functions of a potential given as a YAML path or a pacemaker dict."""
     import_pyace()

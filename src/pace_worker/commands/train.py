@@ -435,8 +435,8 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     scheduled = schedule_section(request, mode, starts, data)
     with disk_full_is_one_line(folder.path):  # the iteration folder: pacemaker's input, its run, the new files
         if scheduled is not None:
-            mode, section = scheduled
-            budget_fit = run_schedule(request, data, section, reference,
+            mode = scheduled.mode
+            budget_fit = run_schedule(request, data, scheduled, reference,
                                       BudgetClock(t_start, settings.fit.max_time), folder.path)
         else:
             write_pacemaker_files(folder.path, settings, data, potential, reference, fit_seed, request.iteration)
@@ -469,7 +469,16 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
 ERROR_VS_TIME_PNG = "train_error_vs_time.png"
 
 
-def run_schedule(request: TrainRequest, data: TrainingData, section: dict, reference, clock: BudgetClock,
+@dataclass
+class ScheduledStart:
+    """How a budgeted fit starts: its mode, the basis section, the potential a warm start re-solves."""
+
+    mode: str
+    section: dict
+    start: Optional[Path] = None
+
+
+def run_schedule(request: TrainRequest, data: TrainingData, scheduled: ScheduledStart, reference, clock: BudgetClock,
                  folder: Path) -> BudgetFit:
     """The budget schedule (:mod:`pace_worker.commands.train_schedule`) on this request's data: the
     validation split is held out of the training structures; the test set is only reported."""
@@ -478,9 +487,10 @@ def run_schedule(request: TrainRequest, data: TrainingData, section: dict, refer
                                              settings.seed)[1]
     fit_set, validation = data.fit_and_validation()
     kappa = explicit_kappa(request.config)
-    problem = LinearProblem(section=section, fit=fit_set, validation=validation, test=data.test, reference=reference,
+    problem = LinearProblem(section=scheduled.section, fit=fit_set, validation=validation, test=data.test, reference=reference,
                             row_weight=energy_row_weight(kappa, len(fit_set), fit_set.n_atoms),
-                            max_functions=configured_functions(settings))
+                            max_functions=configured_functions(settings),
+                            start_functions=potentials.functions_per_element(scheduled.start) if scheduled.start else None)
     run = RunSettings(workers=request.meta.workers, show_progress=request.show_progress,
                       repulsion=settings.fit.repulsion)
     return fit_within_budget(problem, kappa is not None, clock, folder, run)
@@ -500,8 +510,9 @@ def explicit_kappa(config: WorkerConfig) -> Optional[float]:
     return loss.kappa if "kappa" in loss.model_fields_set else None
 
 
-def schedule_section(request: TrainRequest, mode: str, starts: StartingPotentials, data: TrainingData):
-    """``(mode, basis section)`` when the budget schedule fits this run, else None (pacemaker alone).
+def schedule_section(request: TrainRequest, mode: str, starts: StartingPotentials,
+                     data: TrainingData) -> Optional[ScheduledStart]:
+    """How the budget schedule starts this run (:class:`ScheduledStart`), or None (pacemaker alone).
 
     It runs with ``fit.max_time`` and ``train.schedule: auto`` for a basis to build (config's section or
     the default rule's, not a potential file) whose first density is linear. A warm start from a
@@ -520,11 +531,11 @@ def schedule_section(request: TrainRequest, mode: str, starts: StartingPotential
     if not has_linear_first_density(section):
         return None
     if starts.initial is None:
-        return "cold (budget schedule)", section
+        return ScheduledStart("cold (budget schedule)", section)
     if fit_kind(starts.initial) == "linear":
         log.info("the starting potential %s is a linear fit of the budget schedule: it is re-solved on the %d "
                  "training structures (its reference energies kept)", starts.initial, len(data.train))
-        return "warm (linear re-solve)", section
+        return ScheduledStart("warm (linear re-solve)", section, starts.initial)
     return None
 
 

@@ -138,6 +138,7 @@ class LinearProblem:
     reference: object  # "auto"/None (fitted per element) or a dict of fixed reference energies
     row_weight: float
     max_functions: Optional[int] = None  # the configured number_of_functions_per_element (a user's basis)
+    start_functions: Optional[int] = None  # functions per element of the potential a warm start re-solves
 
     @property
     def fit_reference(self) -> bool:
@@ -468,6 +469,12 @@ def fit_within_budget(problem: LinearProblem, kappa_given: bool, clock: BudgetCl
     record.reason = ("the linear stage's potential: refitted with the size and ridge of the lowest validation loss"
                      + ("" if kappa_given else f" (energy rows weighted {problem.row_weight:g}× a force component; "
                         "set fit.loss.kappa to choose the balance)"))
+    chosen = linear.record.functions_per_element
+    if problem.start_functions is not None and chosen != problem.start_functions:
+        change = "grown" if chosen > problem.start_functions else "shrunk"
+        record.reason += (f"; the basis {change} from the starting potential's {problem.start_functions} to {chosen} "
+                          f"functions per element (chosen again on the grown data)")
+        log.info("the basis %s from %d to %d functions per element", change, problem.start_functions, chosen)
     target = folder / OUTPUT_NAME
     shutil.copyfile(linear.potential, target)
     mark_fit_kind(target, record.published)
