@@ -99,3 +99,41 @@ def test_a_section_with_a_nonlinear_first_density_is_not_fitted_linearly():
     assert linear_ace.has_linear_first_density(section)
     section["embeddings"] = {"ALL": {"npot": "FinnisSinclair", "fs_parameters": [1, 0.5], "ndensity": 1}}
     assert not linear_ace.has_linear_first_density(section)
+
+
+def test_two_elements_slabs_and_clusters_the_fs_potential_still_gives_the_linear_model(tmp_path):
+    """Per-element column blocks, two reference energies, non-periodic and mixed-pbc structures."""
+    from pyace import PyACECalculator
+
+    from pace_worker.toy_data import family_structure, label_with_emt
+
+    rng = np.random.default_rng(5)
+    structures = label_with_emt([family_structure(f, rng) for f in ("alloy", "alloy", "alloy", "slab", "cluster",
+                                                                     "alloy", "alloy", "fcc", "alloy", "alloy")])
+    items = [(a, a.get_potential_energy(), a.get_forces()) for a in structures]
+    section = default_potential(["Al", "Cu"], 4.5, 20)
+    layout, big = linear_ace.nested_columns(section, [10, 20], fit_reference=True)
+    assert layout.elements == ["Al", "Cu"] and layout.n_reference == 2
+    big.save(str(tmp_path / "basis.yaml"))
+    task = linear_ace.DesignTask(str(tmp_path / "basis.yaml"), layout, None)
+    executor = ChunkExecutor(1, chunk_size=4, show_progress=False)
+    solver = linear_ace.accumulate(executor.map(linear_ace.training_chunk, items, linear_ace.init_design_worker,
+                                                (task,)), layout)
+    rows = list(executor.map(linear_ace.validation_chunk, items, linear_ace.init_design_worker, (task,)))
+    coef = solver.solve({"energy": 1000.0, "forces": 1.0}, layout.columns_of(1), 1e-10)
+    reference = linear_ace.fitted_reference(layout, coef, None)
+    linear_ace.fs_potential(section, layout, 1, coef, reference).save(str(tmp_path / "potential.yaml"))
+    calc = PyACECalculator(str(tmp_path / "potential.yaml"))
+    predicted_epa = linear_ace.predict(np.vstack([b.energy_rows for b in rows]), coef)
+    predicted_forces = linear_ace.predict(np.vstack([b.force_rows for b in rows]), coef).reshape(-1, 3)
+    at = 0
+    from pace_worker.files.structures import fully_periodic_or_not
+
+    for i, atoms in enumerate(structures):
+        a = fully_periodic_or_not(atoms, 4.5).copy()  # a slab made periodic, as validate does for pyace
+        a.calc = calc
+        n = len(a)
+        shift = sum(reference[s] for s in a.get_chemical_symbols()) / n
+        assert a.get_potential_energy() / n + shift == pytest.approx(predicted_epa[i], abs=1e-8)
+        np.testing.assert_allclose(a.get_forces(), predicted_forces[at:at + n], atol=1e-8)
+        at += n
