@@ -463,8 +463,8 @@ def _explore_and_pick(request: DemoRequest, seed: int, strategy: str, folder: Pa
     candidates, gamma_max = explore(potential.yaml, potential.asi, starts, TEMPERATURES, request.md_steps,
                                     request.snapshot_every, request.gamma_stop, seed + 10 * iteration)
     if not candidates:  # every trajectory turned unphysical at once: nothing to label
-        log.warning("demo %s iteration %d: exploration left no physical snapshot; stopping this loop",
-                    strategy, iteration)
+        log.warning("demo seed %d %s iteration %d: exploration left no physical snapshot; stopping this loop",
+                    seed, strategy, iteration)
         return None, gamma_max, 0
     pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
     picks_path = folder / f"picks_{iteration}.xyz"
@@ -476,8 +476,8 @@ def _explore_and_pick(request: DemoRequest, seed: int, strategy: str, folder: Pa
         atoms.info.pop("gamma_max", None)
         atoms.arrays.pop("gamma", None)
     if not picked:
-        log.warning("demo %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left to "
-                    "learn from this exploration; stopping this loop", strategy, iteration)
+        log.warning("demo seed %d %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left "
+                    "to learn from this exploration; stopping this loop", seed, strategy, iteration)
         return None, gamma_max, len(candidates)
     return picked, gamma_max, len(candidates)
 
