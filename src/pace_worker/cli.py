@@ -292,36 +292,49 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     from pace_worker.algorithms.sample_strategies import STRATEGIES
 
     add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
-    add_flag(parser, "iterations", type=int, default=3, help="trained potentials per strategy (default 3)")
+    add_flag(parser, "iterations", type=int, default=5,
+             help="trained potentials per strategy and seed at most: the label budget (default 5)")
     add_flag(parser, "strategy", choices=tuple(STRATEGIES), default="maxvol",
              help="selection strategy (default maxvol)")
     add_flag(parser, "compare", choices=tuple(STRATEGIES), nargs="*", default=[],
              help="also run the loop with these strategies and the same label budget (e.g. random)")
-    add_flag(parser, "seed", type=non_negative_int, default=0, help="seed of the pool, MD and random choices")
+    seeds = parser.add_mutually_exclusive_group()
+    add_flag(seeds, "seeds", type=non_negative_int, nargs="+", default=[0, 1, 2],
+             help="seeds of the pool, MD and random choices; the loop runs once per seed (default 0 1 2)")
+    add_flag(seeds, "seed", type=non_negative_int, default=None, help="one seed only (same as --seeds N)")
     add_flag(parser, "labels-per-iteration", type=int, default=8, help="structures labelled per iteration")
+    add_flag(parser, "target", type=float, default=50.0,
+             help="test force RMSE (meV/Å) a strategy's loop stops at; labels to reach it are reported (50)")
     parser.add_argument("--no-progress", action="store_true", help="never show progress bars")
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo
+    from pace_worker.commands.demo import (BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo,
+                                           labels_to_target_table)
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
     if args.labels_per_iteration < 1:
         raise InputError(f"--labels-per-iteration {args.labels_per_iteration}: must be at least 1")
+    if not args.target > 0:
+        raise InputError(f"--target {args.target}: must be a test force RMSE above 0 meV/Å")
     strategies = list(dict.fromkeys([args.strategy, *args.compare]))
+    seeds = [args.seed] if args.seed is not None else list(dict.fromkeys(args.seeds))
     result = active_learning_demo(DemoRequest(workdir=args.workdir, iterations=args.iterations,
-                                              strategies=strategies, seed=args.seed,
+                                              strategies=strategies, seeds=seeds,
                                               labels_per_iteration=args.labels_per_iteration,
+                                              target_force_rmse=args.target,
                                               show_progress=False if args.no_progress else None))
-    print(f"\n{'strategy':10s} {'iter':>4s} {'labels':>6s} {'E RMSE meV/at':>13s} {'F RMSE meV/A':>12s} "
+    print(f"\n{'seed':>4s} {'strategy':10s} {'iter':>4s} {'labels':>6s} {'E RMSE meV/at':>13s} {'F RMSE meV/A':>12s} "
           f"{'broken':>6s} {'explore max γ':>13s} {'candidates':>10s} {'wall s':>7s}")
     for r in result.rows:
-        print(f"{r.strategy:10s} {r.iteration:>4d} {r.labels:>6d} {r.energy_rmse_mev_per_atom:>13.2f} "
+        print(f"{r.seed:>4d} {r.strategy:10s} {r.iteration:>4d} {r.labels:>6d} {r.energy_rmse_mev_per_atom:>13.2f} "
               f"{r.force_rmse_mev_per_A:>12.1f} {r.broken_test_structures:>6d} {_fmt(r.exploration_gamma_max):>13s} "
               f"{'-' if r.candidates is None else r.candidates:>10} {r.wall_time_s:>7.1f}")
     print(f"broken: test structures whose worst force error exceeds {BROKEN_FORCE_ERROR / 1000:g} eV/Å "
-          f"(holes of the potential); test set: {result.files['test_set']}")
+          f"(holes of the potential)\n")
+    print(labels_to_target_table(result))
+    print(f"\nwall time {result.wall_time_s:.0f} s")
     for key, path in result.files.items():
         print(f"  {key:15s} {path}")
     return 0
@@ -334,7 +347,7 @@ COMMANDS: list[Command] = [
             add_sample_arguments, run_sample),
     Command("direct_sample", "pick a diverse subset of a raw pool (ACE descriptors, PCA, BIRCH: DIRECT)",
             add_direct_sample_arguments, run_direct_sample, aliases=("direct-sample",)),
-    Command("demo", "a complete active-learning loop with EMT as the labeller (maxvol vs random)",
+    Command("demo", "active learning with EMT as the labeller: labels to a target error, over seeds",
             add_demo_arguments, run_demo),
     Command("validate", "errors of a potential on a test set (JSON, per-structure CSV, PNG plots)",
             add_validate_arguments, run_validate),

@@ -122,19 +122,30 @@ def pca_map(path: Path, pcs: np.ndarray, picks: Sequence[int], explained_ratio: 
     plt.close(fig)
 
 
-def learning_curve(path: Path, rows) -> None:
-    """Test force RMSE against the number of labels, one line per strategy (rows: demo.IterationRow)."""
+def learning_curve(path: Path, rows, target: Optional[float] = None) -> None:
+    """Test force RMSE against the number of labels: one colour per strategy, one line per seed
+    (marker per seed), and the target as a dashed line (rows: demo.IterationRow)."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=130)
-    for strategy in dict.fromkeys(r.strategy for r in rows):
-        mine = [r for r in rows if r.strategy == strategy]
-        ax.plot([r.labels for r in mine], [r.force_rmse_mev_per_A for r in mine], marker="o", label=strategy)
+    fig, ax = plt.subplots(figsize=(6.5, 4.8), dpi=130)
+    strategies = list(dict.fromkeys(r.strategy for r in rows))
+    seeds = list(dict.fromkeys(r.seed for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    markers = "osD^vP*X"
+    for i, strategy in enumerate(strategies):
+        for j, seed in enumerate(seeds):
+            mine = [r for r in rows if (r.strategy, r.seed) == (strategy, seed)]
+            if mine:
+                ax.plot([r.labels for r in mine], [r.force_rmse_mev_per_A for r in mine],
+                        color=colours[i % len(colours)], marker=markers[j % len(markers)], alpha=0.8, lw=1.3,
+                        label=f"{strategy}, seed {seed}" if len(seeds) > 1 else strategy)
+    if target is not None:
+        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:g} meV/Å")
     ax.set_xlabel("labelled structures (EMT calls)")
     ax.set_ylabel("test force RMSE (meV/Å, log scale)")
     ax.set_yscale("log")
     ax.set_title("active learning: held-out test error vs labels", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, ncol=len(strategies))
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

@@ -20,10 +20,20 @@ The loop (per selection strategy; the first two steps are shared, so strategies 
 5. ``validate`` every iteration on a fixed held-out test set: EMT MD snapshots from 300 K to
    1500 K of the same structure families, and unseen raw pool structures.
 
-Outputs in ``workdir``: ``config.yaml`` (the science settings used), ``raw_pool.xyz``,
-``test_set.xyz``, one folder per strategy (``labels.xyz``, candidate pools, picks, the
-potentials of each iteration, validation JSONs), ``learning_curve.png`` and
-``demo_summary.json`` (the table).
+What it measures
+----------------
+The loop runs once per seed (each seed: its own pool, test set, MD and random choices); a
+strategy's loop stops once its test force RMSE is at or below ``target_force_rmse`` or its label
+budget (``iterations`` potentials) is spent. :func:`labels_to_target` reads off the labels each
+strategy needed per seed, and :func:`label_ratios` the ratio of the first strategy's labels to
+each other's — the number ``bench/al_efficiency.py`` reports too, from this same function with
+finer steps and more strategies. One seed's pick can decide one loop; the table over seeds is
+what the demo reports.
+
+Outputs in ``workdir``: ``config.yaml`` (the science settings used, shared by all seeds), per
+seed ``seed_<n>/`` (``raw_pool.xyz``, ``test_set.xyz``, one folder per strategy with labels,
+candidate pools, picks, the potentials of each iteration, validation JSONs),
+``learning_curve.png`` and ``demo_summary.json`` (every iteration, labels to target, ratios).
 """
 from __future__ import annotations
 
@@ -40,7 +50,7 @@ from pace_worker.files.atomic_io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "pace-worker/demo_summary/1"
+SCHEMA = "pace-worker/demo_summary/2"
 TEMPERATURES = (300.0, 800.0, 1400.0)  # K; every exploration runs MD at each, from each start
 
 DEMO_CONFIG = """\
@@ -61,9 +71,9 @@ direct_sample:
 @dataclass
 class DemoRequest:
     workdir: Path
-    iterations: int = 3
+    iterations: int = 5  # potentials per strategy and seed at most: the label budget
     strategies: Sequence[str] = ("maxvol",)
-    seed: int = 0
+    seeds: Sequence[int] = (0, 1, 2)
     pool_size: int = 300
     initial_labels: int = 12
     labels_per_iteration: int = 8
@@ -74,8 +84,12 @@ class DemoRequest:
     test_structures: int = 60
     workers: Optional[int] = None
     show_progress: Optional[bool] = None
-    # stop a strategy's loop once its test force RMSE is at or below this (meV/Å); None: never
-    stop_at_force_rmse: Optional[float] = None
+    # a strategy's loop stops once its test force RMSE is at or below this (meV/Å); None: never
+    target_force_rmse: Optional[float] = 50.0
+
+    @property
+    def label_budget(self) -> int:
+        return self.initial_labels + (self.iterations - 1) * self.labels_per_iteration
 
 
 MIN_DISTANCE = 1.5  # Å: closer Cu atoms mean a collapsed (unphysical) MD snapshot
@@ -84,6 +98,7 @@ BROKEN_FORCE_ERROR = 1000.0  # meV/Å: a test structure whose worst force error 
 
 @dataclass
 class IterationRow:
+    seed: int
     strategy: str
     iteration: int
     labels: int
@@ -96,8 +111,36 @@ class IterationRow:
 
 
 @dataclass
+class LabelsToTarget:
+    """How many labels one strategy needed at one seed to reach the target test force RMSE."""
+
+    seed: int
+    strategy: str
+    labels: int  # labels of the first potential at or below the target; else of the last one
+    reached: bool  # False: the target was not reached within the budget (more than ``labels`` needed)
+    force_rmse_mev_per_A: float  # of that potential
+
+
+@dataclass
+class LabelRatio:
+    """``strategy``'s labels to target over ``reference``'s at one seed. ``bound``: ``"="`` both
+    reached; ``"<"`` only ``strategy`` reached (the ratio is an upper bound); ``">"`` only
+    ``reference`` reached (a lower bound); ``"?"`` neither (ratio None)."""
+
+    seed: int
+    strategy: str
+    reference: str
+    ratio: Optional[float]
+    bound: str
+
+
+@dataclass
 class DemoResult:
     rows: list[IterationRow]
+    target_force_rmse: Optional[float] = None
+    labels_to_target: list[LabelsToTarget] = field(default_factory=list)
+    ratios: list[LabelRatio] = field(default_factory=list)
+    wall_time_s: float = 0.0
     files: dict[str, Path] = field(default_factory=dict)
 
 
@@ -232,11 +275,12 @@ def _write(path: Path, structures) -> Path:
 
 
 def active_learning_demo(request: DemoRequest) -> DemoResult:
-    """The loop for every strategy in ``request.strategies``, from one shared start; the table,
-    the learning curve and ``demo_summary.json``."""
+    """The loop for every seed and every strategy in ``request.strategies`` (per seed, one shared
+    start); labels to target and their ratios, the learning curve and ``demo_summary.json``."""
     from pace_worker.config import MetaConfig, load_worker_config
     from pace_worker.plots import learning_curve
 
+    t0 = time.perf_counter()
     workdir = Path(request.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yaml"
@@ -244,47 +288,121 @@ def active_learning_demo(request: DemoRequest) -> DemoResult:
         config_path.write_text(DEMO_CONFIG)
     config = load_worker_config(config_path)
     meta = MetaConfig(device="cpu", workers=request.workers, chunk_size=8)
-    setup = _shared_start(request, workdir, config, meta)
     rows: list[IterationRow] = []
-    for strategy in request.strategies:
-        rows.extend(_loop(request, strategy, workdir, setup))
+    for seed in request.seeds:
+        seed_dir = workdir / f"seed_{seed}"
+        seed_dir.mkdir(exist_ok=True)
+        setup = _shared_start(request, seed, seed_dir, config, meta)
+        for strategy in request.strategies:
+            rows.extend(_loop(request, seed, strategy, seed_dir, setup))
 
-    files = {"test_set": setup.test_path, "raw_pool": workdir / "raw_pool.xyz", "config": config_path,
-             "learning_curve": workdir / "learning_curve.png", "summary": workdir / "demo_summary.json"}
-    learning_curve(files["learning_curve"], rows)
-    write_json_atomic(files["summary"], {"schema": SCHEMA, "seed": request.seed,
-                                         "rows": [r.__dict__ for r in rows],
-                                         "outputs": {k: str(v) for k, v in files.items()}})
-    return DemoResult(rows=rows, files=files)
+    needed = labels_to_target(rows, request.target_force_rmse)
+    ratios = label_ratios(needed, request.strategies[0])
+    files = {"config": config_path, "learning_curve": workdir / "learning_curve.png",
+             "summary": workdir / "demo_summary.json"}
+    learning_curve(files["learning_curve"], rows, request.target_force_rmse)
+    result = DemoResult(rows, request.target_force_rmse, needed, ratios, time.perf_counter() - t0, files)
+    write_json_atomic(files["summary"], summary_json(request, result))
+    return result
 
 
-def _shared_start(request: DemoRequest, workdir: Path, config, meta) -> _Setup:
-    """Steps 1–2: raw pool → DIRECT picks → EMT labels, the held-out test set, iteration 1."""
+def labels_to_target(rows: Sequence[IterationRow], target: Optional[float]) -> list[LabelsToTarget]:
+    """Per seed and strategy: the first potential at or below ``target`` (or, not reached, the last)."""
+    out = []
+    for seed, strategy in dict.fromkeys((r.seed, r.strategy) for r in rows):
+        mine = [r for r in rows if (r.seed, r.strategy) == (seed, strategy)]
+        hit = next((r for r in mine if target is not None and r.force_rmse_mev_per_A <= target), None)
+        row = hit or mine[-1]
+        out.append(LabelsToTarget(seed, strategy, row.labels, hit is not None, row.force_rmse_mev_per_A))
+    return out
+
+
+def label_ratios(needed: Sequence[LabelsToTarget], reference_of: str) -> list[LabelRatio]:
+    """Per seed, ``reference_of``'s labels to target over every other strategy's (the first
+    strategy against those it is compared with: maxvol / random < 1 means maxvol needed fewer)."""
+    out = []
+    for seed in dict.fromkeys(n.seed for n in needed):
+        by = {n.strategy: n for n in needed if n.seed == seed}
+        if reference_of not in by:
+            continue
+        mine = by[reference_of]
+        for other in (n for s, n in by.items() if s != reference_of):
+            bound = {(True, True): "=", (True, False): "<", (False, True): ">", (False, False): "?"}[
+                (mine.reached, other.reached)]
+            ratio = None if bound == "?" else mine.labels / other.labels
+            out.append(LabelRatio(seed, reference_of, other.strategy, ratio, bound))
+    return out
+
+
+def summary_json(request: DemoRequest, result: DemoResult) -> dict:
+    """``demo_summary.json``: the settings that decide the numbers, every iteration, labels to target."""
+    return {"schema": SCHEMA, "seeds": list(request.seeds), "strategies": list(request.strategies),
+            "target_force_rmse_mev_per_A": request.target_force_rmse,
+            "labels_per_iteration": request.labels_per_iteration, "label_budget": request.label_budget,
+            "wall_time_s": round(result.wall_time_s, 1),
+            "rows": [r.__dict__ for r in result.rows],
+            "labels_to_target": [n.__dict__ for n in result.labels_to_target],
+            "ratios": [r.__dict__ for r in result.ratios],
+            "outputs": {k: str(v) for k, v in result.files.items()}}
+
+
+def labels_to_target_table(result: DemoResult) -> str:
+    """Plain-text table: labels each strategy needed per seed ('>' = not reached within the
+    budget) and the ratios of the first strategy to each other, with their mean over seeds."""
+    strategies = list(dict.fromkeys(n.strategy for n in result.labels_to_target))
+    seeds = list(dict.fromkeys(n.seed for n in result.labels_to_target))
+    pairs = list(dict.fromkeys((r.strategy, r.reference) for r in result.ratios))
+    head = f"{'seed':>4s} " + " ".join(f"{s:>10s}" for s in strategies) + "".join(
+        f" {a + '/' + b:>16s}" for a, b in pairs)
+    target = "-" if result.target_force_rmse is None else f"{result.target_force_rmse:g}"
+    lines = [f"labels needed to reach a test force RMSE <= {target} meV/Å ('>' = not reached within the "
+             f"budget)", head]
+    for seed in seeds:
+        cells = []
+        for s in strategies:
+            n = next(n for n in result.labels_to_target if (n.seed, n.strategy) == (seed, s))
+            cells.append(f"{n.labels}" if n.reached else f">{n.labels}")
+        for a, b in pairs:
+            r = next(r for r in result.ratios if (r.seed, r.strategy, r.reference) == (seed, a, b))
+            cells_r = "?" if r.ratio is None else ("" if r.bound == "=" else r.bound) + f"{r.ratio:.2f}"
+            cells.append(cells_r)
+        lines.append(f"{seed:>4d} " + " ".join(f"{c:>10s}" for c in cells[:len(strategies)])
+                     + "".join(f" {c:>16s}" for c in cells[len(strategies):]))
+    for a, b in pairs:
+        known = [r.ratio for r in result.ratios if (r.strategy, r.reference) == (a, b) and r.ratio is not None]
+        if known:
+            lines.append(f"{a}/{b}: mean {np.mean(known):.2f}, min {np.min(known):.2f}, max {np.max(known):.2f} "
+                         f"over {len(known)} seeds ('<' / '>': a bound, one strategy did not reach the target)")
+    return "\n".join(lines)
+
+
+def _shared_start(request: DemoRequest, seed: int, workdir: Path, config, meta) -> _Setup:
+    """Steps 1–2 for one seed: raw pool → DIRECT picks → EMT labels, the held-out test set, iteration 1."""
     import ase.io
 
     from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
     from pace_worker.toy_data import label_with_emt
 
-    rng = np.random.default_rng(request.seed)
-    pool = raw_pool(request.pool_size, request.seed)
+    rng = np.random.default_rng(seed)
+    pool = raw_pool(request.pool_size, seed)
     pool_path = _write(workdir / "raw_pool.xyz", pool)
     initial = direct_sample(DirectSampleRequest(input=pool_path, output=workdir / "initial_picks.xyz",
                                                 n_clusters=request.initial_labels, config=config, meta=meta,
-                                                seed=request.seed, show_progress=request.show_progress))
+                                                seed=seed, show_progress=request.show_progress))
     initial_labels = label_with_emt(ase.io.read(workdir / "initial_picks.xyz", ":"))
     picked = set(initial.picks)
     unseen = [i for i in range(len(pool)) if i not in picked]
     test_starts = [pool[i] for i in rng.choice(unseen, size=8, replace=False)]
     temperatures = list(np.linspace(300, 1500, len(test_starts)))
-    md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=request.seed + 1000)
+    md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=seed + 1000)
     md_budget = (2 * request.test_structures) // 3  # two thirds MD snapshots, one third unseen pool structures
     if len(md_frames) > md_budget:
         md_frames = [md_frames[i] for i in np.linspace(0, len(md_frames) - 1, md_budget).astype(int)]
     raw_test = label_with_emt([pool[i] for i in rng.choice(unseen, size=max(0, request.test_structures
                                                                                 - len(md_frames)), replace=False)])
     test_path = _write(workdir / "test_set.xyz", md_frames + raw_test)
-    log.info("demo: %d initial labels (DIRECT), held-out test set of %d structures", len(initial_labels),
-             len(md_frames) + len(raw_test))
+    log.info("demo seed %d: %d initial labels (DIRECT), held-out test set of %d structures", seed,
+             len(initial_labels), len(md_frames) + len(raw_test))
 
     shared = workdir / "iteration_1"  # iteration 1, shared by all strategies
     shared.mkdir(exist_ok=True)
@@ -295,8 +413,8 @@ def _shared_start(request: DemoRequest, workdir: Path, config, meta) -> _Setup:
     return _Setup(config, meta, initial_labels, test_path, first, first_errors, time.perf_counter() - t0)
 
 
-def _loop(request: DemoRequest, strategy: str, workdir: Path, setup: _Setup) -> list[IterationRow]:
-    """Iterations 2… of one strategy, from the shared iteration-1 potential."""
+def _loop(request: DemoRequest, seed: int, strategy: str, workdir: Path, setup: _Setup) -> list[IterationRow]:
+    """Iterations 2… of one strategy at one seed, from the shared iteration-1 potential."""
     from pace_worker.toy_data import label_with_emt
 
     folder = workdir / strategy
@@ -307,19 +425,19 @@ def _loop(request: DemoRequest, strategy: str, workdir: Path, setup: _Setup) -> 
     for iteration in range(1, request.iterations + 1):
         t0 = time.perf_counter()
         gamma_max = n_candidates = None
-        reached = (request.stop_at_force_rmse is not None
-                   and errors.force_rmse_mev_per_A <= request.stop_at_force_rmse)
+        reached = (request.target_force_rmse is not None
+                   and errors.force_rmse_mev_per_A <= request.target_force_rmse)
         last = iteration == request.iterations or reached
         if not last:
-            picked, gamma_max, n_candidates = _explore_and_pick(request, strategy, folder, iteration, potential,
-                                                                labels, setup)
+            picked, gamma_max, n_candidates = _explore_and_pick(request, seed, strategy, folder, iteration,
+                                                                potential, labels, setup)
             last = picked is None
             labels.extend(label_with_emt(picked or []))
-        rows.append(IterationRow(strategy, iteration, potential.n_labels, errors.energy_rmse_mev_per_atom,
+        rows.append(IterationRow(seed, strategy, iteration, potential.n_labels, errors.energy_rmse_mev_per_atom,
                                  errors.force_rmse_mev_per_A, errors.broken, gamma_max, n_candidates,
                                  wall + time.perf_counter() - t0))
-        log.info("demo %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
-                 strategy, iteration, potential.n_labels, errors.force_rmse_mev_per_A,
+        log.info("demo seed %d %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
+                 seed, strategy, iteration, potential.n_labels, errors.force_rmse_mev_per_A,
                  "-" if gamma_max is None else f"{gamma_max:.2f}")
         if last:
             break
@@ -333,33 +451,33 @@ def _loop(request: DemoRequest, strategy: str, workdir: Path, setup: _Setup) -> 
     return rows
 
 
-def _explore_and_pick(request: DemoRequest, strategy: str, folder: Path, iteration: int,
+def _explore_and_pick(request: DemoRequest, seed: int, strategy: str, folder: Path, iteration: int,
                       potential: TrainedPotential, labels: list, setup: _Setup):
     """``(picks to label, or None when the loop ends here; exploration max γ; candidates)``."""
     import ase.io
 
     from pace_worker.commands.sample import SampleRequest, sample
 
-    starts = [labels[i] for i in np.random.default_rng(request.seed + iteration).choice(
+    starts = [labels[i] for i in np.random.default_rng(seed + iteration).choice(
         len(setup.initial_labels), size=min(request.md_starts, len(setup.initial_labels)), replace=False)]
     candidates, gamma_max = explore(potential.yaml, potential.asi, starts, TEMPERATURES, request.md_steps,
-                                    request.snapshot_every, request.gamma_stop, request.seed + 10 * iteration)
+                                    request.snapshot_every, request.gamma_stop, seed + 10 * iteration)
     if not candidates:  # every trajectory turned unphysical at once: nothing to label
-        log.warning("demo %s iteration %d: exploration left no physical snapshot; stopping this loop",
-                    strategy, iteration)
+        log.warning("demo seed %d %s iteration %d: exploration left no physical snapshot; stopping this loop",
+                    seed, strategy, iteration)
         return None, gamma_max, 0
     pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
     picks_path = folder / f"picks_{iteration}.xyz"
     sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
-                         potential=potential.yaml, strategy=strategy, seed=request.seed + iteration,
+                         potential=potential.yaml, strategy=strategy, seed=seed + iteration,
                          config=setup.config, meta=setup.meta, show_progress=request.show_progress))
     picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
     for atoms in picked:
         atoms.info.pop("gamma_max", None)
         atoms.arrays.pop("gamma", None)
     if not picked:
-        log.warning("demo %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left to "
-                    "learn from this exploration; stopping this loop", strategy, iteration)
+        log.warning("demo seed %d %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left "
+                    "to learn from this exploration; stopping this loop", seed, strategy, iteration)
         return None, gamma_max, len(candidates)
     return picked, gamma_max, len(candidates)
 
