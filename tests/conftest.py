@@ -57,6 +57,13 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
                           cwd=cwd, timeout=timeout, env=full_env)
 
 
+def train_in_data_folder(data: Path, iteration: int, *extra):
+    """``train`` as the orchestrator calls it in its /data folder: config.yaml, meta_config.yaml and
+    training_set.xyz there, outputs next to them."""
+    return run_cli("train", "--config", data / "config.yaml", "--meta-config", data / "meta_config.yaml",
+                   "--dataset", data / "training_set.xyz", "--iteration", iteration, *extra)
+
+
 def assert_one_line_error(proc, *words, code=2) -> str:
     """The command failed with ``code`` and exactly one stderr line, no traceback, naming ``words``."""
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])

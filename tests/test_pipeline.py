@@ -11,6 +11,7 @@ from pathlib import Path
 import ase.io
 import pytest
 from conftest import TINY_CONFIG, assert_one_line_error, pipeline_config, run_cli, write_dataset
+from conftest import train_in_data_folder as train
 
 from pace_worker.toy_data import emt_dataset, fcc_cells
 
@@ -25,11 +26,6 @@ FILES = ("output_potential.yaml", "output_potential.yace", "output_potential.asi
 
 def sha(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def train(data: Path, iteration: int, *extra):
-    return run_cli("train", "--config", data / "config.yaml", "--meta-config", data / "meta_config.yaml",
-                   "--dataset", data / "training_set.xyz", "--iteration", iteration, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TINY_CONFIG, pipeline_config, run_cli, write_dataset
+from conftest import TINY_CONFIG, pipeline_config, write_dataset
+from conftest import train_in_data_folder as train
 from pace_worker.ace.default_basis import default_potential
 from pace_worker.algorithms.train_test_split import validation_split
 from pace_worker.commands import train_schedule
@@ -22,11 +23,6 @@ SCHEDULED = TINY_CONFIG.replace("fit: {maxiter: 12}", "fit: {maxiter: 5000, max_
 META = "device: cpu\nthreads: 2\n"
 PUBLISHED = ("output_potential.yaml", "output_potential.yace", "output_potential.asi", "test_set.xyz",
              "train_metrics.json", "train_error_vs_time.png")
-
-
-def train(data: Path, iteration: int, *extra):
-    return run_cli("train", "--config", data / "config.yaml", "--meta-config", data / "meta_config.yaml",
-                   "--dataset", data / "training_set.xyz", "--iteration", iteration, *extra)
 
 
 @pytest.fixture(scope="module")
