@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.ace.stack import import_pyace
+from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.errors import InputError, missing_reason
 from pace_worker.files.structures import atoms_per_element, file_sha256
 
@@ -119,7 +120,7 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     inverse = compute_A_active_inverse(active)
     gamma_max = None
     if required <= memory_limit:  # the projections are at hand: γ of the source atoms costs one product
-        gamma_max = max(float(np.abs(p @ inverse[st]).max()) for st, p in projections.items() if len(p))
+        gamma_max = max(float(extrapolation_grades(p, inverse[st]).max()) for st, p in projections.items() if len(p))
     return ActiveSet({names[st]: inv for st, inv in inverse.items()}, regularized=regularized,
                      gamma_max_of_source=gamma_max)
 
@@ -158,7 +159,7 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
 
 def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: list[Atoms],
                      bbasis=None) -> np.ndarray:
-    """Max extrapolation grade γ of each structure (γ of an atom = max |B·A⁻¹|)."""
+    """Max extrapolation grade γ of each structure (:func:`extrapolation_grades` of its atoms)."""
     bbasis = bbasis or load_bbasis(potential_yaml)
     from pace_worker.ace.projections import BProjector
 
@@ -169,7 +170,7 @@ def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: li
     for st, proj in projections.items():
         if len(proj) == 0:
             continue
-        g = np.abs(proj @ active_set.inverse[bbasis.elements_name[st]]).max(axis=1)
+        g = extrapolation_grades(proj, active_set.inverse[bbasis.elements_name[st]])
         np.maximum.at(gamma, owner[st], g)
     return gamma
 
