@@ -16,7 +16,7 @@ from ase import Atoms
 
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.files.frames import PoolChunk, read_checked
-from pace_worker.files.structures import structure_fingerprint
+from pace_worker.fingerprint import structure_fingerprint
 from pace_worker.parallel import worker_state
 
 STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process

@@ -118,16 +118,6 @@ def check_elements_covered(structures: "LabelledStructures", allowed: Sequence[s
                              f"{not_covered}; {fix}")
 
 
-def structure_fingerprint(atoms: Atoms, salt: str = "") -> str:
-    """A content hash of a structure (species, positions, cell, pbc) that ignores labels/info."""
-    h = hashlib.sha256(salt.encode())
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(np.asarray(atoms.positions, dtype=float), 6).tobytes())
-    h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 6).tobytes())
-    h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
-    return h.hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -331,7 +321,7 @@ def too_close_pair(atoms: Atoms, min_distance: float):
 @functools.cache
 def _build_atomic_env():
     """pyace's C++ neighbour-list builder, imported once per process."""
-    from pace_worker.ace.stack import import_pyace
+    from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace.catomicenvironment import build_atomic_env
