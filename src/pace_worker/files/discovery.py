@@ -37,14 +37,20 @@ class Found:
     by_default: bool = False  # neither a flag nor config.yaml named it
 
 
+def documented_default(path: Optional[Path], name: str = "") -> Found:
+    """The file a documented default names (``name`` says which rule, for messages)."""
+    return Found(path, name, by_default=True)
+
+
 def flag_config_or_default(flag: Optional[Path], flag_name: str, configured: Optional[str], key: str,
-                           config: WorkerConfig, default: Optional[Path] = None, default_name: str = "") -> Found:
-    """The flag's path, else config.yaml's ``key`` (relative to config.yaml), else ``default``."""
+                           config: WorkerConfig, default: Found = documented_default(None)) -> Found:
+    """The flag's path, else config.yaml's ``key`` (relative to config.yaml), else ``default``
+    (see :func:`documented_default`)."""
     if flag is not None:
         return Found(Path(flag), flag_name)
     if configured:
         return Found(config.resolve_path(configured), f"config {key}")
-    return Found(default, default_name, by_default=True)
+    return default
 
 
 # ----------------------------------------------------------------------------- sample
@@ -52,21 +58,22 @@ def sample_potential_files(potential: Optional[Path], asi: Optional[Path], confi
                            candidates: Path) -> tuple[Found, Found]:
     """``(potential as found, its .asi)`` for ``sample``; nothing is read."""
     folder = Path(output_dir or Path(candidates).resolve().parent)
+    in_output_folder = documented_default(folder / "output_potential.yaml", "the output folder's potential")
     found = flag_config_or_default(potential, "--potential", config.sample.potential, "sample.potential", config,
-                                   folder / "output_potential.yaml", "the output folder's potential")
+                                   in_output_folder)
     if found.by_default and not found.path.is_file():
         raise InputError(f"no potential given and no '{found.path}' found; give --potential (the B-basis .yaml "
                          "written by train) or set sample.potential in config.yaml")
-    return found, flag_config_or_default(asi, "--asi", config.sample.asi, "sample.asi", config,
-                                         found.path.with_suffix(".asi"), "the .asi beside the potential")
+    beside = documented_default(found.path.with_suffix(".asi"), "the .asi beside the potential")
+    return found, flag_config_or_default(asi, "--asi", config.sample.asi, "sample.asi", config, beside)
 
 
 # ----------------------------------------------------------------------------- validate
 def validate_active_set_file(asi: Optional[Path], config: WorkerConfig, b_basis: Optional[Path]) -> Found:
     """The active set ``validate`` would use, not yet checked (path None: γ is not computed)."""
     beside = b_basis.with_suffix(".asi") if b_basis is not None else None
-    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config, beside,
-                                   "the .asi beside the potential's B-basis")
+    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config,
+                                   documented_default(beside, "the .asi beside the potential's B-basis"))
     if found.by_default and (beside is None or not beside.is_file()):
         return Found(None, "no active set", by_default=True)
     return found
