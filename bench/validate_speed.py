@@ -26,7 +26,7 @@ def naive(potential: Path, test_set: Path) -> tuple[float, float]:
     """(whole job seconds, loop seconds)."""
     import ase.io
 
-    from pace_worker.ace.stack import import_pyace
+    from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator

@@ -20,7 +20,7 @@ from pace_worker.files import atomic_io
 from pace_worker.files.atomic_io import OutputGroup, publish
 from pace_worker.files.folder_lock import LOCK_NAME, exclusive_folder
 from pace_worker.files.iteration_folder import IterationFolder
-from pace_worker.files.structures import structure_fingerprint
+from pace_worker.fingerprint import structure_fingerprint
 from pace_worker.toy_data import emt_dataset, fcc_cells, label_with_emt
 
 

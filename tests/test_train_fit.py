@@ -15,7 +15,7 @@ from conftest import MAIN, TINY_CONFIG, run_cli
 
 
 def calculator(path):
-    from pace_worker.ace.stack import import_pyace
+    from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator

@@ -248,7 +248,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- direct_sample
 def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.config import SELECTIONS
+    from pace_worker.algorithms.direct_clustering import SELECTIONS
 
     add_common_flags(parser)
     add_scheduler_flag(parser)

@@ -24,16 +24,17 @@ debug level). Relative paths in it are resolved against the folder of the meta_c
 """
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pace_worker.errors import InputError, missing_reason
+from pace_worker.algorithms.direct_clustering import SELECTIONS
+from pace_worker.algorithms.sample_strategies import STRATEGIES
+from pace_worker.errors import InputError, closest_name, did_you_mean, missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,7 @@ def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
 
 # ----------------------------------------------------------------------------- pacemaker sections
 # which members of a DIRECT cluster are picked (direct_sample)
-Selection = Literal["center", "random", "smallest"]
-SELECTIONS: tuple[str, ...] = get_args(Selection)
+Selection = Literal[SELECTIONS]
 # the optimizers of pacemaker's tensorpot backend (tensorpotential.compat.pace.fit)
 Optimizer = Literal["BFGS", "L-BFGS-B", "CG", "trf", "dogbox", "lm", "dual_annealing", "Adam", "SGD"]
 
@@ -206,7 +206,7 @@ FOREIGN_SPELLINGS = {
 
 
 
-SampleStrategy = Literal["maxvol", "max_gamma", "gamma_window", "random"]
+SampleStrategy = Literal[tuple(STRATEGIES)]  # the registry's names, in its order
 
 
 class TrainOptions(_Strict):
@@ -330,14 +330,12 @@ def _suggest(key: str, valid) -> str:
     foreign = FOREIGN_SPELLINGS.get(str(key).lower())
     if foreign is not None:
         return f"that is another format's spelling: pacemaker's is '{foreign}'"
-    close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.5)
-    return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
+    return did_you_mean(key, valid)
 
 
 def _near_miss(key: str) -> Optional[str]:
     """The key of ours or pacemaker's that an unknown top-level key is a typo of, if any."""
-    close = difflib.get_close_matches(str(key), sorted(OUR_TOP_LEVEL_KEYS), n=1, cutoff=NEAR_MISS_CUTOFF)
-    return close[0] if close else None
+    return closest_name(key, OUR_TOP_LEVEL_KEYS, NEAR_MISS_CUTOFF)
 
 
 def _valid_keys_at(model: type[BaseModel], loc: tuple) -> set:
@@ -413,7 +411,7 @@ def load_worker_config(path: Union[str, Path, None]) -> WorkerConfig:
         for key in ace_model:
             if key in ("pacemaker_config", "initial_potentials"):
                 continue
-            if difflib.get_close_matches(str(key), ["pacemaker_config"], n=1, cutoff=NEAR_MISS_CUTOFF):
+            if closest_name(key, ["pacemaker_config"], NEAR_MISS_CUTOFF):
                 raise InputError(f"config '{path}': unknown key 'ace_model.{key}', did you mean "
                                  "'ace_model.pacemaker_config'?")
             ignored.append(f"ace_model.{key}")
@@ -679,9 +677,7 @@ def _raise_meta_validation(exc: ValidationError, path: Path) -> None:
     key = ".".join(str(p) for p in loc)
     if err["type"] == "extra_forbidden":  # only our own blocks (dask:) are strict
         valid = _valid_keys_at(MetaConfig, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), sorted(valid), n=1, cutoff=0.5)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(sorted(valid))}"
-        raise InputError(f"meta_config '{path}': unknown key '{key}', {hint}")
+        raise InputError(f"meta_config '{path}': unknown key '{key}', {did_you_mean(loc[-1], valid)}")
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "value_error" and len(loc) <= 1:  # a rule across keys of a block: the message names them
         raise InputError(f"meta_config '{path}': '{key}': {message}")

@@ -1,4 +1,5 @@
 """Errors that the command line turns into one clear line and an exit status."""
+import difflib
 import errno
 import os
 from pathlib import Path
@@ -62,3 +63,16 @@ def check_readable_file(path, what: str, hint: str = "") -> Path:
     except OSError as exc:
         raise InputError(f"{what} '{path}' cannot be read ({exc.strerror}); check its permissions")
     return path
+
+
+def closest_name(name, valid, cutoff: float = 0.5):
+    """The one name of ``valid`` that ``name`` is most likely a misspelling of (difflib ratio at
+    least ``cutoff``), or None: the one source of every "did you mean" in our messages."""
+    close = difflib.get_close_matches(str(name), sorted(valid), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(name, valid) -> str:
+    """``did you mean 'x'?`` for the closest valid name, else the list of valid keys."""
+    near = closest_name(name, valid)
+    return f"did you mean '{near}'?" if near else f"valid keys: {', '.join(sorted(valid))}"

@@ -17,8 +17,11 @@ from typing import Optional
 import numpy as np
 from ase import Atoms
 
-from pace_worker.ace.stack import import_pyace
+from pace_worker.ace import potentials
+from pace_worker.stack import import_pyace
+from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.errors import InputError, missing_reason
+from pace_worker.files.discovery import Found
 from pace_worker.files.structures import atoms_per_element, file_sha256
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,14 @@ def load_bbasis(potential_yaml: Path):
     from pyace import ACEBBasisSet, BBasisConfiguration
 
     return ACEBBasisSet(BBasisConfiguration(str(potential_yaml)))
+
+
+def maxvol_routine():
+    """pyace's MaxVol (``pyace.maxvol.maxvol``), for the algorithms that take it as a parameter."""
+    import_pyace()
+    from pyace.maxvol import maxvol
+
+    return maxvol
 
 
 def basis_function_counts(bbasis) -> dict[str, int]:
@@ -119,7 +130,7 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     inverse = compute_A_active_inverse(active)
     gamma_max = None
     if required <= memory_limit:  # the projections are at hand: γ of the source atoms costs one product
-        gamma_max = max(float(np.abs(p @ inverse[st]).max()) for st, p in projections.items() if len(p))
+        gamma_max = max(float(extrapolation_grades(p, inverse[st]).max()) for st, p in projections.items() if len(p))
     return ActiveSet({names[st]: inv for st, inv in inverse.items()}, regularized=regularized,
                      gamma_max_of_source=gamma_max)
 
@@ -158,7 +169,7 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
 
 def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: list[Atoms],
                      bbasis=None) -> np.ndarray:
-    """Max extrapolation grade γ of each structure (γ of an atom = max |B·A⁻¹|)."""
+    """Max extrapolation grade γ of each structure (:func:`extrapolation_grades` of its atoms)."""
     bbasis = bbasis or load_bbasis(potential_yaml)
     from pace_worker.ace.projections import BProjector
 
@@ -169,7 +180,7 @@ def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: li
     for st, proj in projections.items():
         if len(proj) == 0:
             continue
-        g = np.abs(proj @ active_set.inverse[bbasis.elements_name[st]]).max(axis=1)
+        g = extrapolation_grades(proj, active_set.inverse[bbasis.elements_name[st]])
         np.maximum.at(gamma, owner[st], g)
     return gamma
 
@@ -180,3 +191,35 @@ def optional_gammas(potential_yaml: Optional[Path], asi_path: Optional[Path], st
         return None
     bbasis = load_bbasis(potential_yaml)
     return structure_gammas(potential_yaml, load_active_set(asi_path, potential_yaml, bbasis), structures, bbasis)
+
+
+# ----------------------------------------------------------------------------- a command's active set
+@dataclass(frozen=True)
+class GammaPotential:
+    """A B-basis .yaml and its active set, checked against each other (what γ needs)."""
+
+    yaml: Path
+    asi: Path
+    active_set: ActiveSet
+
+
+def load_gamma_potential(potential: Found, asi: Found) -> GammaPotential:
+    """The B-basis .yaml of ``potential`` and the active set ``asi``, checked to belong to it."""
+    yaml_path = potentials.resolve_b_basis(potential.path, potential.source)
+    if not asi.path.is_file():
+        reason = missing_reason(asi.path) if not asi.path.exists() else "is not a file"
+        raise InputError(f"active set '{asi.path}' ({asi.source}) {reason}; γ needs the .asi of potential "
+                         f"'{yaml_path}' (train writes it; or compute it with pace_activeset)")
+    return GammaPotential(yaml_path, asi.path, load_active_set(asi.path, yaml_path))
+
+
+def check_validate_active_set(found: Found, potential: Path, b_basis: Optional[Path]) -> Optional[Path]:
+    """The active set :func:`pace_worker.files.discovery.validate_active_set_file` found, checked against the potential; None
+    if there is none."""
+    if found.path is None:
+        return None
+    if b_basis is None:
+        raise InputError(f"active set '{found.path}' needs the B-basis .yaml of potential '{potential}' "
+                         "(γ cannot be computed from a .yace alone); put the .yaml next to it")
+    load_active_set(found.path, b_basis)  # shapes must match the potential
+    return found.path

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pace_worker.ace.stack import import_pyace
+from pace_worker.stack import import_pyace
 from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.files.frames import PoolChunk, read_checked

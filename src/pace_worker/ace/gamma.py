@@ -3,7 +3,7 @@
 :func:`load_scorer` (the worker initializer) reads the B-basis and the active set once per
 process; :func:`score_chunk` turns a chunk of the pool into one :class:`ScoredStructure` per
 structure; :func:`projections_chunk` gives the projections of given structures only.
-γ of an atom is max |B A⁻¹| over the functions of its element (A: the active set).
+γ of an atom: :func:`pace_worker.algorithms.extrapolation_grade.extrapolation_grades`.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.files.frames import PoolChunk, read_checked
-from pace_worker.files.structures import structure_fingerprint
+from pace_worker.fingerprint import structure_fingerprint
 from pace_worker.parallel import worker_state
 
 STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process
@@ -67,7 +68,7 @@ def score_structures(structures: Sequence[Atoms], keep_projections_above: Option
         gamma = np.zeros(len(atoms))
         symbols = np.array(atoms.get_chemical_symbols())
         for el, block in blocks.items():
-            gamma[symbols == el] = np.abs(block @ inverse[el]).max(axis=1)
+            gamma[symbols == el] = extrapolation_grades(block, inverse[el])
         keep = keep_projections_above is None or gamma.max() >= keep_projections_above
         result.append((gamma, blocks if keep else None))
     return result

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Optional, Union
 
-from pace_worker.ace.stack import import_pyace
+from pace_worker.stack import import_pyace
 from pace_worker.errors import InputError, first_line, missing_reason
 
 log = logging.getLogger(__name__)

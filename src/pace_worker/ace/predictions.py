@@ -30,7 +30,7 @@ class Prediction:
 
 
 def make_calculator(potential: str, asi: Optional[str] = None):
-    from pace_worker.ace.stack import import_pyace
+    from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator

@@ -1,4 +1,4 @@
-"""Choosing structures from scored candidates (numpy; no I/O; pyace only for its MaxVol routine).
+"""Choosing structures from scored candidates (numpy; no I/O; pyace's MaxVol routine comes as a parameter).
 
 Batch D-optimal selection (``maxvol``)
 --------------------------------------
@@ -84,13 +84,12 @@ def column_abs_max(matrix: np.ndarray) -> np.ndarray:
     return best
 
 
-def joint_maxvol_order(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray],
+def joint_maxvol_order(candidates: Sequence[Candidate], inverse: dict[str, np.ndarray], maxvol,
                        tolerance: float = 1.01, max_iters: int = 300) -> list[int]:
     """Candidates that own rows of the MaxVol active set of ``[A; all candidate atoms]`` (what
     ``pace_select`` computes), most rows first, ties in candidate order. Empty if MaxVol fails
-    (an active set of degenerate data is singular)."""
-    from pyace.maxvol import maxvol
-
+    (an active set of degenerate data is singular). ``maxvol``: the MaxVol routine
+    ``maxvol(matrix, tol=, max_iters=) -> (rows, _)``, pyace's ``pyace.maxvol.maxvol``."""
     counts = np.zeros(len(candidates), dtype=int)
     in_pool_order = sorted(range(len(candidates)), key=lambda k: candidates[k].pool_index)
     for el, inv in inverse.items():

@@ -23,7 +23,6 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pace_worker.config import SELECTIONS
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +159,10 @@ def direct_pipeline(n_clusters: int, n_components: Optional[int] = None, thresho
     """StandardScaler → WeightedPCA → BirchClustering (fit on structure features)."""
     return Pipeline([("scale", StandardScaler()), ("pca", WeightedPCA(n_components, weighted)),
                      ("birch", BirchClustering(n_clusters, threshold, random_state=random_state))])
+
+
+# which members of a cluster :func:`pick_per_cluster` can pick (config and CLI choices derive from it)
+SELECTIONS: tuple[str, ...] = ("center", "random", "smallest")
 
 
 def pick_per_cluster(X: np.ndarray, labels: np.ndarray, k: int = 1, selection: str = "center",

@@ -6,7 +6,7 @@ atoms, per-atom γ and (if it asks for them) B-projections of the structures tha
 enter its buffer. The command (:mod:`pace_worker.commands.sample`) streams the pool through
 :meth:`SampleStrategy.admit` and :class:`CandidateBuffer`, then calls
 :meth:`SampleStrategy.select` once. A new strategy is one subclass registered in
-:data:`STRATEGIES` (and its name in ``config.SampleStrategy``).
+:data:`STRATEGIES` (``config.SampleStrategy`` and the CLI's choices derive from it).
 
 The γ floor: a candidate whose max γ against the potential's active set is ≤ ``gamma_min`` lies
 inside the potential's domain (its training data reach γ ≤ 1.01), so labelling it teaches next
@@ -28,7 +28,6 @@ from pace_worker.algorithms.d_optimal import (
     picks_logdet_gain,
     top_by_gamma,
 )
-from pace_worker.config import SampleOptions
 
 
 @dataclass(order=True)
@@ -102,10 +101,14 @@ class SampleStrategy:
     name: ClassVar[str]
     needs_projections: ClassVar[bool] = False  # B-projections of buffered candidates (MaxVol)
 
-    def __init__(self, n: int, options: SampleOptions, seed: int):
+    def __init__(self, n: int, options, seed: int, maxvol=None):
+        """``options``: the ``sample:`` settings (``gamma_min``, ``gamma_lo``, ``gamma_hi``,
+        ``buffer_size``), e.g. :class:`pace_worker.config.SampleOptions`; ``maxvol``: the MaxVol
+        routine the MaxVol strategies need (:func:`pace_worker.algorithms.d_optimal.joint_maxvol_order`)."""
         self.n = n
         self.options = options
         self.seed = seed
+        self.maxvol = maxvol
         self.gamma_min: Optional[float] = options.gamma_min
 
     def buffer_limit(self) -> int:
@@ -157,7 +160,9 @@ class MaxVol(SampleStrategy):
 
     def select(self, buffered, inverse) -> Selected:
         candidates = [Candidate(c.pool_index, c.projections) for c in buffered]
-        first = joint_maxvol_order(candidates, inverse)[:self.n]
+        if self.maxvol is None:
+            raise ValueError(f"strategy '{self.name}' needs a MaxVol routine: pass maxvol= (pyace.maxvol.maxvol)")
+        first = joint_maxvol_order(candidates, inverse, self.maxvol)[:self.n]
         runs = {"joint MaxVol owners first, then greedy": greedy_d_optimal(candidates, inverse, self.n, first=first),
                 "greedy": greedy_d_optimal(candidates, inverse, self.n)}
         set_gain = {m: picks_logdet_gain([candidates[i] for i in r.order], inverse) for m, r in runs.items()}
@@ -201,8 +206,8 @@ class RandomPick(SampleStrategy):
 
     name = "random"
 
-    def __init__(self, n: int, options: SampleOptions, seed: int):
-        super().__init__(n, options, seed)
+    def __init__(self, n: int, options, seed: int, maxvol=None):
+        super().__init__(n, options, seed, maxvol)
         self.gamma_min = None
         self._rng = np.random.default_rng(seed)
 
@@ -219,8 +224,8 @@ class RandomPick(SampleStrategy):
 STRATEGIES: dict[str, type[SampleStrategy]] = {cls.name: cls for cls in (MaxVol, MaxGamma, GammaWindow, RandomPick)}
 
 
-def make_strategy(name: str, n: int, options: SampleOptions, seed: int) -> SampleStrategy:
-    return STRATEGIES[name](n, options, seed)
+def make_strategy(name: str, n: int, options, seed: int, maxvol=None) -> SampleStrategy:
+    return STRATEGIES[name](n, options, seed, maxvol)
 
 
 def logdet_change(inverse: np.ndarray, gain: float) -> LogDetChange:

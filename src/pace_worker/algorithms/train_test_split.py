@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.errors import InputError
-from pace_worker.files.structures import structure_fingerprint
+from pace_worker.fingerprint import structure_fingerprint
 
 
 def hash_uniform(atoms: Atoms, seed: int, purpose: str = "split") -> float:

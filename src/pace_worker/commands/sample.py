@@ -47,6 +47,7 @@ from typing import Optional
 
 import numpy as np
 
+from pace_worker.ace.activeset import GammaPotential, load_gamma_potential, maxvol_routine
 from pace_worker.ace.gamma import ScoredStructure, load_scorer, projections_chunk, score_chunk
 from pace_worker.algorithms.sample_strategies import (
     STRATEGIES,
@@ -173,7 +174,7 @@ def sample(request: SampleRequest) -> SampleResult:
                   {"candidates pool": Path(request.candidates), "potential": potential_file.path,
                    "potential's B-basis": potential_file.path.with_suffix(".yaml"), "active set": asi_file.path,
                    "config": request.config.source, "meta_config": request.meta.source})
-    potential = discovery.load_gamma_potential(potential_file, asi_file)
+    potential = load_gamma_potential(potential_file, asi_file)
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
 
     scored = score_pool(request, strategy, potential, executor)  # pass 1
@@ -206,10 +207,10 @@ def strategy_of(request: SampleRequest) -> SampleStrategy:
     n = int(request.n_samples)
     if n <= 0:
         raise InputError(f"--n_samples {n}: must be a positive number of structures")
-    return make_strategy(name, n, opts, int(request.seed if request.seed is not None else opts.seed))
+    return make_strategy(name, n, opts, int(request.seed if request.seed is not None else opts.seed), maxvol_routine())
 
 
-def score_pool(request: SampleRequest, strategy: SampleStrategy, potential: discovery.GammaPotential,
+def score_pool(request: SampleRequest, strategy: SampleStrategy, potential: GammaPotential,
                executor: ChunkExecutor) -> _ScoredPool:
     """Pass 1: stream the pool through the workers, dedupe, count, and fill the strategy's buffer."""
     scored = _ScoredPool(CandidateBuffer(strategy.buffer_limit()))
@@ -256,7 +257,7 @@ def check_eligible(request: SampleRequest, scored: _ScoredPool, strategy: Sample
     return nothing_to_learn
 
 
-def fill_projections(buffered: list[BufferedCandidate], potential: discovery.GammaPotential,
+def fill_projections(buffered: list[BufferedCandidate], potential: GammaPotential,
                      executor: ChunkExecutor) -> None:
     """Projections of buffered candidates that came back without them (normally none do)."""
     missing = [c for c in buffered if c.projections is None]
@@ -282,7 +283,7 @@ def picked_structures(picks: list[BufferedCandidate]) -> list:
     return structures
 
 
-def sample_report(request: SampleRequest, strategy: SampleStrategy, potential: discovery.GammaPotential,
+def sample_report(request: SampleRequest, strategy: SampleStrategy, potential: GammaPotential,
                   scored: _ScoredPool, selected: Selected, pool_gamma: PoolGamma, nothing_to_learn: bool,
                   files: dict[str, Path], t_start: float, t_scored: float) -> dict:
     """The JSON report (schema :data:`SCHEMA`)."""

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from pace_worker.ace import potentials
+from pace_worker.ace.activeset import check_validate_active_set
 from pace_worker.ace.potential_errors import Evaluation, evaluate_potential
 from pace_worker.algorithms.error_metrics import ErrorLine
 from pace_worker.config import MetaConfig, WorkerConfig
@@ -115,7 +116,7 @@ def find_inputs(request: ValidateRequest, files: dict[str, Path]) -> _Inputs:
                    "train metrics": potential.parent / "train_metrics.json"
                    if test_set.source == "train_metrics.json" else None,
                    "config": request.config.source, "meta_config": request.meta.source})
-    asi = discovery.check_validate_active_set(asi_file, potential, b_basis)
+    asi = check_validate_active_set(asi_file, potential, b_basis)
     return _Inputs(potential, b_basis, elements, test_set, asi)
 
 

@@ -14,8 +14,8 @@ file the documented default names** (:func:`flag_config_or_default`). The defaul
 * ``train`` — initial potential: ``--initial-potential`` > the one entry of
   ``ace_model.initial_potentials`` (see :mod:`pace_worker.commands.train`).
 
-Nothing here reads a potential beyond checking it; the functions return paths and where they
-came from (for messages and reports).
+Nothing here reads a potential or an active set (:mod:`pace_worker.ace.activeset` checks them);
+the functions return paths and where they came from (for messages and reports).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pace_worker.ace import activeset, potentials
 from pace_worker.config import WorkerConfig
 from pace_worker.errors import InputError, missing_reason
 
@@ -38,70 +37,46 @@ class Found:
     by_default: bool = False  # neither a flag nor config.yaml named it
 
 
+def documented_default(path: Optional[Path], name: str = "") -> Found:
+    """The file a documented default names (``name`` says which rule, for messages)."""
+    return Found(path, name, by_default=True)
+
+
 def flag_config_or_default(flag: Optional[Path], flag_name: str, configured: Optional[str], key: str,
-                           config: WorkerConfig, default: Optional[Path] = None, default_name: str = "") -> Found:
-    """The flag's path, else config.yaml's ``key`` (relative to config.yaml), else ``default``."""
+                           config: WorkerConfig, default: Found = documented_default(None)) -> Found:
+    """The flag's path, else config.yaml's ``key`` (relative to config.yaml), else ``default``
+    (see :func:`documented_default`)."""
     if flag is not None:
         return Found(Path(flag), flag_name)
     if configured:
         return Found(config.resolve_path(configured), f"config {key}")
-    return Found(default, default_name, by_default=True)
+    return default
 
 
 # ----------------------------------------------------------------------------- sample
-@dataclass(frozen=True)
-class GammaPotential:
-    """A B-basis .yaml and its active set, checked against each other (what γ needs)."""
-
-    yaml: Path
-    asi: Path
-    active_set: activeset.ActiveSet
-
-
 def sample_potential_files(potential: Optional[Path], asi: Optional[Path], config: WorkerConfig, output_dir,
                            candidates: Path) -> tuple[Found, Found]:
     """``(potential as found, its .asi)`` for ``sample``; nothing is read."""
     folder = Path(output_dir or Path(candidates).resolve().parent)
+    in_output_folder = documented_default(folder / "output_potential.yaml", "the output folder's potential")
     found = flag_config_or_default(potential, "--potential", config.sample.potential, "sample.potential", config,
-                                   folder / "output_potential.yaml", "the output folder's potential")
+                                   in_output_folder)
     if found.by_default and not found.path.is_file():
         raise InputError(f"no potential given and no '{found.path}' found; give --potential (the B-basis .yaml "
                          "written by train) or set sample.potential in config.yaml")
-    return found, flag_config_or_default(asi, "--asi", config.sample.asi, "sample.asi", config,
-                                         found.path.with_suffix(".asi"), "the .asi beside the potential")
-
-
-def load_gamma_potential(potential: Found, asi: Found) -> GammaPotential:
-    """The B-basis .yaml of ``potential`` and the active set ``asi``, checked to belong to it."""
-    yaml_path = potentials.resolve_b_basis(potential.path, potential.source)
-    if not asi.path.is_file():
-        reason = missing_reason(asi.path) if not asi.path.exists() else "is not a file"
-        raise InputError(f"active set '{asi.path}' ({asi.source}) {reason}; γ needs the .asi of potential "
-                         f"'{yaml_path}' (train writes it; or compute it with pace_activeset)")
-    return GammaPotential(yaml_path, asi.path, activeset.load_active_set(asi.path, yaml_path))
+    beside = documented_default(found.path.with_suffix(".asi"), "the .asi beside the potential")
+    return found, flag_config_or_default(asi, "--asi", config.sample.asi, "sample.asi", config, beside)
 
 
 # ----------------------------------------------------------------------------- validate
 def validate_active_set_file(asi: Optional[Path], config: WorkerConfig, b_basis: Optional[Path]) -> Found:
     """The active set ``validate`` would use, not yet checked (path None: γ is not computed)."""
     beside = b_basis.with_suffix(".asi") if b_basis is not None else None
-    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config, beside,
-                                   "the .asi beside the potential's B-basis")
+    found = flag_config_or_default(asi, "--asi", config.validate_.asi, "validate.asi", config,
+                                   documented_default(beside, "the .asi beside the potential's B-basis"))
     if found.by_default and (beside is None or not beside.is_file()):
         return Found(None, "no active set", by_default=True)
     return found
-
-
-def check_validate_active_set(found: Found, potential: Path, b_basis: Optional[Path]) -> Optional[Path]:
-    """The active set :func:`validate_active_set_file` found, checked against the potential; None
-    if there is none."""
-    if found.path is None:
-        return None
-    if b_basis is None:
-        raise InputError(f"active set '{found.path}' needs the B-basis .yaml of potential '{potential}' "
-                         "(γ cannot be computed from a .yace alone); put the .yaml next to it")
-    activeset.load_active_set(found.path, b_basis)  # shapes must match the potential
-    return found.path
 
 
 def find_test_set(test_set: Optional[Path], config: WorkerConfig, potential: Path) -> Found:

@@ -118,16 +118,6 @@ def check_elements_covered(structures: "LabelledStructures", allowed: Sequence[s
                              f"{not_covered}; {fix}")
 
 
-def structure_fingerprint(atoms: Atoms, salt: str = "") -> str:
-    """A content hash of a structure (species, positions, cell, pbc) that ignores labels/info."""
-    h = hashlib.sha256(salt.encode())
-    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
-    h.update(np.round(np.asarray(atoms.positions, dtype=float), 6).tobytes())
-    h.update(np.round(np.asarray(atoms.cell.array, dtype=float), 6).tobytes())
-    h.update(np.asarray(atoms.pbc, dtype=bool).tobytes())
-    return h.hexdigest()
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -229,48 +219,63 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
         problem = geometry_problem(atoms)
         if problem is not None:
             raise InputError(f"{where}: {problem[1]}; fix or drop the structure")
-        energy = raw_energies[i]
-        if energy is None:
-            looked = f"'{energy_key}'" if energy_key else "calculator energy, info " + "/".join(ENERGY_KEYS)
-            raise InputError(f"{where} has no energy (looked for {looked}); add it, drop the structure, "
-                             "or name its key with data.energy_key in config.yaml")
-        try:
-            energy = float(np.asarray(energy, dtype=float).reshape(()))
-        except (TypeError, ValueError):
-            raise InputError(f"{where}: energy {energy!r} is not a number")
-        if not np.isfinite(energy):
-            raise InputError(f"{where}: energy is {energy}; fix or drop the structure")
-        energies[i] = energy
-
-        f = raw_forces[i]
-        if f is not None:
-            try:
-                f = np.asarray(f, dtype=float)
-            except (TypeError, ValueError):
-                raise InputError(f"{where}: forces are not numbers")
-            if f.shape != (len(atoms), 3):
-                raise InputError(f"{where}: forces have shape {f.shape}, expected ({len(atoms)}, 3) "
-                                 "(one x,y,z row per atom)")
-            if not np.all(np.isfinite(f)):
-                bad = int(np.argwhere(~np.isfinite(f))[0][0])
-                raise InputError(f"{where}: force of atom {bad} is not finite (NaN/inf); fix or drop the structure")
-        forces.append(f)
-
-        s = raw_stresses[i]
-        if s is not None:
-            s = np.asarray(s, dtype=float).reshape(-1)
-            if s.size not in (6, 9) or not np.all(np.isfinite(s)):
-                raise InputError(f"{where}: stress must be 6 (Voigt) or 9 finite numbers, got {s.size} values")
-        stresses.append(s)
-
-        pair = too_close_pair(atoms, min_distance)
-        if pair is not None:
-            a, b, d = pair
-            raise InputError(f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
-                             f"{d:.3f} Å apart (< {min_distance} Å); the structure is unphysical, drop it "
-                             "(or lower data.min_distance)")
+        energies[i] = _checked_energy(raw_energies[i], where, energy_key)
+        forces.append(_checked_forces(raw_forces[i], where, len(atoms)))
+        stresses.append(_checked_stress(raw_stresses[i], where))
+        _check_min_distance(atoms, where, min_distance)
     return LabelledStructures(path=path, atoms=list(atoms_list), energies=energies, forces=forces,
                               stresses=stresses)
+
+
+def _checked_energy(energy, where: str, energy_key: Optional[str]) -> float:
+    """A structure's energy label as a finite float (``where`` names the structure in messages)."""
+    if energy is None:
+        looked = f"'{energy_key}'" if energy_key else "calculator energy, info " + "/".join(ENERGY_KEYS)
+        raise InputError(f"{where} has no energy (looked for {looked}); add it, drop the structure, "
+                         "or name its key with data.energy_key in config.yaml")
+    try:
+        energy = float(np.asarray(energy, dtype=float).reshape(()))
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: energy {energy!r} is not a number")
+    if not np.isfinite(energy):
+        raise InputError(f"{where}: energy is {energy}; fix or drop the structure")
+    return energy
+
+
+def _checked_forces(f, where: str, n_atoms: int) -> Optional[np.ndarray]:
+    """Forces as a finite ``[n_atoms, 3]`` array, or None for an energy-only structure."""
+    if f is None:
+        return None
+    try:
+        f = np.asarray(f, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: forces are not numbers")
+    if f.shape != (n_atoms, 3):
+        raise InputError(f"{where}: forces have shape {f.shape}, expected ({n_atoms}, 3) "
+                         "(one x,y,z row per atom)")
+    if not np.all(np.isfinite(f)):
+        bad = int(np.argwhere(~np.isfinite(f))[0][0])
+        raise InputError(f"{where}: force of atom {bad} is not finite (NaN/inf); fix or drop the structure")
+    return f
+
+
+def _checked_stress(s, where: str) -> Optional[np.ndarray]:
+    """Stress as 6 (Voigt) or 9 finite numbers, or None."""
+    if s is None:
+        return None
+    s = np.asarray(s, dtype=float).reshape(-1)
+    if s.size not in (6, 9) or not np.all(np.isfinite(s)):
+        raise InputError(f"{where}: stress must be 6 (Voigt) or 9 finite numbers, got {s.size} values")
+    return s
+
+
+def _check_min_distance(atoms: Atoms, where: str, min_distance: float) -> None:
+    pair = too_close_pair(atoms, min_distance)
+    if pair is not None:
+        a, b, d = pair
+        raise InputError(f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
+                         f"{d:.3f} Å apart (< {min_distance} Å); the structure is unphysical, drop it "
+                         "(or lower data.min_distance)")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -331,7 +336,7 @@ def too_close_pair(atoms: Atoms, min_distance: float):
 @functools.cache
 def _build_atomic_env():
     """pyace's C++ neighbour-list builder, imported once per process."""
-    from pace_worker.ace.stack import import_pyace
+    from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace.catomicenvironment import build_atomic_env

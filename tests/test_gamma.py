@@ -1,0 +1,78 @@
+"""γ: our one definition (used by sample, train's active-set check and DIRECT's γ column) equals
+pyace's PyACECalculator γ, per atom, on real structures and a real active set."""
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from pace_worker.ace import gamma as gamma_scorer
+from pace_worker.ace.activeset import compute_active_set, load_active_set, structure_gammas
+from pace_worker.ace.descriptors import write_unfitted_basis
+from pace_worker.ace.predictions import make_calculator
+from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
+from pace_worker.config import DescriptorSettings
+from pace_worker.toy_data import fcc_cells
+
+SMALL = DescriptorSettings(cutoff=4.5, functions_per_element=12, nradmax_by_orders=[6, 3, 2],
+                           lmax_by_orders=[0, 2, 1])
+
+
+def mixed_cells(n, seed, rattle):
+    """Cu/Al fcc cells: pure Cu, pure Al and mixed, rattled."""
+    rng = np.random.default_rng(seed)
+    cells = fcc_cells("Cu", n=n, seed=seed, rattle=rattle)
+    for k, atoms in enumerate(cells):
+        atoms.symbols = rng.choice(["Cu", "Al"], len(atoms)) if k % 3 else ["Cu", "Al"][k % 2] * len(atoms)
+    return cells
+
+
+@pytest.fixture(scope="module")
+def potential_with_active_set(tmp_path_factory):
+    """A small Cu/Al B-basis and the MaxVol active set of 24 cells, saved as .yaml + .asi."""
+    folder = tmp_path_factory.mktemp("gamma")
+    yaml, asi = folder / "p.yaml", folder / "p.asi"
+    write_unfitted_basis(["Al", "Cu"], SMALL, yaml)
+    compute_active_set(yaml, [a.repeat((2, 1, 1)) for a in mixed_cells(24, seed=1, rattle=0.1)]).save(asi)
+    return yaml, asi
+
+
+def pyace_gamma(yaml, asi, atoms):
+    calc = make_calculator(str(yaml), str(asi))
+    atoms = atoms.copy()
+    atoms.calc = calc
+    calc.calculate(atoms, properties=("energy", "forces"))
+    return np.array(calc.results["gamma"])
+
+
+def probes():
+    """Inside and outside the active set's data: training-like cells, hot cells, squeezed cells."""
+    squeezed = [bulk("Cu", "fcc", a=3.61 * f, cubic=True) for f in (0.88, 1.15)]
+    return mixed_cells(4, seed=2, rattle=0.1) + mixed_cells(3, seed=5, rattle=0.3) + squeezed
+
+
+def test_per_atom_gamma_equals_pyace_calculator(potential_with_active_set):
+    yaml, asi = potential_with_active_set
+    gamma_scorer.load_scorer(str(yaml), str(asi))
+    structures = probes()
+    ours = [g for g, _ in gamma_scorer.score_structures(structures)]
+    reference = [pyace_gamma(yaml, asi, a) for a in structures]
+    for mine, ref in zip(ours, reference):
+        np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-12)
+    all_gammas = np.concatenate(reference)
+    assert all_gammas.min() < 1 < all_gammas.max()  # both regimes are compared, not only one
+
+
+def test_structure_max_gamma_equals_pyace_calculator(potential_with_active_set):
+    yaml, asi = potential_with_active_set
+    structures = probes()
+    ours = structure_gammas(yaml, load_active_set(asi, yaml), structures)
+    np.testing.assert_allclose(ours, [pyace_gamma(yaml, asi, a).max() for a in structures], rtol=1e-9)
+
+
+def test_the_active_set_grades_its_own_rows_one():
+    """A row of the active set A has γ = 1 exactly (row j of A·A⁻¹ is e_j); others are max |b A⁻¹|."""
+    rng = np.random.default_rng(0)
+    active = rng.standard_normal((5, 5))
+    inverse = np.linalg.inv(active)
+    np.testing.assert_allclose(extrapolation_grades(active, inverse), np.ones(5))
+    b = 2.5 * active[3] - 0.5 * active[1]
+    assert extrapolation_grades(b[None], inverse)[0] == pytest.approx(2.5)
