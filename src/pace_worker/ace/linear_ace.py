@@ -32,10 +32,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from pace_worker.ace.stack import import_pyace
 from pace_worker.algorithms.streaming_least_squares import StreamingLeastSquares, triangular_factor
 from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.parallel import worker_state
+from pace_worker.stack import import_pyace
 
 LINEAR_EMBEDDING = {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1], "ndensity": 1}
 ENERGY, FORCES = "energy", "forces"

@@ -54,7 +54,6 @@ from pace_worker.ace.pacemaker_input import build_input, potential_section
 from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
 from pace_worker.ace.pacemaker_run import run_pacemaker
 from pace_worker.ace.potential_errors import evaluate_potential
-from pace_worker.ace.stack import stack_versions
 from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
 from pace_worker.algorithms.train_test_split import stable_split, validation_split
 from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings,
@@ -75,6 +74,7 @@ from pace_worker.files.structures import (
 )
 from pace_worker.parallel.executor import ChunkExecutor
 from pace_worker.plots import error_vs_time
+from pace_worker.stack import stack_versions
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from typing import Optional
 import numpy as np
 
 from pace_worker.ace import linear_ace
-from pace_worker.ace.stack import import_pyace
 from pace_worker.files.structures import LabelledStructures
 from pace_worker.parallel.executor import ChunkExecutor, default_workers
+from pace_worker.stack import import_pyace
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,10 @@ def stream_design(problem: LinearProblem, plan: BasisPlan, clock: BudgetClock, r
             while marks and done >= marks[0]:
                 marks.pop(0)
             candidates = score_candidates(solver, layout, held["validation"], problem.row_weight)
-            checkpoints.append(_checkpoint(solver, layout, candidates, held["test"], problem, clock, done))
+            best, test = _best_and_test(solver, layout, candidates, held["test"], problem.row_weight)
+            checkpoints.append(Checkpoint(time_s=clock.elapsed(), structures=done,
+                                          functions_per_element=layout.sizes[best.size_index], ridge=best.ridge,
+                                          validation=best.validation, test=test))
             if clock.remaining() < PUBLISH_RESERVE_S and done < len(problem.fit):
                 cut_short = True
                 stream.close()
@@ -361,15 +364,14 @@ def stream_design(problem: LinearProblem, plan: BasisPlan, clock: BudgetClock, r
     return StreamedDesign(solver, shortest, held["validation"], checkpoints, candidates, done, cut_short)
 
 
-def _checkpoint(solver, layout, candidates, test_rows, problem: LinearProblem, clock: BudgetClock,
-                done: int) -> Checkpoint:
+def _best_and_test(solver, layout, candidates: list[Candidate], test_rows: Optional[dict],
+                   row_weight: float) -> tuple[Candidate, Optional[ValidationErrors]]:
+    """The best candidate by validation and its errors on the test rows (reported, never chosen on)."""
     best = best_candidate(candidates)
-    test = None
-    if test_rows is not None:
-        coef = solver.solve(_weights(solver, problem.row_weight), layout.columns_of(best.size_index), best.ridge)
-        test = row_errors(test_rows, coef, problem.row_weight)
-    return Checkpoint(time_s=clock.elapsed(), structures=done, functions_per_element=layout.sizes[best.size_index],
-                      ridge=best.ridge, validation=best.validation, test=test)
+    if test_rows is None:
+        return best, None
+    coef = solver.solve(_weights(solver, row_weight), layout.columns_of(best.size_index), best.ridge)
+    return best, row_errors(test_rows, coef, row_weight)
 
 
 @dataclass
