@@ -7,7 +7,8 @@ what kind of module a file is:
 
 ``commands/`` — one module per command: its request, its steps, its report, its result.
     ``train.py``, ``sample.py``, ``direct_sample.py``, ``validate.py``, ``demo.py`` (the
-    active-learning loop with EMT as the labeller).
+    active-learning loop with EMT as the labeller); ``train_schedule.py`` **``train`` within a
+    budget** (validation split, basis sized to data and budget, linear ACE, what is published).
 
 ``ace/`` — everything that talks to pyace or pacemaker.
     ``pacemaker_run.py`` runs a fit in a child process (``pacemaker_child.py``: threads, device,
@@ -18,7 +19,8 @@ what kind of module a file is:
     ``gamma.py`` (γ of pool structures, for ``sample``), ``descriptors.py`` (structure features,
     for ``direct_sample``), ``predictions.py`` (energies/forces, for ``validate``);
     ``potential_errors.py`` the errors of a potential on labelled structures (``validate``'s and
-    ``train``'s numbers); ``stack.py`` imports pyace without its side effects.
+    ``train``'s numbers); ``linear_ace.py`` linear ACE (design rows from B-projections and their
+    gradients; the FS potential of the coefficients).
 
 ``algorithms/`` — numpy / scikit-learn only: no files, no pyace (but its MaxVol routine).
     ``sample_strategies.py`` **the strategies of ``sample``** (``maxvol``, ``max_gamma``,
@@ -26,11 +28,14 @@ what kind of module a file is:
     ``d_optimal.py`` batch D-optimal (MaxVol) selection; ``direct_clustering.py`` DIRECT's
     estimators (weighted PCA, **BIRCH with threshold lowering**, picks per cluster, coverage);
     ``direct_strata.py`` DIRECT per chemical system and kind of periodicity;
-    ``train_test_split.py`` **the train/test split**; ``error_metrics.py`` error metrics.
+    ``train_test_split.py`` **the train/test and validation splits**; ``error_metrics.py`` error
+    metrics; ``extrapolation_grade.py`` **γ** (the one formula); ``streaming_least_squares.py``
+    weighted nested least squares from streamed triangular factors.
 
 ``files/`` — structures and files on disk.
     ``structures.py`` reading and checking labelled structures (the geometry rule, the pool
     rule); ``frames.py`` extxyz frames split without parsing (pool chunks); ``compression.py``;
+    ``safe_pickle.py`` pacemaker DataFrames without running code; ``safe_yaml.py`` no alias bombs;
     ``discovery.py`` **which potential, active set and test set a command uses** when none is
     named; ``atomic_io.py`` all-or-none publishing; ``output_paths.py`` outputs never overwrite
     inputs; ``iteration_folder.py`` the ``iter_NNN/`` archive; ``folder_lock.py`` one ``train``
@@ -43,7 +48,9 @@ what kind of module a file is:
     for the length of one command (meta_config ``dask.cluster: slurm``).
 
 Shared at the top: ``config.py`` (config.yaml and meta_config.yaml as pydantic models),
-``errors.py`` (exit codes), ``plots.py``, ``progress.py``, ``toy_data.py`` (EMT-labelled data).
+``errors.py`` (exit codes, "did you mean"), ``stack.py`` (pyace imported without its side effects),
+``fingerprint.py``, ``interrupts.py`` (SIGTERM / SIGINT), ``plots.py``, ``progress.py``,
+``toy_data.py`` (EMT-labelled data).
 No module below ``commands/`` imports a command module.
 """
 
