@@ -103,6 +103,15 @@ class WorkerPhase:
             self.client.close()
 
 
+def wait_for_idle_scheduler(scheduler, timeout: float = 60.0) -> None:
+    from distributed import Client
+
+    with Client(scheduler.address, timeout="20s") as client:
+        deadline = time.time() + timeout
+        while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.time() < deadline:
+            time.sleep(0.1)
+
+
 def snapshot(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 
@@ -124,6 +133,8 @@ def calibrate(command: str, inputs: dict, out: Path, scheduler=None) -> float:
 def stop_at(command: str, inputs: dict, out: Path, sig: str, fraction: float, length: float, scheduler=None):
     signum, code = SIGNALS[sig]
     before = snapshot(out)
+    if scheduler is not None:  # tasks of the previous run still being cancelled would look like this run's
+        wait_for_idle_scheduler(scheduler)
     proc = start(command_args(command, inputs, out), scheduler)
     phase = WorkerPhase(proc, scheduler)
     try:
