@@ -184,7 +184,7 @@ def test_five_families_of_different_elements_get_one_pick_each(tmp_path):
 
 
 def test_chemical_systems_and_square_root_allocation():
-    from pace_worker.algorithms.direct_clustering import allocate_clusters, chemical_systems
+    from pace_worker.algorithms.direct_allocation import allocate_clusters, chemical_systems
 
     systems, of_row = chemical_systems(np.array([[1, 0], [0.5, 0.5], [1, 0], [0, 1], [0.2, 0.8]]))
     assert systems.tolist() == [[False, True], [True, False], [True, True]]
@@ -197,7 +197,7 @@ def test_chemical_systems_and_square_root_allocation():
 
 
 def test_periodicity_floor_gives_a_compact_kind_its_proportional_share(tmp_path):
-    from pace_worker.algorithms.direct_clustering import raise_to_proportional
+    from pace_worker.algorithms.direct_allocation import raise_to_proportional
 
     assert raise_to_proportional([3, 1, 1], [36, 12, 12]) == [3, 1, 1]       # at or above their share: kept
     assert raise_to_proportional([16, 1, 1], [750, 30, 30]) == [16, 1, 1]
@@ -219,18 +219,18 @@ def test_periodicity_floor_gives_a_compact_kind_its_proportional_share(tmp_path)
 
 
 def test_fewer_clusters_than_kinds_of_periodicity_keep_every_structure_in_a_cluster():
-    from pace_worker.algorithms.direct_strata import select_in_system
-    from pace_worker.config import WorkerConfig
+    from pace_worker.algorithms.direct_strata import StratifiedDirect
 
     # a varied bulk kind and two compact ones, 2 clusters for 3 kinds: one kind can have none
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 5, (40, 4)), rng.normal(0, 0.1, (10, 4)) + 1, rng.normal(0, 0.1, (10, 4)) - 1])
     kinds = np.array([3] * 40 + [2] * 10 + [0] * 10, dtype=np.int8)
-    entry: dict = {}
-    labels, picks, _ = select_in_system(X, 2, 1, "center", np.full(60, 4), WorkerConfig().direct_sample, 0, kinds,
-                                        entry)
+    X = np.hstack([X, np.ones((60, 1))])  # one chemical system: one element's 4 columns, its composition fraction
+    direct = StratifiedDirect(n_clusters=2, k_per_cluster=1, selection="center", random_state=0).fit(
+        X, layout=(["Cu"], np.array([0, 4])), n_atoms=np.full(60, 4), periodic_dims=kinds)
+    labels, picks = direct.labels_, direct.picks_
     assert labels.min() == 0 and sorted(np.unique(labels)) == [0, 1] and len(picks) == 2
-    assert "strata" not in entry  # the clustering of all rows together stands
+    assert not direct.systems_[0].strata  # the clustering of all rows together stands
 
 
 # ----------------------------------------------------------------------------- clusters shared by variety
@@ -298,7 +298,7 @@ def test_one_cluster_for_two_chemical_systems_gives_one_pick(tmp_path):
 
 
 def test_natural_cluster_count_and_allocation_by_variety():
-    from pace_worker.algorithms.direct_clustering import allocate_by_variety, natural_cluster_count
+    from pace_worker.algorithms.direct_allocation import allocate_by_variety, natural_cluster_count
 
     rng = np.random.default_rng(3)
     blobs = np.vstack([rng.normal(centre, 0.2, (15, 4)) for centre in (0, 4, 8, 12)])

@@ -26,8 +26,11 @@ what kind of module a file is:
     ``sample_strategies.py`` **the strategies of ``sample``** (``maxvol``, ``max_gamma``,
     ``gamma_window``, ``random``: what each admits, buffers and selects; the γ floor);
     ``d_optimal.py`` batch D-optimal (MaxVol) selection; ``direct_clustering.py`` DIRECT's
-    estimators (weighted PCA, **BIRCH with threshold lowering**, picks per cluster, coverage);
-    ``direct_strata.py`` DIRECT per chemical system and kind of periodicity;
+    steps as estimators (weighted PCA, **BIRCH with threshold lowering**, picks per cluster,
+    coverage); ``direct_allocation.py`` how many clusters each chemical system and kind of
+    periodicity gets; ``direct_strata.py`` ``StratifiedDirect``, **DIRECT as one estimator**
+    per chemical system and kind of periodicity (parameters in ``__init__``, fitted
+    ``labels_``/``picks_``/``systems_``);
     ``train_test_split.py`` **the train/test and validation splits**; ``error_metrics.py`` error
     metrics; ``extrapolation_grade.py`` **γ** (the one formula); ``streaming_least_squares.py``
     weighted nested least squares from streamed triangular factors.

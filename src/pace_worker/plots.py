@@ -81,16 +81,20 @@ def error_vs_gamma(path: Path, gamma_max: np.ndarray, force_rmse: np.ndarray, sp
     plt.close(fig)
 
 
+PCA_MAP_MAX_POINTS = 50000  # pool points drawn at most (evenly spaced); every pick is drawn
+PCA_MAP_MAX_CATEGORIES = 12  # categories with their own colour; the rarest others share "other"
+
+
 def pca_map(path: Path, pcs: np.ndarray, picks: Sequence[int], explained_ratio: Sequence[float], title: str,
-            max_points: int = 50000, categories: Optional[Sequence[str]] = None, max_categories: int = 12) -> None:
+            categories: Optional[Sequence[str]] = None) -> None:
     """The pool and the picks on the first two PCs. With ``categories`` (one label per point: a
     ``config_type`` or a formula) each category has its colour, for the pool (small dots) and its
     picks (large, outlined), and the legend counts picks per category; the rarest categories beyond
-    ``max_categories`` share "other". Without, the pool is grey and the picks red."""
+    ``PCA_MAP_MAX_CATEGORIES`` share "other". Without, the pool is grey and the picks red."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(7, 5.6), dpi=130)
     second = pcs[:, 1] if pcs.shape[1] > 1 else np.zeros(len(pcs))
-    shown = np.linspace(0, len(pcs) - 1, min(len(pcs), max_points)).astype(int)
+    shown = np.linspace(0, len(pcs) - 1, min(len(pcs), PCA_MAP_MAX_POINTS)).astype(int)
     picks = np.asarray(picks, dtype=int)
     if categories is None:
         ax.scatter(pcs[shown, 0], second[shown], s=4, c="0.6", alpha=0.5, lw=0, label=f"pool ({len(pcs)})")
@@ -99,7 +103,7 @@ def pca_map(path: Path, pcs: np.ndarray, picks: Sequence[int], explained_ratio: 
     else:
         labels = np.array([str(c) for c in categories], dtype=object)
         names, counts = np.unique(labels, return_counts=True)
-        kept = list(names[np.argsort(-counts, kind="stable")][:max_categories])
+        kept = list(names[np.argsort(-counts, kind="stable")][:PCA_MAP_MAX_CATEGORIES])
         labels = np.where(np.isin(labels, kept), labels, "other")
         if "other" in set(labels.tolist()):
             kept.append("other")

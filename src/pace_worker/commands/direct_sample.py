@@ -9,12 +9,16 @@ Steps
 2. Encode: per-structure ACE features (:mod:`pace_worker.ace.descriptors`), computed in chunks on
    worker processes that read their own byte ranges of the file; only the structure-level
    feature matrix is kept. Structures with elements the basis lacks are skipped and counted.
-3. Chemistry first, then the periodicity floor (:mod:`pace_worker.algorithms.direct_strata`);
-   within each stratum StandardScaler → PCA (Kaiser rule or ``n_components``; kept components
-   weighted by their explained-variance ratio) → BIRCH into its clusters (threshold lowered until
-   there are enough subclusters) (:mod:`pace_worker.algorithms.direct_clustering`).
+3. Chemistry first, then the periodicity floor: one
+   :class:`pace_worker.algorithms.direct_strata.StratifiedDirect` fit (the shares of the clusters:
+   :mod:`pace_worker.algorithms.direct_allocation`); within each stratum StandardScaler → PCA
+   (Kaiser rule or ``n_components``; kept components weighted by their explained-variance ratio)
+   → BIRCH into its clusters (threshold lowered until there are enough subclusters)
+   (:mod:`pace_worker.algorithms.direct_clustering`).
 4. Pick ``k`` per cluster: ``center`` (closest to the true centroid of the members),
    ``random`` (seeded) or ``smallest`` (fewest atoms). ``n_clusters`` ≥ the usable pool picks all.
+5. The typed :class:`DirectSampleResult` is built from the fitted estimator; the JSON report is
+   derived from it (:func:`direct_result`).
 
 Outputs: the picks as extxyz (``info['cluster_id']``, ``info['pool_index']``; everything else
 kept), ``<output>_report.json``, ``<output>_pca.png`` (pool and picks on the first two PCs) and
@@ -42,9 +46,9 @@ from ase.data import chemical_symbols
 
 from pace_worker.ace import potentials
 from pace_worker.ace.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
-from pace_worker.algorithms.direct_clustering import SELECTIONS, coverage_score
-from pace_worker.algorithms.direct_strata import Selection, select_by_system
-from pace_worker.config import MetaConfig, WorkerConfig
+from pace_worker.algorithms.direct_clustering import SELECTIONS, WeightedPCA, coverage_score
+from pace_worker.algorithms.direct_strata import ChemicalSystem, StratifiedDirect
+from pace_worker.config import DirectSampleOptions, MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
@@ -52,6 +56,7 @@ from pace_worker.files.frames import frame_offsets, pool_chunks, read_selected
 from pace_worker.files.output_paths import check_outputs, same_file
 from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.plots import pca_map
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +103,7 @@ class DirectSampleResult:
     cluster_size_median: float
     coverage: Coverage
     wall_time_s: float
-    report: dict                  # the JSON report
+    report: dict                  # the JSON report, derived from this result and the run (direct_report)
     files: dict[str, Path]
 
 
@@ -121,7 +126,7 @@ class _Pool:
 
 @dataclass
 class _Run:
-    """Everything the report is made of."""
+    """Everything the result and the report are made of."""
 
     request: DirectSampleRequest
     settings: _Settings
@@ -129,8 +134,9 @@ class _Run:
     basis_source: str
     encoded: "EncodedPool"
     rows: np.ndarray            # pool indices of the usable structures
-    selected: Selection
-    picks: list[int]
+    direct: StratifiedDirect    # fitted on the usable structures' features
+    pick_rows: np.ndarray       # rows of the usable structures picked, by cluster
+    picks: list[int]            # their pool indices
     clusters: list[int]
     coverage: Coverage
     timings: dict[str, float]
@@ -162,20 +168,19 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         timings["descriptors_s"] = time.perf_counter() - t
         rows = usable_rows(encoded, pool, basis)
         t = time.perf_counter()
-        selected = select_by_system(encoded.features[rows], feature_layout(str(basis)), settings.n_clusters,
-                                    settings.k, settings.selection, encoded.n_atoms[rows], request.config.direct_sample,
-                                    settings.seed, encoded.periodic_dims[rows])
+        direct = stratified_direct(settings, request.config.direct_sample).fit(
+            encoded.features[rows], layout=feature_layout(str(basis)), n_atoms=encoded.n_atoms[rows],
+            periodic_dims=encoded.periodic_dims[rows])
         timings["clustering_s"] = time.perf_counter() - t
         if settings.n_clusters > len(rows):
             log.warning("asked for %d clusters but the pool has only %d usable structures: picking all of them",
                         settings.n_clusters, len(rows))
-        pick_rows = np.array([r for r, _ in selected.picks], dtype=int)
-        run = _Run(request, settings, pool, basis_source, encoded, rows, selected,
-                   picks=[int(rows[r]) for r in pick_rows], clusters=[int(c) for _, c in selected.picks],
-                   coverage=coverage_of(selected.pcs, pick_rows, settings, request.config.direct_sample.coverage_bins),
+        pick_rows = np.array([r for r, _ in direct.picks_], dtype=int)
+        run = _Run(request, settings, pool, basis_source, encoded, rows, direct, pick_rows,
+                   picks=[int(rows[r]) for r in pick_rows], clusters=[int(c) for _, c in direct.picks_],
+                   coverage=coverage_of(direct.pcs_, pick_rows, settings, request.config.direct_sample.coverage_bins),
                    timings=timings, files=files)
-        report = write_outputs(run, basis, pick_rows, t0)
-    return direct_result(run, report)
+        return write_outputs(run, basis, t0)
 
 
 def settings_of(request: DirectSampleRequest) -> _Settings:
@@ -191,6 +196,13 @@ def settings_of(request: DirectSampleRequest) -> _Settings:
     if selection not in SELECTIONS:
         raise InputError(f"selection '{selection}' is unknown; use one of {', '.join(SELECTIONS)}")
     return _Settings(n_clusters, k, selection, int(request.seed if request.seed is not None else options.seed))
+
+
+def stratified_direct(settings: _Settings, options: DirectSampleOptions) -> StratifiedDirect:
+    """The DIRECT estimator of the checked settings and the config's ``direct_sample`` section."""
+    return StratifiedDirect(n_clusters=settings.n_clusters, k_per_cluster=settings.k, selection=settings.selection,
+                            pca=WeightedPCA(options.n_components, options.weight_components),
+                            birch_threshold=options.birch_threshold, random_state=settings.seed)
 
 
 def check_direct_outputs(request: DirectSampleRequest, files: dict[str, Path], given_basis: Optional[Path]) -> None:
@@ -249,8 +261,8 @@ def coverage_of(pcs: np.ndarray, pick_rows: np.ndarray, settings: _Settings, bin
     return Coverage(bins, coverage_score(pcs, pick_rows, bins), coverage_score(pcs, random_rows, bins), settings.seed)
 
 
-def write_outputs(run: _Run, basis: Path, pick_rows: np.ndarray, t0: float) -> dict:
-    """Picks, descriptor basis, PCA picture and report, published together or none; the report."""
+def write_outputs(run: _Run, basis: Path, t0: float) -> DirectSampleResult:
+    """Picks, descriptor basis, PCA picture and report, published together or none; the result."""
     t = time.perf_counter()
     structures = read_selected(run.pool.path, run.picks, run.pool.offsets)
     picked_atoms = []
@@ -265,26 +277,37 @@ def write_outputs(run: _Run, basis: Path, pick_rows: np.ndarray, t0: float) -> d
         if Path(basis).resolve() != files["descriptor_basis"].resolve():
             shutil.copyfile(basis, group.stage(files["descriptor_basis"]))
         if run.request.plots:
-            from pace_worker.plots import pca_map
-
-            pca_map(group.stage(files["pca_plot"]), run.selected.pcs, pick_rows,
-                    run.selected.overview["pca"].explained_variance_ratio_,
+            pca_map(group.stage(files["pca_plot"]), run.direct.pcs_, run.pick_rows,
+                    run.direct.overview_["pca"].explained_variance_ratio_,
                     title=f"{run.pool.path.name}: {len(run.picks)} DIRECT picks of {len(run.rows)} structures",
                     categories=[run.encoded.categories[r] for r in run.rows])
         run.timings["write_s"] = time.perf_counter() - t
-        report = direct_report(run, t0)
-        write_json(group.stage(files["report"]), report)
+        result = direct_result(run, time.perf_counter() - t0)
+        write_json(group.stage(files["report"]), result.report)
         group.publish()
-    return report
+    return result
 
 
-def direct_report(run: _Run, t0: float) -> dict:
-    """The JSON report of a direct_sample run (schema :data:`SCHEMA`)."""
-    options = run.request.config.direct_sample
-    labels = run.selected.labels
+def direct_result(run: _Run, wall_time_s: float) -> DirectSampleResult:
+    """The typed result of a run, then its JSON report derived from it (:func:`direct_report`)."""
+    labels = run.direct.labels_
     sizes = np.bincount(labels[labels >= 0])  # -1: a system given no cluster
-    pca = run.selected.overview["pca"]
-    birch = run.selected.overview["birch"]  # of the largest chemical system
+    pca = run.direct.overview_["pca"]
+    result = DirectSampleResult(
+        picks=run.picks, cluster_of_pick=run.clusters, n_read=len(run.pool.offsets), n_usable=int(len(run.rows)),
+        n_unknown_elements=int(len(run.pool.offsets) - len(run.rows) - run.encoded.skipped.total),
+        n_components=int(pca.n_components_), pca_rule="Kaiser" if pca.n_components is None else "n_components",
+        explained_variance=float(pca.explained_variance_ratio_.sum()),
+        cluster_sizes=[int(s) for s in sizes], cluster_size_median=float(np.median(sizes)),
+        coverage=run.coverage, wall_time_s=wall_time_s, report={}, files=run.files)
+    result.report = direct_report(run, result)
+    return result
+
+
+def direct_report(run: _Run, result: DirectSampleResult) -> dict:
+    """The JSON report of a direct_sample run (schema :data:`SCHEMA`)."""
+    pca = run.direct.overview_["pca"]
+    sizes = result.cluster_sizes
     return {
         "schema": SCHEMA,
         "input": str(run.pool.path.resolve()),
@@ -294,38 +317,39 @@ def direct_report(run: _Run, t0: float) -> dict:
         "seed": run.settings.seed,
         "descriptor": {"basis": run.basis_source, "n_features": int(run.encoded.features.shape[1]),
                        "elements": sorted(run.pool.elements)},
-        "pool": {"read": len(run.pool.offsets), "usable": int(len(run.rows)),
-                 "unknown_elements": int(len(run.pool.offsets) - len(run.rows) - run.encoded.skipped.total),
+        "pool": {"read": result.n_read, "usable": result.n_usable, "unknown_elements": result.n_unknown_elements,
                  "skipped": run.encoded.skipped.report()},
-        "pca": {"n_components": int(pca.n_components_), "rule": "Kaiser" if options.n_components is None
-                else "n_components",
+        "pca": {"n_components": result.n_components, "rule": result.pca_rule,
                 "explained_variance": [float(v) for v in pca.explained_variance_],
                 "explained_variance_ratio": [float(v) for v in pca.explained_variance_ratio_],
-                "explained_variance_ratio_total": float(pca.explained_variance_ratio_.sum())},
-        "clusters": {"n": int(len(sizes)), "n_subclusters": int(birch.n_subclusters_),
-                     "birch_threshold": float(birch.threshold_), "threshold_lowered": int(birch.refits_),
-                     "sizes": [int(s) for s in sizes],
-                     "size_min": int(sizes.min()), "size_median": float(np.median(sizes)),
-                     "size_max": int(sizes.max())},
-        "n_picked": len(run.picks),
-        "picks": [{"pool_index": i, "cluster_id": c} for i, c in zip(run.picks, run.clusters)],
-        "coverage": {"bins": run.coverage.bins, "direct": run.coverage.direct, "random": run.coverage.random,
-                     "random_seed": run.coverage.random_seed},
-        "timing": {**run.timings, "wall_time_s": time.perf_counter() - t0},
-        "outputs": {key: str(p.resolve()) for key, p in run.files.items()},
-        "systems": run.selected.systems,
+                "explained_variance_ratio_total": result.explained_variance},
+        "clusters": {"n": len(sizes), "n_subclusters": run.direct.n_subclusters_,  # BIRCH of the largest system
+                     "birch_threshold": run.direct.birch_threshold_, "threshold_lowered": run.direct.threshold_lowered_,
+                     "sizes": sizes, "size_min": min(sizes), "size_median": result.cluster_size_median,
+                     "size_max": max(sizes)},
+        "n_picked": len(result.picks),
+        "picks": [{"pool_index": i, "cluster_id": c} for i, c in zip(result.picks, result.cluster_of_pick)],
+        "coverage": {"bins": result.coverage.bins, "direct": result.coverage.direct,
+                     "random": result.coverage.random, "random_seed": result.coverage.random_seed},
+        "timing": {**run.timings, "wall_time_s": result.wall_time_s},
+        "outputs": {key: str(p.resolve()) for key, p in result.files.items()},
+        "systems": [system_report(system) for system in run.direct.systems_],
     }
 
 
-def direct_result(run: _Run, report: dict) -> DirectSampleResult:
-    pca = run.selected.overview["pca"]
-    return DirectSampleResult(
-        picks=run.picks, cluster_of_pick=run.clusters, n_read=len(run.pool.offsets), n_usable=int(len(run.rows)),
-        n_unknown_elements=report["pool"]["unknown_elements"], n_components=int(pca.n_components_),
-        pca_rule=report["pca"]["rule"], explained_variance=float(pca.explained_variance_ratio_.sum()),
-        cluster_sizes=report["clusters"]["sizes"], cluster_size_median=report["clusters"]["size_median"],
-        coverage=run.coverage,
-        wall_time_s=report["timing"]["wall_time_s"], report=report, files=run.files)
+def system_report(system: ChemicalSystem) -> dict:
+    """A chemical system's entry in the report: ``n_components`` when BIRCH clustered its rows,
+    ``strata`` when its kinds of periodicity were clustered apart."""
+    entry = {"elements": system.elements, "n_structures": system.n_structures, "n_groups": system.n_groups,
+             "n_clusters": system.n_clusters}
+    if system.n_components is not None:
+        entry["n_components"] = system.n_components
+    if system.strata:
+        entry["strata"] = {s.periodicity: {"n_structures": s.n_structures, "n_clusters": s.n_clusters,
+                                           "n_clusters_together": s.n_clusters_together, "n_picked": s.n_picked}
+                           for s in system.strata}
+    entry["n_picked"] = system.n_picked
+    return entry
 
 
 # ----------------------------------------------------------------------------- encoding
