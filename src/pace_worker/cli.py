@@ -25,9 +25,18 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pace_worker import __version__, interrupts
+from pace_worker.algorithms.direct_clustering import SELECTIONS
+from pace_worker.algorithms.sample_strategies import STRATEGIES
+from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo, labels_to_target_table
+from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+from pace_worker.commands.sample import SampleRequest, sample
+from pace_worker.commands.train import TrainRequest, train
+from pace_worker.commands.validate import ValidateRequest, validate
+from pace_worker.config import check_scheduler_address, load_meta_config, load_worker_config
 from pace_worker.errors import DiskFull, FitError, InputError
 from pace_worker.files.atomic_io import DISK_FULL
 from pace_worker.interrupts import Terminated
+from pace_worker.parallel.slurm_cluster import workers_for
 
 log = logging.getLogger("pace_worker")
 
@@ -82,8 +91,6 @@ def add_scheduler_flag(parser: argparse.ArgumentParser) -> None:
 
 def load_configs(args: argparse.Namespace):
     """config.yaml and meta_config.yaml of a command; sets the log level from meta_config."""
-    from pace_worker.config import load_meta_config, load_worker_config
-
     check_scheduler_flag(args)
     meta = load_meta_config(args.meta_config)
     if getattr(args, "scheduler", None):
@@ -98,8 +105,6 @@ def load_configs(args: argparse.Namespace):
 
 
 def check_scheduler_flag(args: argparse.Namespace) -> None:
-    from pace_worker.config import check_scheduler_address
-
     if getattr(args, "scheduler", None):
         try:
             check_scheduler_address(args.scheduler)
@@ -126,8 +131,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from pace_worker.commands.train import TrainRequest, train
-
     config, meta = load_configs(args)
     result = train(TrainRequest(dataset=args.dataset, iteration=args.iteration, config=config, meta=meta,
                                 initial_potential=args.initial_potential, potential_yaml=args.potential_yaml,
@@ -177,9 +180,6 @@ def add_validate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from pace_worker.commands.validate import ValidateRequest, validate
-    from pace_worker.parallel.slurm_cluster import workers_for
-
     config, meta = load_configs(args)
     with workers_for(meta):
         result = validate(ValidateRequest(potential=args.potential, output=args.output, test_set=args.test_set,
@@ -205,8 +205,6 @@ def run_validate(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- sample
 def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.algorithms.sample_strategies import STRATEGIES
-
     add_common_flags(parser)
     add_scheduler_flag(parser)
     add_flag(parser, "candidates", type=Path, required=True, help="pool of candidate structures (extxyz)")
@@ -221,9 +219,6 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from pace_worker.commands.sample import SampleRequest, sample
-    from pace_worker.parallel.slurm_cluster import workers_for
-
     config, meta = load_configs(args)
     with workers_for(meta):
         result = sample(SampleRequest(candidates=args.candidates, n_samples=args.n_samples, output=args.output,
@@ -248,8 +243,6 @@ def run_sample(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- direct_sample
 def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.algorithms.direct_clustering import SELECTIONS
-
     add_common_flags(parser)
     add_scheduler_flag(parser)
     add_flag(parser, "input", type=Path, required=True, help="raw pool of structures (extxyz; no labels needed)")
@@ -266,9 +259,6 @@ def add_direct_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_direct_sample(args: argparse.Namespace) -> int:
-    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
-    from pace_worker.parallel.slurm_cluster import workers_for
-
     config, meta = load_configs(args)
     with workers_for(meta):
         result = direct_sample(DirectSampleRequest(
@@ -289,8 +279,6 @@ def run_direct_sample(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    from pace_worker.algorithms.sample_strategies import STRATEGIES
-
     add_flag(parser, "workdir", type=Path, default=Path("runs/demo"), help="where everything is written (runs/demo)")
     add_flag(parser, "iterations", type=int, default=5,
              help="trained potentials per strategy and seed at most: the label budget (default 5)")
@@ -309,9 +297,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.commands.demo import (BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo,
-                                           labels_to_target_table)
-
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")
     if args.labels_per_iteration < 1:

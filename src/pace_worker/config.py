@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pace_worker.algorithms.direct_clustering import SELECTIONS
 from pace_worker.algorithms.sample_strategies import STRATEGIES
 from pace_worker.errors import InputError, closest_name, did_you_mean, missing_reason
+from pace_worker.files.safe_yaml import MAX_BYTES, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 def load_yaml_mapping(path: Union[str, Path], what: str) -> dict:
     """Read a YAML file that must hold a mapping; errors name the file (and line). Alias bombs and
     oversized files are refused (:mod:`pace_worker.files.safe_yaml`)."""
-    from pace_worker.files.safe_yaml import MAX_BYTES, load_yaml
-
     path = Path(path)
     if not path.exists():
         raise InputError(f"{what} '{path}' {missing_reason(path)}; give the path of a YAML file")

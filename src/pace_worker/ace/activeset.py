@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.ace import potentials
+from pace_worker.ace.projections import BProjector
 from pace_worker.stack import import_pyace
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.errors import InputError, missing_reason
@@ -94,8 +95,6 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
     from pyace.activelearning import compute_A_active_inverse, compute_active_set_by_batches
     from pyace.activelearning import compute_active_set as maxvol_active_set
 
-    from pace_worker.ace.projections import BProjector
-
     nfuncs = basis_function_counts(bbasis)
     counts = {el: 0 for el in bbasis.elements_name} | atoms_per_element(structures)
     short = {el: (counts.get(el, 0), n) for el, n in nfuncs.items() if counts.get(el, 0) < n}
@@ -171,8 +170,6 @@ def structure_gammas(potential_yaml: Path, active_set: ActiveSet, structures: li
                      bbasis=None) -> np.ndarray:
     """Max extrapolation grade γ of each structure (:func:`extrapolation_grades` of its atoms)."""
     bbasis = bbasis or load_bbasis(potential_yaml)
-    from pace_worker.ace.projections import BProjector
-
     if not structures:
         return np.zeros(0)
     projections, owner = BProjector(bbasis)(structures)

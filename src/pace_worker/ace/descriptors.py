@@ -31,6 +31,9 @@ from typing import Sequence
 import numpy as np
 
 from pace_worker.stack import import_pyace
+from pace_worker.ace.activeset import basis_function_counts, load_bbasis
+from pace_worker.ace.default_basis import default_potential
+from pace_worker.ace.projections import BProjector
 from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.files.frames import PoolChunk, read_checked
@@ -44,8 +47,6 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
     import_pyace()
     from pyace import create_multispecies_basis_config
 
-    from pace_worker.ace.default_basis import default_potential
-
     potential = default_potential(sorted(elements), settings.cutoff, settings.functions_per_element)
     shape = {"nradmax_by_orders": list(settings.nradmax_by_orders), "lmax_by_orders": list(settings.lmax_by_orders)}
     potential["functions"] = {"number_of_functions_per_element": settings.functions_per_element, "ALL": shape}
@@ -55,9 +56,6 @@ def write_unfitted_basis(elements: Sequence[str], settings: DescriptorSettings, 
 def load_basis(basis_yaml: str) -> None:
     """Worker initializer: read the B-basis and its feature layout once per process."""
     def build():
-        from pace_worker.ace.activeset import basis_function_counts, load_bbasis
-        from pace_worker.ace.projections import BProjector
-
         bbasis = load_bbasis(Path(basis_yaml))
         elements = list(bbasis.elements_name)
         counts = basis_function_counts(bbasis)

@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from pace_worker.ace.activeset import load_active_set, load_bbasis
+from pace_worker.ace.projections import BProjector
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.files.frames import PoolChunk, read_checked
 from pace_worker.fingerprint import structure_fingerprint
@@ -25,9 +27,6 @@ STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process
 def load_scorer(potential_yaml: str, asi: str) -> None:
     """Worker initializer: the B-basis and its checked active set, once per process."""
     def build():
-        from pace_worker.ace.activeset import load_active_set, load_bbasis
-        from pace_worker.ace.projections import BProjector
-
         bbasis = load_bbasis(Path(potential_yaml))
         return BProjector(bbasis), load_active_set(Path(asi), Path(potential_yaml), bbasis).inverse
 

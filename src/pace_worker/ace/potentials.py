@@ -8,6 +8,8 @@ from typing import Optional, Union
 
 from pace_worker.stack import import_pyace
 from pace_worker.errors import InputError, first_line, missing_reason
+from pace_worker.ace.predictions import load_potential
+from pace_worker.files.safe_yaml import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def check_b_basis(path: Path, what: str) -> None:
 def _yaml_problem(path: Path) -> Optional[str]:
     import numpy as np
     import yaml
-
-    from pace_worker.files.safe_yaml import load_yaml
 
     try:
         data = load_yaml(path.read_bytes().decode("utf-8", errors="replace"), f"potential '{path}'")
@@ -202,8 +202,6 @@ def write_yace(yaml_path: Path, yace_path: Path) -> int:
 def inner_cutoffs(path: Path) -> dict[tuple[str, str], float]:
     """``{(A, B): r_in}`` of a B-basis .yaml: below ``r_in`` a pair is inside the core repulsion
     (ZBL with ``repulsion: auto``, set to the shortest distance of the training data)."""
-    from pace_worker.files.safe_yaml import load_yaml
-
     data = load_yaml(Path(path).read_text(), f"potential '{path}'")
     cutoffs: dict[tuple[str, str], float] = {}
     for block in data.get("species") or []:
@@ -218,8 +216,6 @@ def inner_cutoffs(path: Path) -> dict[tuple[str, str], float]:
 def open_potential(path: Path) -> tuple[Optional[Path], list[str]]:
     """``(its B-basis .yaml or None, elements)`` of a potential to evaluate (``.yace`` or ``.yaml``),
     checked to load with pyace; errors name the file."""
-    from pace_worker.ace.predictions import load_potential
-
     path = Path(path)
     if not path.is_file():
         reason = missing_reason(path) if not path.exists() else "is not a file"
