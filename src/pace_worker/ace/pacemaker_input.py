@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from pace_worker.ace.default_basis import default_potential, functions_per_element_for
+from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
 from pace_worker.config import PacemakerSettings
 
 
@@ -37,12 +38,13 @@ def _drop_none(d: dict) -> dict:
 
 
 def build_input(settings: PacemakerSettings, *, potential, train_file: str, test_file: Optional[str],
-                seed: int, reference_energy, metadata: Optional[dict] = None) -> dict:
+                seed: int, reference_energy) -> dict:
     """The complete pacemaker input (as a dict to dump to ``input.yaml``).
 
     ``potential`` is a dict (a basis to build, maybe with ``initial_potential``) or the path
     of a B-basis YAML (pacemaker's ``-p``). ``reference_energy`` ``None`` leaves it out
-    (then the data must already be on the corrected scale).
+    (then the data must already be on the corrected scale). Its ``metadata`` is a copy of
+    config's: a caller may add its own keys.
     """
     data = {"filename": train_file}
     if test_file:
@@ -56,13 +58,11 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
     fit = _drop_none(settings.fit.model_dump(exclude={"max_time"}))  # max_time is pace-worker's
     fit["loss"] = _drop_none(fit["loss"])
     if settings.fit.max_time is not None:  # the budget is kept by a callback after every optimizer step
-        from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
-
         fit["callbacks"] = [*(fit.get("callbacks") or []), BUDGET_CALLBACK]
     backend = _drop_none(settings.backend.model_dump())
     return {
         "seed": int(seed),
-        "metadata": {**(settings.metadata or {}), **(metadata or {})},
+        "metadata": dict(settings.metadata or {}),
         "data": data,
         "potential": potential,
         "fit": fit,

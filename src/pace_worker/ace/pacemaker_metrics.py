@@ -13,12 +13,12 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from pace_worker.algorithms.error_metrics import energy_force_errors
+
 
 def error_summary(pred, energy_only: Iterable[str] = ()) -> dict:
     """RMSE/MAE/max of energy per atom (meV/atom) and force components (meV/Å) of pacemaker's
     prediction DataFrame (see :func:`pace_worker.algorithms.error_metrics.energy_force_errors`)."""
-    from pace_worker.algorithms.error_metrics import energy_force_errors
-
     skip = set(energy_only)
     n_atoms = pred["NUMBER_OF_ATOMS"].to_numpy(dtype=float)
     de = (pred["energy_pred"].to_numpy(dtype=float) - pred["energy_corrected"].to_numpy(dtype=float)) / n_atoms

@@ -8,6 +8,7 @@ terminal a progress bar follows the optimizer's iterations; in logs it stays qui
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from pace_worker.ace.pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GPU_EXIT
 from pace_worker.config import MetaConfig
@@ -117,73 +118,105 @@ def run_pacemaker(workdir: Path, meta: MetaConfig, args: Sequence[str] = ("input
     :func:`budget_grace_s` longer (no step to stop at) is killed and fails.
     """
     workdir = Path(workdir)
-    out_path = workdir / OUTPUT_NAME
     (workdir / BUDGET_STOP_FILE).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pace_worker.ace.pacemaker_child", *args]
     log.info("pacemaker starts in %s (device %s%s)", workdir, meta.device,
              f", time budget {max_time:g} s" if max_time else "")
     start = time.perf_counter()
     deadline = time.time() + max_time if max_time else None
-    iterations = 0
-    killed_past_budget = threading.Event()
     progress = Progress("fitting", total=maxiter, enabled=show_progress)
-    with open(out_path, "a", buffering=1) as out, progress as bar:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta, deadline), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        watchdog = None
-        if max_time:
-            def _kill_past_budget():
-                killed_past_budget.set()
-                proc.kill()
-
-            watchdog = threading.Timer(max_time + budget_grace_s(max_time), _kill_past_budget)
-            watchdog.daemon = True
-            watchdog.start()
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                if line.startswith(DEVICE_LINE):
-                    log.info(line[len(DEVICE_LINE):].strip())
-                match = ITERATION_LINE.search(line)
-                if match:
-                    iterations = int(match.group(1))
-                    bar.update(iterations, loss=float(match.group(2)))
-            proc.wait()
-        except BaseException:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
+    with open(workdir / OUTPUT_NAME, "a", buffering=1) as out, progress as bar:
+        proc = _start_child(workdir, meta, args, deadline)
+        with _budget_watchdog(proc, max_time) as killed_past_budget:
+            iterations = _follow_output(proc, out, bar)
     wall = time.perf_counter() - start
-    device = {}
-    if (workdir / "device.json").is_file():
-        device = json.loads((workdir / "device.json").read_text())
-    if proc.returncode == NO_GPU_EXIT:
+    device = json.loads((workdir / "device.json").read_text()) if (workdir / "device.json").is_file() else {}
+    _check_finished(workdir, proc.returncode, killed_past_budget.is_set(), meta, max_time)
+    budget_stop = _budget_stop(workdir, max_time)
+    log.info("pacemaker finished in %.1f s after %d iterations", wall, iterations)
+    return FitRun(workdir=workdir, wall_time_s=wall, device=device, iterations=iterations, budget_stop=budget_stop)
+
+
+def _start_child(workdir: Path, meta: MetaConfig, args: Sequence[str], deadline: Optional[float]) -> subprocess.Popen:
+    """``pacemaker <args>`` in the child process (:mod:`pace_worker.ace.pacemaker_child`), its output piped."""
+    cmd = [sys.executable, "-m", "pace_worker.ace.pacemaker_child", *args]
+    return subprocess.Popen(cmd, cwd=workdir, env=child_environment(meta, deadline), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+
+
+@contextlib.contextmanager
+def _budget_watchdog(proc: subprocess.Popen, max_time: Optional[float]) -> Iterator[threading.Event]:
+    """Kill ``proc`` :func:`budget_grace_s` past its budget; the event says whether that happened."""
+    killed = threading.Event()
+    if not max_time:
+        yield killed
+        return
+
+    def _kill_past_budget():
+        killed.set()
+        proc.kill()
+
+    watchdog = threading.Timer(max_time + budget_grace_s(max_time), _kill_past_budget)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield killed
+    finally:
+        watchdog.cancel()
+
+
+def _follow_output(proc: subprocess.Popen, out, bar) -> int:
+    """Copy the child's output to ``out`` until it exits, forwarding its device line to the log and its
+    optimizer iterations to the progress bar; returns the last iteration seen. The child is stopped
+    if following it fails or is interrupted."""
+    iterations = 0
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out.write(line)
+            if line.startswith(DEVICE_LINE):
+                log.info(line[len(DEVICE_LINE):].strip())
+            match = ITERATION_LINE.search(line)
+            if match:
+                iterations = int(match.group(1))
+                bar.update(iterations, loss=float(match.group(2)))
+        proc.wait()
+    except BaseException:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    return iterations
+
+
+def _check_finished(workdir: Path, returncode: int, killed_past_budget: bool, meta: MetaConfig,
+                    max_time: Optional[float]) -> None:
+    """Raise the error that says why a finished child left no potential (InputError, FitError, DiskFull)."""
+    out_path = workdir / OUTPUT_NAME
+    if returncode == NO_GPU_EXIT:
         raise InputError(f"meta_config device: {meta.device} asks for a GPU but TensorFlow sees none; "
                          "set device: auto (GPU when present) or cpu")
-    if killed_past_budget.is_set():
+    if killed_past_budget:
         raise FitError(f"the fit ran {budget_grace_s(max_time):.0f} s past its time budget (fit.max_time "
                        f"{max_time:g} s) without an optimizer step to stop at, and was killed; nothing was "
                        f"published. Raise fit.max_time; output in {out_path}")
-    if proc.returncode != 0:
+    if returncode != 0:
         last = _last_error_line(out_path)
         if "[Errno 28]" in last or "[Errno 122]" in last:  # ENOSPC, EDQUOT in pacemaker's own writes
             raise DiskFull(f"the file system of '{workdir}' is full (pacemaker: {last}); free space there or give "
                            f"another meta_config work_dir, and rerun. Earlier outputs are as they were")
-        raise FitError(f"pacemaker failed (exit {proc.returncode}): {last}; full output in {out_path}")
+        raise FitError(f"pacemaker failed (exit {returncode}): {last}; full output in {out_path}")
     if not (workdir / "output_potential.yaml").is_file():
         raise FitError(f"pacemaker finished without writing output_potential.yaml; see {out_path}")
-    budget_stop = None
-    if (workdir / BUDGET_STOP_FILE).is_file():
-        budget_stop = {"max_time_s": max_time, **json.loads((workdir / BUDGET_STOP_FILE).read_text())}
-        log.warning("the time budget (fit.max_time %g s) ended the fit after %d optimizer steps; publishing the "
-                    "potential reached so far", max_time, budget_stop["optimizer_steps"])
-    log.info("pacemaker finished in %.1f s after %d iterations", wall, iterations)
-    return FitRun(workdir=workdir, wall_time_s=wall, device=device, iterations=iterations, budget_stop=budget_stop)
+
+
+def _budget_stop(workdir: Path, max_time: Optional[float]) -> Optional[dict]:
+    """The child's record of a fit that its time budget ended (``budget_stop.json``), or None."""
+    if not (workdir / BUDGET_STOP_FILE).is_file():
+        return None
+    budget_stop = {"max_time_s": max_time, **json.loads((workdir / BUDGET_STOP_FILE).read_text())}
+    log.warning("the time budget (fit.max_time %g s) ended the fit after %d optimizer steps; publishing the "
+                "potential reached so far", max_time, budget_stop["optimizer_steps"])
+    return budget_stop

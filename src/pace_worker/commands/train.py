@@ -42,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Union
 
@@ -50,13 +50,14 @@ import numpy as np
 import yaml
 
 from pace_worker.ace import activeset, potentials
+from pace_worker.ace.linear_ace import has_linear_first_density
 from pace_worker.ace.pacemaker_input import build_input, potential_section
 from pace_worker.ace.pacemaker_metrics import errors_from_prediction_file, loss_history
-from pace_worker.ace.pacemaker_run import run_pacemaker
+from pace_worker.ace.pacemaker_run import FitRun, run_pacemaker
 from pace_worker.ace.potential_errors import evaluate_potential
 from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
 from pace_worker.algorithms.train_test_split import stable_split, validation_split
-from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings,
+from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings, ScheduleRecord,
                                                  energy_row_weight, error_points, fit_kind, fit_within_budget)
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
@@ -295,9 +296,16 @@ def structures_dataframe(structures: LabelledStructures, names: list[str], expli
     return df
 
 
-def write_pacemaker_files(folder: Path, settings: PacemakerSettings, data: TrainingData, potential,
-                          reference_energy, seed: int, iteration: int) -> None:
-    """train.pckl.gzip, test.pckl.gzip and input.yaml in the iteration folder."""
+def fit_seed(request: TrainRequest) -> int:
+    """The seed of this iteration's fit: config's ``seed`` plus the iteration."""
+    return request.config.pacemaker.seed + request.iteration
+
+
+def write_pacemaker_files(folder: Path, request: TrainRequest, data: TrainingData, potential,
+                          reference_energy) -> None:
+    """train.pckl.gzip, test.pckl.gzip and input.yaml (seeded by :func:`fit_seed`, the iteration in the
+    potential's metadata) in the iteration folder."""
+    settings = request.config.pacemaker
     # pacemaker joins train and test before weighting: both carry explicit weights or neither does
     explicit = bool(data.train.energy_only.any()) or bool(data.test is not None and data.test.energy_only.any())
     structures_dataframe(data.train, data.train_names, explicit, settings.cutoff).to_pickle(
@@ -308,8 +316,8 @@ def write_pacemaker_files(folder: Path, settings: PacemakerSettings, data: Train
             folder / "test.pckl.gzip", compression="gzip", protocol=4)
         test_file = "test.pckl.gzip"
     pacemaker_input = build_input(settings, potential=potential, train_file="train.pckl.gzip", test_file=test_file,
-                                  seed=seed, reference_energy=reference_energy,
-                                  metadata={"pace_worker_iteration": str(iteration)})
+                                  seed=fit_seed(request), reference_energy=reference_energy)
+    pacemaker_input["metadata"]["pace_worker_iteration"] = str(request.iteration)
     (folder / "input.yaml").write_text(yaml.safe_dump(pacemaker_input, sort_keys=False))
 
 
@@ -422,16 +430,12 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
     # one train per output folder from here on (the inputs are checked; now folders are touched)
     stack.enter_context(exclusive_folder(output_dir))
     dataset_sha = file_sha256(Path(request.dataset))
-    folder = IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
-        "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
-        "initial": file_sha256(starts.initial) if starts.initial else None,
-        "potential_yaml": file_sha256(starts.given_basis) if starts.given_basis else None}))
+    folder = open_iteration_folder(request, work_root, starts, dataset_sha)
     if folder.resume_from is not None:
         mode, potential = f"resume ({mode})", str(folder.resume_from.resolve())
-    fit_seed = settings.seed + request.iteration
     reference = inherited_reference_energy(settings, potential, starts)
     budget_fit: Optional[BudgetFit] = None
-    fit_run = None
+    fit_run: Optional[FitRun] = None
     scheduled = schedule_section(request, mode, starts, data)
     with disk_full_is_one_line(folder.path):  # the iteration folder: pacemaker's input, its run, the new files
         if scheduled is not None:
@@ -439,30 +443,47 @@ def _train(request: TrainRequest, output_dir: Path, work_root: Path, t_start: fl
             budget_fit = run_schedule(request, data, scheduled, reference,
                                       BudgetClock(t_start, settings.fit.max_time), folder.path)
         else:
-            write_pacemaker_files(folder.path, settings, data, potential, reference, fit_seed, request.iteration)
+            write_pacemaker_files(folder.path, request, data, potential, reference)
             fit_run = run_pacemaker(folder.path, request.meta, args=["input.yaml"], maxiter=settings.fit.maxiter,
                                     show_progress=request.show_progress, max_time=settings.fit.max_time)
         staged = stage_outputs(folder.path, data, request)
+    fitted = _Fitted(request=request, starts=starts, data=data, folder=folder, dataset_sha=dataset_sha, mode=mode,
+                     fit_run=fit_run, budget_fit=budget_fit, staged=staged)
+    return publish_fit(fitted, output_dir, t_start)
+
+
+def open_iteration_folder(request: TrainRequest, work_root: Path, starts: StartingPotentials,
+                          dataset_sha: str) -> IterationFolder:
+    """``iter_NNN`` of this request, fingerprinted by its inputs (a rerun with the same inputs resumes)."""
+    return IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
+        "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
+        "initial": file_sha256(starts.initial) if starts.initial else None,
+        "potential_yaml": file_sha256(starts.given_basis) if starts.given_basis else None}))
+
+
+def publish_fit(fitted: _Fitted, output_dir: Path, t_start: float) -> TrainResult:
+    """Stage the metrics (and the budget schedule's picture) next to the new potential, then rename
+    everything into place (.asi before .yaml, .yace last); a source of None removes a stale file (an
+    .asi of an older potential, a test set that no longer applies)."""
+    staged, folder, budget_fit = fitted.staged, fitted.folder, fitted.budget_fit
     final = published_files(output_dir)
-    metrics = train_metrics(request, starts, data, mode, fit_run, staged, folder, dataset_sha,
-                            {k: (str(final[k]) if staged.files[k] is not None else None) for k in final}, budget_fit)
-    metrics["wall_time_s"] = time.perf_counter() - t_start
+    outputs = {k: (final[k] if staged.files[k] is not None else None) for k in final}
     if budget_fit is not None:
         staged.files["error_vs_time"] = folder.path / ERROR_VS_TIME_PNG
         final = {"error_vs_time": output_dir / ERROR_VS_TIME_PNG, **final}  # before the .yace, which goes last
-        metrics["outputs"]["error_vs_time"] = str(final["error_vs_time"])
+        outputs["error_vs_time"] = final["error_vs_time"]
+    metrics = train_metrics(fitted, outputs, t_start)
+    if budget_fit is not None:
+        max_time = fitted.request.config.pacemaker.fit.max_time
         with disk_full_is_one_line(folder.path):
             error_vs_time(staged.files["error_vs_time"],
-                          error_points(budget_fit.record, staged.errors["test"], metrics["wall_time_s"]),
-                          settings.fit.max_time, f"train iteration {request.iteration}: linear ACE within "
-                                                 f"{settings.fit.max_time:g} s")
-    write_json_atomic(staged.files["metrics"], metrics)
-
-    # publish: stage everything, then rename (.asi before .yaml, .yace last); a source of None
-    # removes a stale file (an .asi of an older potential, a test set that no longer applies)
+                          error_points(budget_fit.record, staged.errors["test"], metrics.wall_time_s),
+                          max_time, f"train iteration {metrics.iteration}: linear ACE within {max_time:g} s")
+    result = train_result(metrics, output_dir, folder.final)
+    write_json_atomic(staged.files["metrics"], result.metrics)
     publish({final[k]: staged.files[k] for k in final})
     folder.commit()
-    return train_result(output_dir, folder.final, metrics)
+    return result
 
 
 #: the budget schedule's picture: validation and test errors against wall time
@@ -523,8 +544,6 @@ def schedule_section(request: TrainRequest, mode: str, starts: StartingPotential
     if settings.fit.max_time is None or request.config.train.schedule != "auto" or mode.startswith("resume") \
             or starts.given_basis is not None or starts.config_basis is not None:
         return None
-    from pace_worker.ace.linear_ace import has_linear_first_density
-
     elements, _ = starts.elements(settings, data.dataset)
     per_element = data.train.atoms_per_element()
     section = potential_section(settings, elements, {el: max(per_element.get(el, 0), 1) for el in elements})
@@ -567,84 +586,177 @@ def stage_outputs(folder: Path, data: TrainingData, request: TrainRequest) -> _S
     return _Staged(files, active_info, n_functions, errors)
 
 
-def train_metrics(request: TrainRequest, starts: StartingPotentials, data: TrainingData, mode: str, fit_run,
-                  staged: _Staged, folder: IterationFolder, dataset_sha: str, outputs: dict,
-                  budget_fit: Optional[BudgetFit] = None) -> dict:
-    """``train_metrics.json`` (schema :data:`METRICS_SCHEMA`), but for its wall time."""
+# ----------------------------------------------------------------------------- metrics and result
+#: ``errors_of`` in train_metrics.json
+ERRORS_OF = ("the published potential (output_potential.yaml/.yace with its core repulsion), evaluated as validate "
+             "does; 'in_fit' holds pacemaker's own numbers of the fit")
+#: ``energy_scale`` in train_metrics.json
+ENERGY_SCALE = "energy_corrected (reference energies removed; see potential metadata reference_energy)"
+#: ``device`` in train_metrics.json when no pacemaker ran
+LINEAR_STAGE_DEVICE = {"used": "cpu", "note": "no pacemaker run: the linear stage runs pyace on the CPU"}
+
+
+@dataclass
+class _Fitted:
+    """One iteration's fit, staged in its folder: what its metrics and result are made of."""
+
+    request: TrainRequest
+    starts: StartingPotentials
+    data: TrainingData
+    folder: IterationFolder
+    dataset_sha: str
+    mode: str
+    fit_run: Optional[FitRun]        # pacemaker's run (None: the budget schedule fitted)
+    budget_fit: Optional[BudgetFit]  # the budget schedule's fit (None: pacemaker fitted)
+    staged: _Staged
+
+
+@dataclass
+class FitSummary:
+    """``fit`` in train_metrics.json: how the published potential was fitted."""
+
+    optimizer: str
+    maxiter: int
+    iterations: int                 # optimizer steps (0 for the budget schedule)
+    initial_loss: Optional[float]   # pacemaker's loss (None: no pacemaker run)
+    final_loss: Optional[float]
+    n_functions: int
+    wall_time_s: float
+    max_time_s: Optional[float]     # fit.max_time
+    stopped_by: str                 # optimizer, max_time or schedule
+    budget_stop: Optional[dict]     # pacemaker's budget_stop.json when the budget ended its fit
+    published: str                  # pacemaker, or the kind of fit the schedule published
+
+
+@dataclass
+class SplitSummary:
+    """``split`` in train_metrics.json: how the dataset was divided."""
+
+    rule: str
+    test_size: float
+    n_train: int
+    n_test: int
+    n_validation: int
+    validation_size: Optional[float]  # None: no validation split (pacemaker fits)
+
+
+@dataclass
+class TrainMetrics:
+    """``train_metrics.json`` (schema :data:`METRICS_SCHEMA`): one field per top-level key, in the
+    file's order; :meth:`as_json` is the file's content."""
+
+    schema: str
+    iteration: int
+    seed: int
+    fit_seed: int
+    mode: str
+    train: Optional[dict]             # published_errors() of the training set (None: no structures)
+    test: Optional[dict]              # ... and of the test set
+    errors_of: str
+    core_repulsion: dict
+    in_fit: dict                      # "train"/"test": pacemaker's own errors (None: no prediction file)
+    energy_scale: str
+    fit: FitSummary
+    schedule: Optional[ScheduleRecord]  # the budget schedule's choices (None: pacemaker fitted)
+    split: SplitSummary
+    active_set: dict                  # write_active_set()
+    previous_potential_gamma: Optional[dict]
+    device: dict
+    versions: dict
+    inputs: dict
+    iteration_dir: str
+    outputs: dict[str, Optional[Path]]  # where each output is published (None: not written)
+    wall_time_s: float
+
+    def as_json(self) -> dict:
+        """The file's content: the fields in order, records as dicts, paths as strings."""
+        content = {f.name: getattr(self, f.name) for f in fields(self)}
+        content.update(fit=asdict(self.fit), split=asdict(self.split),
+                       schedule=self.schedule.as_dict() if self.schedule is not None else None,
+                       outputs={k: (str(v) if v is not None else None) for k, v in self.outputs.items()})
+        return content
+
+
+def train_metrics(fitted: _Fitted, outputs: dict[str, Optional[Path]], t_start: float) -> TrainMetrics:
+    """The metrics of a staged fit; their wall time runs from ``t_start`` to when they are complete."""
+    request, data, staged = fitted.request, fitted.data, fitted.staged
     settings = request.config.pacemaker
-    losses = loss_history(folder.path / "metrics.txt") if fit_run is not None else []
-    schedule = budget_fit.record.as_dict() if budget_fit is not None else None
-    if fit_run is not None:
-        stopped_by = "max_time" if fit_run.budget_stop else "optimizer"
+    return TrainMetrics(
+        schema=METRICS_SCHEMA, iteration=request.iteration, seed=settings.seed, fit_seed=fit_seed(request),
+        mode=fitted.mode, train=staged.errors["train"], test=staged.errors["test"], errors_of=ERRORS_OF,
+        core_repulsion=staged.errors["core_repulsion"],
+        in_fit={name: errors_from_prediction_file(fitted.folder.path / f"{name}_pred.pckl.gzip",
+                                                  data.energy_only_names) for name in ("train", "test")},
+        energy_scale=ENERGY_SCALE, fit=fit_summary(fitted),
+        schedule=fitted.budget_fit.record if fitted.budget_fit is not None else None,
+        split=split_summary(request, data), active_set=staged.active_set,
+        previous_potential_gamma=previous_potential_gamma(fitted.starts, request.asi, data),
+        device=fitted.fit_run.device if fitted.fit_run is not None else dict(LINEAR_STAGE_DEVICE),
+        versions=stack_versions(), inputs=input_files(fitted), iteration_dir=str(fitted.folder.final.resolve()),
+        outputs=outputs, wall_time_s=time.perf_counter() - t_start)
+
+
+def fit_summary(fitted: _Fitted) -> FitSummary:
+    settings = fitted.request.config.pacemaker
+    run, budget_fit = fitted.fit_run, fitted.budget_fit
+    losses = loss_history(fitted.folder.path / "metrics.txt") if run is not None else []
+    if run is not None:
+        stopped_by = "max_time" if run.budget_stop else "optimizer"
+        wall_time_s = run.wall_time_s
     else:
         stopped_by = "schedule"
+        wall_time_s = sum(stage.wall_time_s for stage in budget_fit.record.stages)
+    return FitSummary(
+        optimizer=settings.fit.optimizer, maxiter=settings.fit.maxiter,
+        iterations=max(run.iterations if run is not None else 0, len(losses) - 1),
+        initial_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
+        n_functions=fitted.staged.n_functions, wall_time_s=wall_time_s, max_time_s=settings.fit.max_time,
+        stopped_by=stopped_by, budget_stop=run.budget_stop if run is not None else None,
+        published=budget_fit.kind if budget_fit is not None else "pacemaker")
+
+
+def split_summary(request: TrainRequest, data: TrainingData) -> SplitSummary:
+    return SplitSummary(
+        rule=data.split_rule, test_size=request.config.pacemaker.data.test_size, n_train=len(data.train),
+        n_test=len(data.test) if data.test is not None else 0, n_validation=len(data.validation_index),
+        validation_size=request.config.train.validation_size if data.validation_index else None)
+
+
+def input_files(fitted: _Fitted) -> dict:
+    """``inputs`` in train_metrics.json: the dataset, config and starting files, with their sha256."""
+    request, dataset = fitted.request, fitted.data.dataset
     return {
-        "schema": METRICS_SCHEMA,
-        "iteration": request.iteration,
-        "seed": settings.seed,
-        "fit_seed": settings.seed + request.iteration,
-        "mode": mode,
-        "train": staged.errors["train"],
-        "test": staged.errors["test"],
-        "errors_of": "the published potential (output_potential.yaml/.yace with its core repulsion), evaluated "
-                     "as validate does; 'in_fit' holds pacemaker's own numbers of the fit",
-        "core_repulsion": staged.errors["core_repulsion"],
-        "in_fit": {
-            "train": errors_from_prediction_file(folder.path / "train_pred.pckl.gzip", data.energy_only_names),
-            "test": errors_from_prediction_file(folder.path / "test_pred.pckl.gzip", data.energy_only_names)},
-        "energy_scale": "energy_corrected (reference energies removed; see potential metadata reference_energy)",
-        "fit": {"optimizer": settings.fit.optimizer, "maxiter": settings.fit.maxiter,
-                "iterations": max(fit_run.iterations if fit_run else 0, len(losses) - 1),
-                "initial_loss": losses[0] if losses else None,
-                "final_loss": losses[-1] if losses else None, "n_functions": staged.n_functions,
-                "wall_time_s": fit_run.wall_time_s if fit_run else sum(st["wall_time_s"] for st in schedule["stages"]),
-                "max_time_s": settings.fit.max_time, "stopped_by": stopped_by,
-                "budget_stop": fit_run.budget_stop if fit_run else None,
-                "published": budget_fit.kind if budget_fit else "pacemaker"},
-        "schedule": schedule,
-        "split": {"rule": data.split_rule, "test_size": settings.data.test_size, "n_train": len(data.train),
-                  "n_test": len(data.test) if data.test is not None else 0,
-                  "n_validation": len(data.validation_index),
-                  "validation_size": request.config.train.validation_size if data.validation_index else None},
-        "active_set": staged.active_set,
-        "previous_potential_gamma": previous_potential_gamma(starts, request.asi, data),
-        "device": fit_run.device if fit_run else {"used": "cpu", "note": "no pacemaker run: the linear stage runs "
-                                                                          "pyace on the CPU"},
-        "versions": stack_versions(),
-        "inputs": {
-            "dataset": {"path": str(Path(request.dataset).resolve()), "sha256": dataset_sha,
-                        "n_structures": len(data.dataset), "n_atoms": data.dataset.n_atoms},
-            "config": _file_info(request.config.source),
-            "initial_potential": _file_info(starts.initial),
-            "potential_yaml": _file_info(starts.given_basis),
-            "asi": _file_info(request.asi),
-        },
-        "iteration_dir": str(folder.final.resolve()),
-        "outputs": outputs,
+        "dataset": {"path": str(Path(request.dataset).resolve()), "sha256": fitted.dataset_sha,
+                    "n_structures": len(dataset), "n_atoms": dataset.n_atoms},
+        "config": _file_info(request.config.source),
+        "initial_potential": _file_info(fitted.starts.initial),
+        "potential_yaml": _file_info(fitted.starts.given_basis),
+        "asi": _file_info(request.asi),
     }
 
 
-def train_result(output_dir: Path, iteration_dir: Path, metrics: dict) -> TrainResult:
-    fit, active = metrics["fit"], metrics["active_set"]
+def train_result(metrics: TrainMetrics, output_dir: Path, iteration_dir: Path) -> TrainResult:
+    """The command's result, from the typed metrics (its ``metrics`` is their JSON)."""
+    fit, active = metrics.fit, metrics.active_set
     return TrainResult(
-        output_dir=output_dir, iteration_dir=iteration_dir,
-        files={k: Path(v) if v else None for k, v in metrics["outputs"].items()}, metrics=metrics,
-        iteration=metrics["iteration"], mode=metrics["mode"], n_functions=fit["n_functions"],
-        optimizer_steps=fit["iterations"], wall_time_s=metrics["wall_time_s"],
-        device=metrics["device"].get("used", "?"), max_time_s=fit["max_time_s"] if fit["budget_stop"] else None,
-        errors={name: ErrorLine.of(metrics[name]) if metrics[name] else None for name in ("train", "test")},
+        output_dir=output_dir, iteration_dir=iteration_dir, files=dict(metrics.outputs), metrics=metrics.as_json(),
+        iteration=metrics.iteration, mode=metrics.mode, n_functions=fit.n_functions,
+        optimizer_steps=fit.iterations, wall_time_s=metrics.wall_time_s, device=metrics.device.get("used", "?"),
+        max_time_s=fit.max_time_s if fit.budget_stop else None,
+        errors={name: ErrorLine.of(errors) if errors else None
+                for name, errors in (("train", metrics.train), ("test", metrics.test))},
         active_set_gamma_max=active["train_gamma_max"] if active.get("written") else None,
         active_set_missing=None if active.get("written") else active.get("reason"),
-        schedule=schedule_sentence(metrics["schedule"]) if metrics.get("schedule") else None)
+        schedule=schedule_sentence(metrics.schedule) if metrics.schedule is not None else None)
 
 
-def schedule_sentence(schedule: dict) -> str:
+def schedule_sentence(schedule: ScheduleRecord) -> str:
     """What the budget schedule chose, for the terminal (``train_metrics.json`` has the details)."""
-    stage = schedule["stages"][-1]
-    val = stage.get("validation") or {}
-    chosen = (f"validation F RMSE {val['force_rmse_mev_per_A']:.1f} meV/Å, E RMSE "
-              f"{val['energy_rmse_mev_per_atom']:.2f} meV/atom on {schedule['validation_structures']} structures"
-              if val.get("force_rmse_mev_per_A") is not None else "no validation structures")
-    return (f"budget schedule: {schedule['published']} ACE, {stage['functions_per_element']} functions per element "
-            f"of sizes {stage['details']['sizes']} ({chosen}), fitted in {stage['wall_time_s']:.0f} s of the "
-            f"{schedule['max_time_s']:g} s budget")
+    stage = schedule.stages[-1]
+    val = stage.validation
+    chosen = (f"validation F RMSE {val.force_rmse_mev_per_A:.1f} meV/Å, E RMSE "
+              f"{val.energy_rmse_mev_per_atom:.2f} meV/atom on {schedule.validation_structures} structures"
+              if val is not None and val.force_rmse_mev_per_A is not None else "no validation structures")
+    return (f"budget schedule: {schedule.published} ACE, {stage.functions_per_element} functions per element "
+            f"of sizes {stage.details['sizes']} ({chosen}), fitted in {stage.wall_time_s:.0f} s of the "
+            f"{schedule.max_time_s:g} s budget")
