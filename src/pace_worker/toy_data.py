@@ -5,6 +5,7 @@ seconds. The structures are deterministic for a given seed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -30,18 +31,36 @@ def label_with_emt(structures: Sequence[Atoms]) -> list[Atoms]:
     return labelled
 
 
-def fcc_cells(element: str = "Cu", n: int = 12, seed: int = 0, strain: float = 0.03, rattle: float = 0.05,
-              repeat: Sequence[int] = (1, 1, 1), config_type: str = "near_equilibrium") -> list[Atoms]:
-    """``n`` cubic fcc cells (4 atoms × repeat) with random isotropic strain and rattled atoms."""
-    rng = np.random.default_rng(seed)
-    a0 = bulk(element, "fcc", cubic=True).cell.lengths()[0]
-    cells = []
-    for i in range(n):
-        atoms = bulk(element, "fcc", a=a0 * (1 + rng.uniform(-strain, strain)), cubic=True).repeat(repeat)
-        atoms.positions += rng.normal(0.0, rattle, atoms.positions.shape)
-        atoms.info["config_type"] = config_type
-        cells.append(atoms)
-    return cells
+@dataclass(frozen=True)
+class FccCells:
+    """``n`` cubic fcc cells of ``element`` (4 atoms × ``repeat``), each with a random isotropic
+    strain (uniform in ±``strain``) and rattled atoms (normal, ``rattle`` Å), tagged ``config_type``."""
+
+    element: str = "Cu"
+    n: int = 12
+    seed: int = 0
+    strain: float = 0.03
+    rattle: float = 0.05
+    repeat: Sequence[int] = (1, 1, 1)
+    config_type: str = "near_equilibrium"
+
+    def build(self) -> list[Atoms]:
+        rng = np.random.default_rng(self.seed)
+        a0 = bulk(self.element, "fcc", cubic=True).cell.lengths()[0]
+        cells = []
+        for _ in range(self.n):
+            atoms = bulk(self.element, "fcc", a=a0 * (1 + rng.uniform(-self.strain, self.strain)),
+                         cubic=True).repeat(self.repeat)
+            atoms.positions += rng.normal(0.0, self.rattle, atoms.positions.shape)
+            atoms.info["config_type"] = self.config_type
+            cells.append(atoms)
+        return cells
+
+
+def fcc_cells(element: str = "Cu", **options) -> list[Atoms]:
+    """The :class:`FccCells` of ``element`` with ``options`` (``n``, ``seed``, ``strain``,
+    ``rattle``, ``repeat``, ``config_type``)."""
+    return FccCells(element, **options).build()
 
 
 def emt_dataset(element: str = "Cu", n: int = 12, seed: int = 0, **kwargs) -> list[Atoms]:

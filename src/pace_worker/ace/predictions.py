@@ -17,6 +17,7 @@ from ase import Atoms
 from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.stack import import_pyace
 
 STATE = "calculator"  # the PyACECalculator of this process
 
@@ -30,8 +31,6 @@ class Prediction:
 
 
 def make_calculator(potential: str, asi: Optional[str] = None):
-    from pace_worker.stack import import_pyace
-
     import_pyace()
     from pyace import PyACECalculator
 

@@ -8,10 +8,13 @@ Conventions (the same as pacemaker's metrics):
 * R² = 1 − SS_res / SS_tot of per-atom energies and of force components;
 * the "low" subset: structures whose reference energy per atom is within ``low_window`` eV/atom
   (default 1) of the lowest one, as in pacemaker's "low" columns.
+
+:func:`compute_metrics` returns typed values (:class:`ErrorMetrics`) whose fields carry no units in
+their names; their ``to_json()`` is the one place that names the JSON keys (units in the names).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
@@ -38,24 +41,50 @@ def _r2(pred: np.ndarray, ref: np.ndarray) -> Optional[float]:
     return float(1 - np.sum((pred - ref) ** 2) / ss_tot) if ss_tot > 0 else None
 
 
-@np.errstate(over="ignore", invalid="ignore")  # an absurd label gives inf, written as null (see atomic_io)
-def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
-    """RMSE/MAE/max of energy errors (eV/atom) and force component errors (eV/Å, shape [n, 3])."""
-    de = np.asarray(de_per_atom) * 1e3
-    df = np.asarray(dforces).reshape(-1, 3) * 1e3
-    return {
-        "n_structures": int(len(de)),
-        "energy_rmse_mev_per_atom": _rmse(de), "energy_mae_mev_per_atom": _mae(de),
-        "energy_max_abs_mev_per_atom": _max(de),
-        "force_rmse_mev_per_A": _rmse(df), "force_mae_mev_per_A": _mae(df), "force_max_abs_mev_per_A": _max(df),
-        "force_norm_rmse_mev_per_A": _rmse(np.linalg.norm(df, axis=1)) if df.size else None,
-    }
-
-
-#: the energy and force error keys of a summary, in the order :func:`energy_force_errors` gives them
-ERROR_KEYS: tuple[str, ...] = tuple(k for k in energy_force_errors(np.zeros(0), np.zeros((0, 3)))
-                                    if k != "n_structures")
+#: the JSON key (unit in the name) of each error of :class:`EnergyForceErrors`, in JSON order
+ERROR_JSON_KEYS = {"energy_rmse": "energy_rmse_mev_per_atom", "energy_mae": "energy_mae_mev_per_atom",
+                   "energy_max_abs": "energy_max_abs_mev_per_atom", "force_rmse": "force_rmse_mev_per_A",
+                   "force_mae": "force_mae_mev_per_A", "force_max_abs": "force_max_abs_mev_per_A",
+                   "force_norm_rmse": "force_norm_rmse_mev_per_A"}
+ERROR_KEYS: tuple[str, ...] = tuple(ERROR_JSON_KEYS.values())
 COUNT_KEYS = ("n_structures", "n_atoms", "n_energy_only")
+
+
+@dataclass(frozen=True)
+class EnergyForceErrors:
+    """RMSE / MAE / max |error| of the energies per atom (meV/atom) and of the force components
+    (meV/Å) of a set of structures; ``force_norm_rmse``: RMSE of the error vectors' lengths (meV/Å).
+    ``None``: the set has no energy (no force)."""
+
+    n_structures: int
+    energy_rmse: Optional[float]
+    energy_mae: Optional[float]
+    energy_max_abs: Optional[float]
+    force_rmse: Optional[float]
+    force_mae: Optional[float]
+    force_max_abs: Optional[float]
+    force_norm_rmse: Optional[float]
+
+    @classmethod
+    @np.errstate(over="ignore", invalid="ignore")  # an absurd label gives inf, written as null (see atomic_io)
+    def of(cls, de_per_atom: np.ndarray, dforces: np.ndarray) -> "EnergyForceErrors":
+        """From energy errors (eV/atom) and force component errors (eV/Å, shape [n, 3])."""
+        de = np.asarray(de_per_atom) * 1e3
+        df = np.asarray(dforces).reshape(-1, 3) * 1e3
+        return cls(int(len(de)), _rmse(de), _mae(de), _max(de), _rmse(df), _mae(df), _max(df),
+                   _rmse(np.linalg.norm(df, axis=1)) if df.size else None)
+
+    def errors_json(self) -> dict:
+        """The errors under their JSON keys (:data:`ERROR_KEYS`), without the count."""
+        return {key: getattr(self, name) for name, key in ERROR_JSON_KEYS.items()}
+
+    def to_json(self) -> dict:
+        return {"n_structures": self.n_structures, **self.errors_json()}
+
+
+def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
+    """The JSON of :meth:`EnergyForceErrors.of`."""
+    return EnergyForceErrors.of(de_per_atom, dforces).to_json()
 
 
 @dataclass(frozen=True)
@@ -73,110 +102,244 @@ class ErrorLine:
         """From a summary or any :func:`energy_force_errors` dict."""
         return cls(**{f.name: errors[f.name] for f in fields(cls)})
 
+    @classmethod
+    def from_errors(cls, errors: EnergyForceErrors) -> "ErrorLine":
+        return cls(errors.n_structures, errors.energy_rmse, errors.energy_mae, errors.force_rmse, errors.force_mae)
+
 
 def headline_errors(summary: dict) -> dict:
-    """The counts and the energy/force errors of a :func:`compute_metrics` summary, without the
-    breakdowns (per element, group, worst, γ)."""
+    """The counts and the energy/force errors of an :meth:`ErrorMetrics.to_json` summary, without
+    the breakdowns (per element, group, worst, γ)."""
     return {k: summary[k] for k in COUNT_KEYS + ERROR_KEYS}
 
 
-def per_structure_table(n_atoms: np.ndarray, de_per_atom: np.ndarray, dforces: Sequence[Optional[np.ndarray]],
-                        gamma_max: Optional[np.ndarray]) -> dict:
-    """Per-structure columns: energy error (meV/atom), force RMSE and max |ΔF| (meV/Å; NaN for an
-    energy-only structure), max γ."""
-    nan = float("nan")
-    return {
-        "n_atoms": np.asarray(n_atoms, dtype=int),
-        "energy_error_mev_per_atom": np.asarray(de_per_atom) * 1e3,
-        "force_rmse_mev_per_A": np.array([nan if d is None else 1e3 * np.sqrt(np.mean(d ** 2)) for d in dforces]),
-        "force_max_error_mev_per_A": np.array([nan if d is None else 1e3 * np.max(np.linalg.norm(d, axis=1))
-                                               for d in dforces]),
-        "gamma_max": gamma_max,
-    }
+@dataclass(frozen=True)
+class Labels:
+    """Labels of structures, in order: total energies (eV), forces (eV/Å, [n_atoms, 3]; ``None``
+    marks an energy-only structure) and stresses (eV/Å³, 6 Voigt or 9 values; ``None``: none)."""
+
+    energy: np.ndarray
+    forces: Sequence[Optional[np.ndarray]]
+    stress: Sequence[Optional[np.ndarray]]
 
 
-def gamma_statistics(gamma_max: np.ndarray, force_rmse: np.ndarray) -> dict:
+@dataclass(frozen=True)
+class MetricOptions:
+    low_window: float = 1.0  # eV/atom above the lowest reference energy per atom: the "low" subset
+    n_worst: int = 10        # structures in each list of the worst
+
+
+@dataclass(frozen=True)
+class StressErrors:
+    """RMSE / MAE of stress components (GPa) of the structures with a reference and a predicted stress."""
+
+    n_structures: int
+    rmse: Optional[float]
+    mae: Optional[float]
+
+    @classmethod
+    def of(cls, reference: Sequence[Optional[np.ndarray]],
+           predicted: Sequence[Optional[np.ndarray]]) -> Optional["StressErrors"]:
+        """None when no structure has both."""
+        pairs = [(p, r) for p, r in zip(predicted, reference) if p is not None and r is not None]
+        if not pairs:
+            return None
+        ds = np.array([(np.asarray(p).reshape(-1)[:6] - _voigt(r)) for p, r in pairs]) * EV_PER_A3_TO_GPA
+        return cls(len(pairs), _rmse(ds), _mae(ds))
+
+    def to_json(self) -> dict:
+        return {"n_structures": self.n_structures, "rmse_gpa": self.rmse, "mae_gpa": self.mae}
+
+
+@dataclass(frozen=True)
+class ElementForceErrors:
+    """RMSE / MAE of the force components (meV/Å) on the atoms of one element."""
+
+    n_atoms: int
+    force_rmse: Optional[float]
+    force_mae: Optional[float]
+
+    def to_json(self) -> dict:
+        return {"n_atoms": self.n_atoms, "force_rmse_mev_per_A": self.force_rmse,
+                "force_mae_mev_per_A": self.force_mae}
+
+
+@dataclass(frozen=True)
+class PerStructureErrors:
+    """Per structure, in order: energy error (meV/atom), force RMSE and max |ΔF| (meV/Å; NaN for an
+    energy-only structure), max γ (None without γ)."""
+
+    n_atoms: np.ndarray
+    energy_error: np.ndarray
+    force_rmse: np.ndarray
+    force_max_error: np.ndarray
+    gamma_max: Optional[np.ndarray]
+
+    @classmethod
+    def of(cls, n_atoms: np.ndarray, de_per_atom: np.ndarray, dforces: Sequence[Optional[np.ndarray]],
+           gamma_max: Optional[np.ndarray]) -> "PerStructureErrors":
+        nan = float("nan")
+        return cls(np.asarray(n_atoms, dtype=int), np.asarray(de_per_atom) * 1e3,
+                   np.array([nan if d is None else 1e3 * np.sqrt(np.mean(d ** 2)) for d in dforces]),
+                   np.array([nan if d is None else 1e3 * np.max(np.linalg.norm(d, axis=1)) for d in dforces]),
+                   gamma_max)
+
+
+@dataclass(frozen=True)
+class WorstStructure:
+    index: int
+    group: str
+    error: float  # energy error (meV/atom) or max |ΔF| (meV/Å), as the list says
+
+
+@dataclass(frozen=True)
+class WorstStructures:
+    """The structures of largest |energy error| and of largest max |ΔF|, worst first."""
+
+    by_energy: list[WorstStructure]
+    by_max_force: list[WorstStructure]
+
+    @classmethod
+    def of(cls, table: PerStructureErrors, groups: np.ndarray, with_forces: list[int],
+           n_worst: int) -> "WorstStructures":
+        order_e = np.argsort(-np.abs(table.energy_error), kind="stable")[:n_worst]
+        order_f = [i for i in np.argsort(-np.nan_to_num(table.force_max_error, nan=-np.inf), kind="stable")
+                   if i in set(with_forces)][:n_worst]
+        return cls([WorstStructure(int(i), str(groups[i]), float(table.energy_error[i])) for i in order_e],
+                   [WorstStructure(int(i), str(groups[i]), float(table.force_max_error[i])) for i in order_f])
+
+    def to_json(self) -> dict:
+        return {"by_energy": [{"index": w.index, "group": w.group, "energy_error_mev_per_atom": w.error}
+                              for w in self.by_energy],
+                "by_max_force": [{"index": w.index, "group": w.group, "force_max_error_mev_per_A": w.error}
+                                 for w in self.by_max_force]}
+
+
+@dataclass(frozen=True)
+class GammaStatistics:
     """Distribution of per-structure max γ and its rank correlation with the force error."""
-    from scipy.stats import spearmanr
 
-    g = np.asarray(gamma_max, dtype=float)
-    has_f = np.isfinite(force_rmse)
-    gf, f = g[has_f], np.asarray(force_rmse)[has_f]
-    rho = spearmanr(gf, f).statistic if len(gf) > 2 and np.ptp(gf) > 0 and np.ptp(f) > 0 else None
-    return {
-        "max": float(g.max()), "mean": float(g.mean()),
-        "percentiles": {str(p): float(np.percentile(g, p)) for p in (50, 90, 99)},
-        "fraction_above_1": float(np.mean(g > 1)), "fraction_above_5": float(np.mean(g > 5)),
-        "spearman_gamma_vs_force_rmse": None if rho is None else float(rho),
-    }
+    max: float
+    mean: float
+    percentiles: dict[str, float]  # "50", "90", "99"
+    fraction_above_1: float
+    fraction_above_5: float
+    spearman_gamma_vs_force_rmse: Optional[float]  # None: too few structures with forces, or no spread
+
+    @classmethod
+    def of(cls, gamma_max: np.ndarray, force_rmse: np.ndarray) -> "GammaStatistics":
+        from scipy.stats import spearmanr
+
+        g = np.asarray(gamma_max, dtype=float)
+        has_f = np.isfinite(force_rmse)
+        gf, f = g[has_f], np.asarray(force_rmse)[has_f]
+        rho = spearmanr(gf, f).statistic if len(gf) > 2 and np.ptp(gf) > 0 and np.ptp(f) > 0 else None
+        return cls(float(g.max()), float(g.mean()), {str(p): float(np.percentile(g, p)) for p in (50, 90, 99)},
+                   float(np.mean(g > 1)), float(np.mean(g > 5)), None if rho is None else float(rho))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ErrorMetrics:
+    """All error metrics of one set of structures (units: the module docstring)."""
+
+    n_atoms: int
+    n_energy_only: int
+    errors: EnergyForceErrors  # of all structures
+    energy_r2: Optional[float]
+    force_r2: Optional[float]
+    stress: Optional[StressErrors]
+    per_element: dict[str, ElementForceErrors]
+    per_group: dict[str, EnergyForceErrors]
+    low_window: float          # eV/atom
+    low: EnergyForceErrors     # of the structures within ``low_window`` of the lowest energy per atom
+    worst: WorstStructures
+    gamma: Optional[GammaStatistics]
+    per_structure: PerStructureErrors
+
+    @property
+    def n_structures(self) -> int:
+        return self.errors.n_structures
+
+    def to_json(self) -> dict:
+        """The summary JSON (all but ``per_structure``), keys in their documented order."""
+        return {"n_structures": self.n_structures, "n_atoms": self.n_atoms, "n_energy_only": self.n_energy_only,
+                **self.errors.errors_json(), "energy_r2": self.energy_r2, "force_r2": self.force_r2,
+                "stress": self.stress.to_json() if self.stress else None,
+                "per_element": {el: e.to_json() for el, e in self.per_element.items()},
+                "per_group": {g: e.to_json() for g, e in self.per_group.items()},
+                "low": {"window_ev_per_atom": self.low_window, **self.low.to_json()},
+                "worst": self.worst.to_json(), "gamma": self.gamma.to_json() if self.gamma else None}
+
+
+@dataclass(frozen=True)
+class _Differences:
+    """Predicted minus reference labels, per structure and per atom of the structures with forces."""
+
+    n_atoms: np.ndarray
+    ref_epa: np.ndarray           # reference energy per atom (eV/atom)
+    pred_epa: np.ndarray
+    dforces: list                 # per structure: [n_atoms, 3] (eV/Å), None for an energy-only one
+    with_forces: list[int]
+    all_df: np.ndarray            # [atoms of the structures with forces, 3]
+    ref_f: np.ndarray             # their reference force components, flat
+    pred_f: np.ndarray
+
+    @classmethod
+    def of(cls, symbols: Sequence[Sequence[str]], reference: Labels, predicted: Labels) -> "_Differences":
+        n_atoms = np.array([len(s) for s in symbols])
+        dforces = [None if r is None else np.asarray(p) - np.asarray(r)
+                   for p, r in zip(predicted.forces, reference.forces)]
+        with_f = [i for i, d in enumerate(dforces) if d is not None]
+
+        def flat(forces) -> np.ndarray:
+            return np.concatenate([np.asarray(forces[i]) for i in with_f]).ravel() if with_f else np.zeros(0)
+
+        return cls(n_atoms, np.asarray(reference.energy) / n_atoms, np.asarray(predicted.energy) / n_atoms,
+                   dforces, with_f, np.concatenate([dforces[i] for i in with_f]) if with_f else np.zeros((0, 3)),
+                   flat(reference.forces), flat(predicted.forces))
+
+    @property
+    def de(self) -> np.ndarray:
+        return self.pred_epa - self.ref_epa
+
+    def errors(self, structures: np.ndarray) -> EnergyForceErrors:
+        """Errors of the structures in the boolean mask ``structures``."""
+        atoms = np.repeat(np.asarray(structures, dtype=bool)[self.with_forces], self.n_atoms[self.with_forces])
+        return EnergyForceErrors.of(self.de[structures], self.all_df[atoms])
+
+    def per_element(self, symbols: Sequence[Sequence[str]]) -> dict[str, ElementForceErrors]:
+        flat_symbols = (np.concatenate([np.asarray(symbols[i]) for i in self.with_forces]) if self.with_forces
+                        else np.zeros(0, dtype=str))
+        return {el: ElementForceErrors(int(np.sum(flat_symbols == el)), _rmse(1e3 * self.all_df[flat_symbols == el]),
+                                       _mae(1e3 * self.all_df[flat_symbols == el]))
+                for el in sorted(set(flat_symbols.tolist()))}
 
 
 @np.errstate(over="ignore", invalid="ignore")
-def compute_metrics(*, symbols: Sequence[Sequence[str]], groups: Sequence[str], ref_energy: np.ndarray,
-                    pred_energy: np.ndarray, ref_forces: Sequence[np.ndarray], pred_forces: Sequence[np.ndarray],
-                    ref_stress: Sequence[Optional[np.ndarray]], pred_stress: Sequence[Optional[np.ndarray]],
-                    gamma_max: Optional[np.ndarray] = None, low_window: float = 1.0, n_worst: int = 10):
-    """All metrics of one test set; returns ``(summary, per_structure)``.
+def compute_metrics(symbols: Sequence[Sequence[str]], groups: Sequence[str], reference: Labels, predicted: Labels,
+                    gamma_max: Optional[np.ndarray] = None, options: MetricOptions = MetricOptions()) -> ErrorMetrics:
+    """All metrics of one set of structures (``symbols``: per structure, per atom).
 
-    ``ref_energy`` must already be on the potential's energy scale (eV, total per structure).
-    A ``ref_forces`` entry of ``None`` marks an energy-only structure: it counts in the energy
-    metrics only.
+    ``reference.energy`` must already be on the potential's energy scale (eV, total per
+    structure). An energy-only structure (reference forces ``None``) counts in the energy metrics
+    only.
     """
-    n_atoms = np.array([len(s) for s in symbols])
-    ref_epa = np.asarray(ref_energy) / n_atoms
-    pred_epa = np.asarray(pred_energy) / n_atoms
-    de = pred_epa - ref_epa
-    dforces = [None if r is None else np.asarray(p) - np.asarray(r) for p, r in zip(pred_forces, ref_forces)]
-    with_f = [i for i, d in enumerate(dforces) if d is not None]
-    all_df = np.concatenate([dforces[i] for i in with_f]) if with_f else np.zeros((0, 3))
-    all_ref_f = np.concatenate([np.asarray(ref_forces[i]) for i in with_f]).ravel() if with_f else np.zeros(0)
-    all_pred_f = np.concatenate([np.asarray(pred_forces[i]) for i in with_f]).ravel() if with_f else np.zeros(0)
-
-    summary = {"n_structures": int(len(n_atoms)), "n_atoms": int(n_atoms.sum()),
-               "n_energy_only": int(len(n_atoms) - len(with_f))}
-    summary.update({k: v for k, v in energy_force_errors(de, all_df).items() if k != "n_structures"})
-    summary["energy_r2"] = _r2(pred_epa, ref_epa)
-    summary["force_r2"] = _r2(all_pred_f, all_ref_f)
-
-    stress_pairs = [(p, r) for p, r in zip(pred_stress, ref_stress) if p is not None and r is not None]
-    summary["stress"] = None
-    if stress_pairs:
-        ds = np.array([(np.asarray(p).reshape(-1)[:6] - _voigt(r)) for p, r in stress_pairs]) * EV_PER_A3_TO_GPA
-        summary["stress"] = {"n_structures": len(stress_pairs), "rmse_gpa": _rmse(ds), "mae_gpa": _mae(ds)}
-
-    flat_symbols = (np.concatenate([np.asarray(symbols[i]) for i in with_f]) if with_f
-                    else np.zeros(0, dtype=str))
-    summary["per_element"] = {
-        el: {"n_atoms": int(np.sum(flat_symbols == el)),
-             "force_rmse_mev_per_A": _rmse(1e3 * all_df[flat_symbols == el]),
-             "force_mae_mev_per_A": _mae(1e3 * all_df[flat_symbols == el])}
-        for el in sorted(set(flat_symbols.tolist()))}
-
+    d = _Differences.of(symbols, reference, predicted)
     groups = np.asarray(groups, dtype=object)
-    atom_group = np.array([g for i in with_f for g in [groups[i]] * n_atoms[i]], dtype=object)
-    summary["per_group"] = {}
-    for g in sorted(set(groups.tolist()), key=str):
-        mask = groups == g
-        summary["per_group"][str(g)] = energy_force_errors(de[mask], all_df[atom_group == g])
-
-    low = ref_epa <= ref_epa.min() + low_window
-    atom_low = np.array([flag for i in with_f for flag in [low[i]] * n_atoms[i]], dtype=bool)
-    summary["low"] = {"window_ev_per_atom": low_window, **energy_force_errors(de[low], all_df[atom_low])}
-
-    table = per_structure_table(n_atoms, de, dforces, gamma_max)
-    order_e = np.argsort(-np.abs(table["energy_error_mev_per_atom"]), kind="stable")[:n_worst]
-    order_f = [i for i in np.argsort(-np.nan_to_num(table["force_max_error_mev_per_A"], nan=-np.inf),
-                                     kind="stable") if i in set(with_f)][:n_worst]
-    summary["worst"] = {
-        "by_energy": [{"index": int(i), "group": str(groups[i]),
-                       "energy_error_mev_per_atom": float(table["energy_error_mev_per_atom"][i])} for i in order_e],
-        "by_max_force": [{"index": int(i), "group": str(groups[i]),
-                          "force_max_error_mev_per_A": float(table["force_max_error_mev_per_A"][i])}
-                         for i in order_f],
-    }
-    summary["gamma"] = (gamma_statistics(gamma_max, table["force_rmse_mev_per_A"])
-                        if gamma_max is not None else None)
-    return summary, table
+    table = PerStructureErrors.of(d.n_atoms, d.de, d.dforces, gamma_max)
+    return ErrorMetrics(
+        n_atoms=int(d.n_atoms.sum()), n_energy_only=int(len(d.n_atoms) - len(d.with_forces)),
+        errors=EnergyForceErrors.of(d.de, d.all_df), energy_r2=_r2(d.pred_epa, d.ref_epa),
+        force_r2=_r2(d.pred_f, d.ref_f), stress=StressErrors.of(reference.stress, predicted.stress),
+        per_element=d.per_element(symbols),
+        per_group={str(g): d.errors(groups == g) for g in sorted(set(groups.tolist()), key=str)},
+        low_window=options.low_window, low=d.errors(d.ref_epa <= d.ref_epa.min() + options.low_window),
+        worst=WorstStructures.of(table, groups, d.with_forces, options.n_worst),
+        gamma=GammaStatistics.of(gamma_max, table.force_rmse) if gamma_max is not None else None,
+        per_structure=table)
 
 
 def _voigt(stress) -> np.ndarray:

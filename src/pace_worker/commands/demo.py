@@ -46,7 +46,16 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
+from pace_worker.ace.predictions import make_calculator
+from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
+from pace_worker.commands.sample import SampleRequest, sample
+from pace_worker.commands.train import TrainRequest, train
+from pace_worker.commands.validate import ValidateRequest, validate
+from pace_worker.config import MetaConfig, WorkerConfig, load_worker_config
 from pace_worker.files.atomic_io import write_json_atomic
+from pace_worker.files.structures import closest_pair_below, fully_periodic_or_not, write_extxyz_atomic
+from pace_worker.plots import learning_curve
+from pace_worker.toy_data import label_with_emt, unlabelled_pool
 
 log = logging.getLogger(__name__)
 
@@ -148,40 +157,41 @@ class DemoResult:
 def raw_pool(n: int, seed: int) -> list[Atoms]:
     """Unlabelled Cu structures of several families; slabs are made fully periodic here with 4 Å
     of vacuum (periodic slabs, as plane-wave DFT codes compute them)."""
-    from pace_worker.files.structures import fully_periodic_or_not
-    from pace_worker.toy_data import unlabelled_pool
-
     families = ("fcc", "vacancy", "fcc", "bcc", "hcp", "slab")
     pool = unlabelled_pool(n, families=families, seed=seed, element="Cu", strain=0.04, rattle=0.08)
     return [fully_periodic_or_not(a, 4.0) for a in pool]
 
 
-def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], steps: int, every: int,
-                     seed: int) -> list[Atoms]:
+@dataclass(frozen=True)
+class MDRun:
+    """Langevin MD of ``steps`` steps of 2 fs with a snapshot every ``every`` steps; with
+    ``gamma_stop``, a trajectory stops at the first snapshot with γ above it."""
+
+    steps: int
+    every: int
+    gamma_stop: Optional[float] = None
+
+
+def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], md: MDRun, seed: int) -> list[Atoms]:
     """EMT-labelled Langevin MD snapshots (the held-out test set)."""
     from ase.calculators.emt import EMT
 
-    from pace_worker.toy_data import label_with_emt
-
     frames = []
     for k, (atoms, temperature) in enumerate(zip(starts, temperatures)):
-        traj, _ = langevin(atoms, EMT(), temperature, steps, every, seed + k)
+        traj, _ = langevin(atoms, EMT(), temperature, md, seed + k)
         frames.extend(traj)
     return label_with_emt(frames)
 
 
-def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: int, seed: int,
-             gamma_stop: Optional[float] = None) -> tuple[list[Atoms], float]:
-    """Snapshots every ``every`` steps of 2 fs Langevin MD, and the max γ seen (0 without γ).
-    Stops at the first snapshot with γ above ``gamma_stop`` — that extrapolative snapshot is
-    kept (the most informative one, as pacemaker's active learning collects it from LAMMPS),
-    nothing after it — or at the first snapshot with two atoms closer than
-    :data:`MIN_DISTANCE`, which is dropped (the trajectory has collapsed: unphysical, not worth
-    a DFT call)."""
+def langevin(atoms: Atoms, calculator, temperature: float, md: MDRun, seed: int) -> tuple[list[Atoms], float]:
+    """Snapshots of ``md`` from ``atoms``, and the max γ seen (0 without γ). Stops at the first
+    snapshot with γ above ``md.gamma_stop`` — that extrapolative snapshot is kept (the most
+    informative one, as pacemaker's active learning collects it from LAMMPS), nothing after it —
+    or at the first snapshot with two atoms closer than :data:`MIN_DISTANCE`, which is dropped
+    (the trajectory has collapsed: unphysical, not worth a DFT call)."""
     from ase import units
     from ase.md.langevin import Langevin
 
-    from pace_worker.files.structures import closest_pair_below
     try:
         from ase.md.velocitydistribution import thermalize_momenta
     except ImportError:  # ASE < 3.29
@@ -193,8 +203,8 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
     thermalize_momenta(atoms, temperature_K=temperature, rng=rng)
     dyn = Langevin(atoms, 2 * units.fs, temperature_K=temperature, friction=0.02, rng=rng, fixcm=False)
     snapshots, gamma_max = [], 0.0
-    for step in range(0, steps, every):
-        dyn.run(every)
+    for step in range(0, md.steps, md.every):
+        dyn.run(md.every)
         gamma = calculator.results.get("gamma")
         g = float(np.max(gamma)) if gamma is not None else 0.0
         gamma_max = max(gamma_max, g)
@@ -202,23 +212,21 @@ def langevin(atoms: Atoms, calculator, temperature: float, steps: int, every: in
             break
         snap = atoms.copy()
         snap.calc = None
-        snap.info.update({"config_type": f"md_{int(temperature)}K", "md_step": step + every})
+        snap.info.update({"config_type": f"md_{int(temperature)}K", "md_step": step + md.every})
         snapshots.append(snap)
-        if gamma_stop is not None and g > gamma_stop:
+        if md.gamma_stop is not None and g > md.gamma_stop:
             break
     return snapshots, gamma_max
 
 
-def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatures: Sequence[float], steps: int,
-            every: int, gamma_stop: float, seed: int) -> tuple[list[Atoms], float]:
+def explore(potential_yaml: Path, asi: Path, starts: Sequence[Atoms], temperatures: Sequence[float], md: MDRun,
+            seed: int) -> tuple[list[Atoms], float]:
     """MD with the potential from each start at each temperature: the candidate pool and max γ."""
-    from pace_worker.ace.predictions import make_calculator
-
     calc = make_calculator(str(potential_yaml), str(asi))
     candidates, gamma_max = [], 0.0
     for t_index, temperature in enumerate(temperatures):
         for k, atoms in enumerate(starts):
-            frames, g = langevin(atoms, calc, temperature, steps, every, seed + 100 * t_index + k, gamma_stop)
+            frames, g = langevin(atoms, calc, temperature, md, seed + 100 * t_index + k)
             candidates.extend(frames)
             gamma_max = max(gamma_max, g)
     return candidates, gamma_max
@@ -254,12 +262,34 @@ class TestErrors:
     broken: int  # test structures whose worst force error exceeds BROKEN_FORCE_ERROR
 
 
+@dataclass(frozen=True)
+class _Pipeline:
+    """The pipeline's commands as the demo calls them: one config, meta config and progress setting."""
+
+    config: WorkerConfig
+    meta: MetaConfig
+    show_progress: Optional[bool]
+
+    def train(self, dataset: Path, n_labels: int, iteration: int, output_dir: Path,
+              initial: Optional[Path]) -> TrainedPotential:
+        train(TrainRequest(dataset=dataset, iteration=iteration, config=self.config, meta=self.meta,
+                           initial_potential=initial, output_dir=output_dir, show_progress=self.show_progress))
+        return TrainedPotential(output_dir, n_labels)
+
+    def validate(self, potential: TrainedPotential, test_set: Path, output: Path) -> TestErrors:
+        result = validate(ValidateRequest(potential=potential.yace, output=output, test_set=test_set,
+                                          config=self.config, meta=self.meta, plots=False, show_progress=False))
+        _, overall = result.rows[0]
+        worst = result.per_structure.force_max_error
+        return TestErrors(overall.energy_rmse_mev_per_atom, overall.force_rmse_mev_per_A,
+                          int(np.sum(np.asarray(worst) > BROKEN_FORCE_ERROR)))
+
+
 @dataclass
 class _Setup:
     """What every strategy's loop starts from (steps 1 and 2)."""
 
-    config: object
-    meta: object
+    pipeline: _Pipeline
     initial_labels: list
     test_path: Path
     first: TrainedPotential
@@ -268,8 +298,6 @@ class _Setup:
 
 
 def _write(path: Path, structures) -> Path:
-    from pace_worker.files.structures import write_extxyz_atomic
-
     write_extxyz_atomic(path, list(structures))
     return path
 
@@ -277,24 +305,21 @@ def _write(path: Path, structures) -> Path:
 def active_learning_demo(request: DemoRequest) -> DemoResult:
     """The loop for every seed and every strategy in ``request.strategies`` (per seed, one shared
     start); labels to target and their ratios, the learning curve and ``demo_summary.json``."""
-    from pace_worker.config import MetaConfig, load_worker_config
-    from pace_worker.plots import learning_curve
-
     t0 = time.perf_counter()
     workdir = Path(request.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yaml"
     if not config_path.is_file():
         config_path.write_text(DEMO_CONFIG)
-    config = load_worker_config(config_path)
-    meta = MetaConfig(device="cpu", workers=request.workers, chunk_size=8)
+    pipeline = _Pipeline(load_worker_config(config_path), MetaConfig(device="cpu", workers=request.workers,
+                                                                      chunk_size=8), request.show_progress)
     rows: list[IterationRow] = []
     for seed in request.seeds:
         seed_dir = workdir / f"seed_{seed}"
         seed_dir.mkdir(exist_ok=True)
-        setup = _shared_start(request, seed, seed_dir, config, meta)
+        setup = _shared_start(request, seed, seed_dir, pipeline)
         for strategy in request.strategies:
-            rows.extend(_loop(request, seed, strategy, seed_dir, setup))
+            rows.extend(_StrategyLoop(request, seed, strategy, seed_dir / strategy, setup).run())
 
     needed = labels_to_target(rows, request.target_force_rmse)
     ratios = label_ratios(needed, request.strategies[0])
@@ -376,25 +401,22 @@ def labels_to_target_table(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
-def _shared_start(request: DemoRequest, seed: int, workdir: Path, config, meta) -> _Setup:
+def _shared_start(request: DemoRequest, seed: int, workdir: Path, pipeline: _Pipeline) -> _Setup:
     """Steps 1–2 for one seed: raw pool → DIRECT picks → EMT labels, the held-out test set, iteration 1."""
     import ase.io
-
-    from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
-    from pace_worker.toy_data import label_with_emt
 
     rng = np.random.default_rng(seed)
     pool = raw_pool(request.pool_size, seed)
     pool_path = _write(workdir / "raw_pool.xyz", pool)
     initial = direct_sample(DirectSampleRequest(input=pool_path, output=workdir / "initial_picks.xyz",
-                                                n_clusters=request.initial_labels, config=config, meta=meta,
-                                                seed=seed, show_progress=request.show_progress))
+                                                n_clusters=request.initial_labels, config=pipeline.config,
+                                                meta=pipeline.meta, seed=seed, show_progress=request.show_progress))
     initial_labels = label_with_emt(ase.io.read(workdir / "initial_picks.xyz", ":"))
     picked = set(initial.picks)
     unseen = [i for i in range(len(pool)) if i not in picked]
     test_starts = [pool[i] for i in rng.choice(unseen, size=8, replace=False)]
     temperatures = list(np.linspace(300, 1500, len(test_starts)))
-    md_frames = emt_md_snapshots(test_starts, temperatures, steps=150, every=30, seed=seed + 1000)
+    md_frames = emt_md_snapshots(test_starts, temperatures, MDRun(steps=150, every=30), seed=seed + 1000)
     md_budget = (2 * request.test_structures) // 3  # two thirds MD snapshots, one third unseen pool structures
     if len(md_frames) > md_budget:
         md_frames = [md_frames[i] for i in np.linspace(0, len(md_frames) - 1, md_budget).astype(int)]
@@ -408,95 +430,79 @@ def _shared_start(request: DemoRequest, seed: int, workdir: Path, config, meta) 
     shared.mkdir(exist_ok=True)
     dataset = _write(shared / "labels.xyz", initial_labels)
     t0 = time.perf_counter()
-    first = _train(dataset, len(initial_labels), 1, config, meta, shared, None, request.show_progress)
-    first_errors = _validate(first, test_path, shared / "validation.json", config, meta)
-    return _Setup(config, meta, initial_labels, test_path, first, first_errors, time.perf_counter() - t0)
+    first = pipeline.train(dataset, len(initial_labels), 1, shared, None)
+    first_errors = pipeline.validate(first, test_path, shared / "validation.json")
+    return _Setup(pipeline, initial_labels, test_path, first, first_errors, time.perf_counter() - t0)
 
 
-def _loop(request: DemoRequest, seed: int, strategy: str, workdir: Path, setup: _Setup) -> list[IterationRow]:
-    """Iterations 2… of one strategy at one seed, from the shared iteration-1 potential."""
-    from pace_worker.toy_data import label_with_emt
+@dataclass
+class _StrategyLoop:
+    """Iterations 2… of one strategy at one seed, from the shared iteration-1 potential, in ``folder``."""
 
-    folder = workdir / strategy
-    folder.mkdir(exist_ok=True)
-    labels = list(setup.initial_labels)
-    potential, errors, wall = setup.first, setup.first_errors, setup.first_time
-    rows = []
-    for iteration in range(1, request.iterations + 1):
-        t0 = time.perf_counter()
-        gamma_max = n_candidates = None
-        reached = (request.target_force_rmse is not None
-                   and errors.force_rmse_mev_per_A <= request.target_force_rmse)
-        last = iteration == request.iterations or reached
-        if not last:
-            picked, gamma_max, n_candidates = _explore_and_pick(request, seed, strategy, folder, iteration,
-                                                                potential, labels, setup)
-            last = picked is None
-            labels.extend(label_with_emt(picked or []))
-        rows.append(IterationRow(seed, strategy, iteration, potential.n_labels, errors.energy_rmse_mev_per_atom,
-                                 errors.force_rmse_mev_per_A, errors.broken, gamma_max, n_candidates,
-                                 wall + time.perf_counter() - t0))
-        log.info("demo seed %d %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
-                 seed, strategy, iteration, potential.n_labels, errors.force_rmse_mev_per_A,
-                 "-" if gamma_max is None else f"{gamma_max:.2f}")
-        if last:
-            break
-        t1 = time.perf_counter()
-        dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
-        out = folder / f"iteration_{iteration + 1}"
-        potential = _train(dataset, len(labels), iteration + 1, setup.config, setup.meta, out, potential.yaml,
-                           request.show_progress)
-        errors = _validate(potential, setup.test_path, out / "validation.json", setup.config, setup.meta)
-        wall = time.perf_counter() - t1
-    return rows
+    request: DemoRequest
+    seed: int
+    strategy: str
+    folder: Path
+    setup: _Setup
 
+    def run(self) -> list[IterationRow]:
+        request, setup, folder = self.request, self.setup, self.folder
+        folder.mkdir(exist_ok=True)
+        labels = list(setup.initial_labels)
+        potential, errors, wall = setup.first, setup.first_errors, setup.first_time
+        rows = []
+        for iteration in range(1, request.iterations + 1):
+            t0 = time.perf_counter()
+            gamma_max = n_candidates = None
+            reached = (request.target_force_rmse is not None
+                       and errors.force_rmse_mev_per_A <= request.target_force_rmse)
+            last = iteration == request.iterations or reached
+            if not last:
+                picked, gamma_max, n_candidates = self.explore_and_pick(iteration, potential, labels)
+                last = picked is None
+                labels.extend(label_with_emt(picked or []))
+            rows.append(IterationRow(self.seed, self.strategy, iteration, potential.n_labels,
+                                     errors.energy_rmse_mev_per_atom, errors.force_rmse_mev_per_A, errors.broken,
+                                     gamma_max, n_candidates, wall + time.perf_counter() - t0))
+            log.info("demo seed %d %s iteration %d: %d labels, test F RMSE %.1f meV/A, exploration max γ %s",
+                     self.seed, self.strategy, iteration, potential.n_labels, errors.force_rmse_mev_per_A,
+                     "-" if gamma_max is None else f"{gamma_max:.2f}")
+            if last:
+                break
+            t1 = time.perf_counter()
+            dataset = _write(folder / f"labels_{iteration + 1}.xyz", labels)
+            out = folder / f"iteration_{iteration + 1}"
+            potential = setup.pipeline.train(dataset, len(labels), iteration + 1, out, potential.yaml)
+            errors = setup.pipeline.validate(potential, setup.test_path, out / "validation.json")
+            wall = time.perf_counter() - t1
+        return rows
 
-def _explore_and_pick(request: DemoRequest, seed: int, strategy: str, folder: Path, iteration: int,
-                      potential: TrainedPotential, labels: list, setup: _Setup):
-    """``(picks to label, or None when the loop ends here; exploration max γ; candidates)``."""
-    import ase.io
+    def explore_and_pick(self, iteration: int, potential: TrainedPotential, labels: list):
+        """``(picks to label, or None when the loop ends here; exploration max γ; candidates)``."""
+        import ase.io
 
-    from pace_worker.commands.sample import SampleRequest, sample
-
-    starts = [labels[i] for i in np.random.default_rng(seed + iteration).choice(
-        len(setup.initial_labels), size=min(request.md_starts, len(setup.initial_labels)), replace=False)]
-    candidates, gamma_max = explore(potential.yaml, potential.asi, starts, TEMPERATURES, request.md_steps,
-                                    request.snapshot_every, request.gamma_stop, seed + 10 * iteration)
-    if not candidates:  # every trajectory turned unphysical at once: nothing to label
-        log.warning("demo seed %d %s iteration %d: exploration left no physical snapshot; stopping this loop",
-                    seed, strategy, iteration)
-        return None, gamma_max, 0
-    pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
-    picks_path = folder / f"picks_{iteration}.xyz"
-    sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
-                         potential=potential.yaml, strategy=strategy, seed=seed + iteration,
-                         config=setup.config, meta=setup.meta, show_progress=request.show_progress))
-    picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
-    for atoms in picked:
-        atoms.info.pop("gamma_max", None)
-        atoms.arrays.pop("gamma", None)
-    if not picked:
-        log.warning("demo seed %d %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left "
-                    "to learn from this exploration; stopping this loop", seed, strategy, iteration)
-        return None, gamma_max, len(candidates)
-    return picked, gamma_max, len(candidates)
-
-
-def _train(dataset: Path, n_labels: int, iteration: int, config, meta, output_dir: Path, initial: Optional[Path],
-           show_progress) -> TrainedPotential:
-    from pace_worker.commands.train import TrainRequest, train
-
-    train(TrainRequest(dataset=dataset, iteration=iteration, config=config, meta=meta, initial_potential=initial,
-                       output_dir=output_dir, show_progress=show_progress))
-    return TrainedPotential(output_dir, n_labels)
-
-
-def _validate(potential: TrainedPotential, test_set: Path, output: Path, config, meta) -> TestErrors:
-    from pace_worker.commands.validate import ValidateRequest, validate
-
-    result = validate(ValidateRequest(potential=potential.yace, output=output, test_set=test_set, config=config,
-                                      meta=meta, plots=False, show_progress=False))
-    _, overall = result.rows[0]
-    worst = result.per_structure["force_max_error_mev_per_A"]
-    return TestErrors(overall.energy_rmse_mev_per_atom, overall.force_rmse_mev_per_A,
-                      int(np.sum(np.asarray(worst) > BROKEN_FORCE_ERROR)))
+        request, setup, seed, folder = self.request, self.setup, self.seed, self.folder
+        starts = [labels[i] for i in np.random.default_rng(seed + iteration).choice(
+            len(setup.initial_labels), size=min(request.md_starts, len(setup.initial_labels)), replace=False)]
+        candidates, gamma_max = explore(potential.yaml, potential.asi, starts, TEMPERATURES,
+                                        MDRun(request.md_steps, request.snapshot_every, request.gamma_stop),
+                                        seed + 10 * iteration)
+        if not candidates:  # every trajectory turned unphysical at once: nothing to label
+            log.warning("demo seed %d %s iteration %d: exploration left no physical snapshot; stopping this loop",
+                        seed, self.strategy, iteration)
+            return None, gamma_max, 0
+        pool_path = _write(folder / f"candidates_{iteration}.xyz", candidates)
+        picks_path = folder / f"picks_{iteration}.xyz"
+        sample(SampleRequest(candidates=pool_path, n_samples=request.labels_per_iteration, output=picks_path,
+                             potential=potential.yaml, strategy=self.strategy, seed=seed + iteration,
+                             config=setup.pipeline.config, meta=setup.pipeline.meta,
+                             show_progress=request.show_progress))
+        picked = ase.io.read(picks_path, ":", format="extxyz")  # an empty file: nothing left to learn
+        for atoms in picked:
+            atoms.info.pop("gamma_max", None)
+            atoms.arrays.pop("gamma", None)
+        if not picked:
+            log.warning("demo seed %d %s iteration %d: no candidate is extrapolative (γ > gamma_min): nothing left "
+                        "to learn from this exploration; stopping this loop", seed, self.strategy, iteration)
+            return None, gamma_max, len(candidates)
+        return picked, gamma_max, len(candidates)

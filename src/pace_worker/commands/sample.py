@@ -39,6 +39,7 @@ Structures in the output keep all their info/arrays and get ``info['pool_index']
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -117,15 +118,48 @@ class PoolGamma:
 @dataclass
 class SampleResult:
     picks: list[int]                # pool indices, in pick order
+    picks_gamma_max: list[float]    # their max γ
     strategy: str
+    n_requested: int
     gamma_min: Optional[float]
+    seed: int
     counts: PoolCounts
+    skipped: SkippedStructures      # broken structures of the pool, by reason
+    strategy_settings: dict         # the strategy's buffer size and γ window, as the report shows them
     pool_gamma: PoolGamma
     nothing_to_learn: bool          # no structure above gamma_min: the output is empty
+    selection: dict                 # the strategy's own report fields (how it selected)
     logdet_per_element: dict[str, LogDetChange]  # MaxVol strategies; empty for the others
+    potential: Path                 # the B-basis .yaml and active set γ is computed with
+    asi: Path
+    candidates: Path
     wall_time_s: float
-    report: dict                    # the JSON report
+    scoring_s: float                # of it, pass 1
     files: dict[str, Path]
+
+    @functools.cached_property
+    def report(self) -> dict:
+        """The JSON report (schema :data:`SCHEMA`), made once."""
+        return {
+            "schema": SCHEMA,
+            "strategy": self.strategy,
+            "n_requested": self.n_requested,
+            "n_picked": len(self.picks),
+            "gamma_min": self.gamma_min,
+            "n_eligible": self.counts.usable,
+            "nothing_to_learn": self.nothing_to_learn,
+            "seed": self.seed,
+            "potential": str(self.potential.resolve()),
+            "asi": str(self.asi.resolve()),
+            "candidates": str(self.candidates.resolve()),
+            "pool": {**asdict(self.counts), "skipped": self.skipped.report(), **self.strategy_settings},
+            "pool_gamma": asdict(self.pool_gamma),
+            "picks": [{"pool_index": i, "gamma_max": g} for i, g in zip(self.picks, self.picks_gamma_max)],
+            **self.selection,
+            "wall_time_s": self.wall_time_s,
+            "scoring_s": self.scoring_s,
+            "outputs": {k: str(p.resolve()) for k, p in self.files.items()},
+        }
 
 
 @dataclass
@@ -185,17 +219,19 @@ def sample(request: SampleRequest) -> SampleResult:
         fill_projections(buffered, potential, executor)
     selected = strategy.select(buffered, potential.active_set.inverse) if buffered else Selected([])
 
-    pool_gamma = PoolGamma.of(scored.gamma_max)
-    report = sample_report(request, strategy, potential, scored, selected, pool_gamma, nothing_to_learn, files,
-                           t_start, t_scored)
+    result = SampleResult(
+        picks=[int(c.pool_index) for c in selected.picks], picks_gamma_max=[c.gamma_max for c in selected.picks],
+        strategy=strategy.name, n_requested=strategy.n, gamma_min=strategy.gamma_min, seed=strategy.seed,
+        counts=scored.counts, skipped=scored.skipped, strategy_settings=strategy.report_fields(),
+        pool_gamma=PoolGamma.of(scored.gamma_max), nothing_to_learn=nothing_to_learn, selection=selected.report,
+        logdet_per_element=selected.logdet, potential=Path(potential.yaml), asi=Path(potential.asi),
+        candidates=Path(request.candidates), wall_time_s=time.perf_counter() - t_start,
+        scoring_s=t_scored - t_start, files=files)
     with OutputGroup() as group:  # the picks and their report: both or neither
         write_extxyz(group.stage(output), picked_structures(selected.picks), name=output)
-        write_json(group.stage(files["report"]), report)
+        write_json(group.stage(files["report"]), result.report)
         group.publish()
-    return SampleResult(picks=[int(c.pool_index) for c in selected.picks], strategy=strategy.name,
-                        gamma_min=strategy.gamma_min, counts=scored.counts, pool_gamma=pool_gamma,
-                        nothing_to_learn=nothing_to_learn, logdet_per_element=selected.logdet,
-                        wall_time_s=report["wall_time_s"], report=report, files=files)
+    return result
 
 
 def strategy_of(request: SampleRequest) -> SampleStrategy:
@@ -281,29 +317,3 @@ def picked_structures(picks: list[BufferedCandidate]) -> list:
         atoms.arrays["gamma"] = np.asarray(c.gamma, dtype=float)
         structures.append(atoms)
     return structures
-
-
-def sample_report(request: SampleRequest, strategy: SampleStrategy, potential: GammaPotential,
-                  scored: _ScoredPool, selected: Selected, pool_gamma: PoolGamma, nothing_to_learn: bool,
-                  files: dict[str, Path], t_start: float, t_scored: float) -> dict:
-    """The JSON report (schema :data:`SCHEMA`)."""
-    return {
-        "schema": SCHEMA,
-        "strategy": strategy.name,
-        "n_requested": strategy.n,
-        "n_picked": len(selected.picks),
-        "gamma_min": strategy.gamma_min,
-        "n_eligible": scored.counts.usable,
-        "nothing_to_learn": nothing_to_learn,
-        "seed": strategy.seed,
-        "potential": str(potential.yaml.resolve()),
-        "asi": str(Path(potential.asi).resolve()),
-        "candidates": str(Path(request.candidates).resolve()),
-        "pool": {**asdict(scored.counts), "skipped": scored.skipped.report(), **strategy.report_fields()},
-        "pool_gamma": asdict(pool_gamma),
-        "picks": [{"pool_index": int(c.pool_index), "gamma_max": c.gamma_max} for c in selected.picks],
-        **selected.report,
-        "wall_time_s": time.perf_counter() - t_start,
-        "scoring_s": t_scored - t_start,
-        "outputs": {k: str(p.resolve()) for k, p in files.items()},
-    }

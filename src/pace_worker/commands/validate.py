@@ -26,10 +26,11 @@ from typing import Optional
 
 import numpy as np
 
+from pace_worker import plots
 from pace_worker.ace import potentials
 from pace_worker.ace.activeset import check_validate_active_set
-from pace_worker.ace.potential_errors import Evaluation, evaluate_potential
-from pace_worker.algorithms.error_metrics import ErrorLine
+from pace_worker.ace.potential_errors import SHOWN_INSIDE, Evaluation, evaluate_potential
+from pace_worker.algorithms.error_metrics import ErrorLine, GammaStatistics, PerStructureErrors
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.errors import InputError
 from pace_worker.files import discovery
@@ -59,15 +60,6 @@ class ValidateRequest:
     plots: bool = True
 
 
-@dataclass(frozen=True)
-class GammaSummary:
-    """How extrapolative the test set is for the potential (per-structure max γ)."""
-
-    max: float
-    fraction_above_1: float
-    spearman_gamma_vs_force_rmse: Optional[float]  # rank correlation of γ with the force error
-
-
 @dataclass
 class ValidateResult:
     metrics: dict                   # the JSON written to --output
@@ -78,10 +70,10 @@ class ValidateResult:
     n_atoms: int
     atoms_per_s: Optional[float]
     rows: list[tuple[str, ErrorLine]]  # all, per group, the low-energy window
-    gamma: Optional[GammaSummary]   # None without an active set
+    gamma: Optional[GammaStatistics]   # None without an active set
     n_inside_r_in: int              # structures with a pair inside the core repulsion
     structures_inside_r_in: list[int]  # the first 20 of them
-    per_structure: dict             # arrays per test structure (the CSV's columns)
+    per_structure: PerStructureErrors  # errors and γ per test structure (the CSV's columns)
 
 
 @dataclass
@@ -125,8 +117,9 @@ def read_test_set(found: discovery.Found, request: ValidateRequest, elements: li
     path = found.path
     # hot MD test structures may have close pairs (the core repulsion acts there); atoms at one
     # point are never a structure
-    structures = read_labelled_structures(path, opts.energy_key, opts.forces_key, opts.stress_key,
-                                          min_distance=SAME_POSITION_A, what="test set", given_by=found.source)
+    structures = read_labelled_structures(path, min_distance=SAME_POSITION_A, what="test set", given_by=found.source,
+                                          energy_key=opts.energy_key, forces_key=opts.forces_key,
+                                          stress_key=opts.stress_key)
     if structures.energy_only.all():
         raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
                          "needs forces: name their key with data.forces_key in config.yaml")
@@ -144,24 +137,23 @@ def validate(request: ValidateRequest) -> ValidateResult:
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
     result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, structures, executor,
                                 request.config.validate_)
-    if result.table["gamma_max"] is None:
+    if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
     group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
     with group:
-        write_csv(group.stage(files["csv"]), result.table, result.groups, result.group_key)
+        write_csv(group.stage(files["csv"]), result)
         if request.plots:
             make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, structures,
                        result, inputs.given.name)
-        metrics = metrics_report(inputs, structures, result, executor, files, time.perf_counter() - t_start)
+        metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start)
         write_json(group.stage(files["json"]), metrics)
         group.publish()
-    return validate_result(metrics, files, result)
+    return validate_result(inputs.test_set, result, files, metrics)
 
 
-def metrics_report(inputs: _Inputs, structures: LabelledStructures, result: Evaluation, executor: ChunkExecutor,
-                   files: dict[str, Path], wall_time_s: float) -> dict:
+def metrics_report(inputs: _Inputs, result: Evaluation, executor: ChunkExecutor, files: dict[str, Path],
+                   wall_time_s: float) -> dict:
     """The metrics JSON (schema :data:`SCHEMA`)."""
-    eval_s, n_atoms = result.evaluation_s, structures.n_atoms
     return {
         "schema": SCHEMA,
         "potential": {"given": str(inputs.given.resolve()), "evaluated": str(Path(inputs.evaluated).resolve()),
@@ -169,45 +161,44 @@ def metrics_report(inputs: _Inputs, structures: LabelledStructures, result: Eval
                       "asi": str(Path(inputs.asi).resolve()) if inputs.asi else None,
                       "sha256": file_sha256(inputs.given), "elements": inputs.elements},
         "test_set": {"path": str(inputs.test_set.path.resolve()), "found_by": inputs.test_set.source,
-                     "sha256": file_sha256(inputs.test_set.path), "n_structures": len(structures),
-                     "n_atoms": n_atoms, "group_by": result.group_key},
+                     "sha256": file_sha256(inputs.test_set.path), "n_structures": result.metrics.n_structures,
+                     "n_atoms": result.metrics.n_atoms, "group_by": result.group_key},
         "energy_scale": result.energy_scale,
         "reference_energy": result.reference,
         **result.summary,
-        "timing": {"wall_time_s": wall_time_s, "evaluation_s": eval_s,
-                   "atoms_per_s": n_atoms / eval_s if eval_s > 0 else None,
-                   "workers": executor.workers, "chunk_size": executor.chunk_size,
-                   "scheduler": executor.scheduler_address},
+        "timing": {"wall_time_s": wall_time_s, "evaluation_s": result.evaluation_s,
+                   "atoms_per_s": result.atoms_per_s, "workers": executor.workers,
+                   "chunk_size": executor.chunk_size, "scheduler": executor.scheduler_address},
         "outputs": {k: str(v.resolve()) for k, v in files.items()},
     }
 
 
-def validate_result(metrics: dict, files: dict[str, Path], result: Evaluation) -> ValidateResult:
-    s = result.summary
-
-    rows = [("all", ErrorLine.of(s))] + [(g, ErrorLine.of(e)) for g, e in s["per_group"].items()]
-    rows.append((f"low (<{s['low']['window_ev_per_atom']:g} eV)", ErrorLine.of(s["low"])))
+def validate_result(test_set: discovery.Found, result: Evaluation, files: dict[str, Path],
+                    metrics: dict) -> ValidateResult:
+    m = result.metrics
+    rows = [("all", ErrorLine.from_errors(m.errors))]
+    rows += [(g, ErrorLine.from_errors(e)) for g, e in m.per_group.items()]
+    rows.append((f"low (<{m.low_window:g} eV)", ErrorLine.from_errors(m.low)))
+    inside = result.core_repulsion.inside
     return ValidateResult(
-        metrics=metrics, files=files, test_set=Path(metrics["test_set"]["path"]),
-        test_set_found_by=metrics["test_set"]["found_by"], n_structures=metrics["test_set"]["n_structures"],
-        n_atoms=metrics["test_set"]["n_atoms"], atoms_per_s=metrics["timing"]["atoms_per_s"], rows=rows,
-        gamma=GammaSummary(s["gamma"]["max"], s["gamma"]["fraction_above_1"],
-                           s["gamma"]["spearman_gamma_vs_force_rmse"]) if s["gamma"] else None,
-        n_inside_r_in=s["core_repulsion"]["n_structures_inside_r_in"],
-        structures_inside_r_in=list(s["core_repulsion"]["structures_inside_r_in"]), per_structure=result.table)
+        metrics=metrics, files=files, test_set=test_set.path.resolve(), test_set_found_by=test_set.source,
+        n_structures=m.n_structures, n_atoms=m.n_atoms, atoms_per_s=result.atoms_per_s, rows=rows, gamma=m.gamma,
+        n_inside_r_in=len(inside), structures_inside_r_in=inside[:SHOWN_INSIDE], per_structure=m.per_structure)
 
 
-def write_csv(path: Path, table: dict, groups: list[str], group_key: str) -> None:
-    columns = ["index", "n_atoms", group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
+def write_csv(path: Path, result: Evaluation) -> None:
+    """The per-structure CSV: errors, γ, shortest distance and pairs inside the core repulsion."""
+    table, core = result.metrics.per_structure, result.core_repulsion
+    columns = ["index", "n_atoms", result.group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
                "force_max_error_mev_per_A", "gamma_max", "shortest_distance_A", "pairs_inside_r_in"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for i in range(len(groups)):
-            gamma = "" if table["gamma_max"] is None else f"{table['gamma_max'][i]:.6g}"
-            writer.writerow([i, int(table["n_atoms"][i]), groups[i], f"{table['energy_error_mev_per_atom'][i]:.6g}",
-                             f"{table['force_rmse_mev_per_A'][i]:.6g}", f"{table['force_max_error_mev_per_A'][i]:.6g}",
-                             gamma, f"{table['shortest_distance_A'][i]:.4g}", int(table["pairs_inside_r_in"][i])])
+        for i, group in enumerate(result.groups):
+            gamma = "" if table.gamma_max is None else f"{table.gamma_max[i]:.6g}"
+            writer.writerow([i, int(table.n_atoms[i]), group, f"{table.energy_error[i]:.6g}",
+                             f"{table.force_rmse[i]:.6g}", f"{table.force_max_error[i]:.6g}",
+                             gamma, f"{core.shortest_distance[i]:.4g}", int(core.pairs_inside_r_in[i])])
 
 
 def output_files(output: Path, plots: bool) -> dict[str, Path]:
@@ -222,19 +213,17 @@ def output_files(output: Path, plots: bool) -> dict[str, Path]:
 
 def make_plots(files: dict, structures: LabelledStructures, result: Evaluation, title: str) -> None:
     """The parity plots (and γ plot) into the paths ``files`` gives (the staged names)."""
-    from pace_worker import plots
-
-    summary, table, predictions = result.summary, result.table, result.predictions
+    metrics, predictions = result.metrics, result.predictions
+    table = metrics.per_structure
     n = np.array([len(a) for a in structures.atoms])
     plots.energy_parity(files["energy_parity"], np.asarray(result.ref_energy) / n,
-                        np.array([p.energy for p in predictions]) / n, result.groups,
-                        summary["energy_rmse_mev_per_atom"], title)
+                        np.array([p.energy for p in predictions]) / n, result.groups, metrics.errors.energy_rmse,
+                        title)
     with_f = [i for i, f in enumerate(structures.forces) if f is not None]
     symbols = np.concatenate([structures.atoms[i].get_chemical_symbols() for i in with_f])
     plots.force_parity(files["force_parity"], np.concatenate([structures.forces[i] for i in with_f]),
-                       np.concatenate([predictions[i].forces for i in with_f]), symbols, summary["per_element"],
-                       title)
-    if table["gamma_max"] is not None:
-        plots.error_vs_gamma(files["force_error_vs_gamma"], table["gamma_max"][with_f],
-                             table["force_rmse_mev_per_A"][with_f], summary["gamma"]["spearman_gamma_vs_force_rmse"],
-                             title)
+                       np.concatenate([predictions[i].forces for i in with_f]), symbols,
+                       {el: e.to_json() for el, e in metrics.per_element.items()}, title)
+    if metrics.gamma is not None:
+        plots.error_vs_gamma(files["force_error_vs_gamma"], table.gamma_max[with_f], table.force_rmse[with_f],
+                             metrics.gamma.spearman_gamma_vs_force_rmse, title)

@@ -21,16 +21,18 @@ from typing import BinaryIO, Iterator, Optional
 
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.compression import is_compressed
+from pace_worker.files.structures import geometry_problem
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 
 def _split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements: Optional[set] = None,
-                  first_index: int = 0, start: int = 0) -> Iterator[tuple[int, bytes]]:
+                  first_index: int = 0) -> Iterator[tuple[int, bytes]]:
     """``(byte offset, frame text or b"")`` per frame (atom-count line, comment line, one line per
-    atom) read in order from the binary file ``f`` (positioned at byte ``start``, which is frame
-    ``first_index``). With ``elements`` (a set), the chemical symbols of all atoms (first column)
-    are added to it. One clear error names the structure that is not a frame."""
-    pos = start
+    atom) read in order from the binary file ``f`` (positioned at the start of frame
+    ``first_index``; offsets count from the file's start, decompressed). With ``elements`` (a
+    set), the chemical symbols of all atoms (first column) are added to it. One clear error names
+    the structure that is not a frame."""
+    pos = f.tell()
     index = first_index
     while True:
         line = f.readline()
@@ -104,7 +106,7 @@ def frame_texts_at(path: str, offset: int, count: int, first_index: int = 0, wha
     ``first_index``, for error messages)."""
     with open(path, "rb") as f:
         f.seek(offset)
-        frames = _split_frames(f, path, what, first_index=first_index, start=offset)
+        frames = _split_frames(f, path, what, first_index=first_index)
         return [text for _, text in itertools.islice(frames, count)]
 
 
@@ -160,8 +162,6 @@ def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Op
     """``(structure, None)`` or ``(None, reason)`` for each structure of a pool chunk: a frame
     ASE cannot parse is ``unreadable``; a parsed one with a geometry pyace must not see gets the
     reason of :func:`pace_worker.files.structures.geometry_problem`. One bad frame spoils only itself."""
-    from pace_worker.files.structures import geometry_problem
-
     try:
         parsed = chunk.parse()
         if len(parsed) != chunk.count:

@@ -30,7 +30,10 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
+from pace_worker.files.atomic_io import atomic_output
 from pace_worker.files.compression import OPENERS, is_compressed
+from pace_worker.files.safe_pickle import load_dataframe
+from pace_worker.stack import import_pyace
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +154,6 @@ def _read_pickle(path: Path, what: str = "dataset") -> tuple[list[Atoms], list, 
     """A pacemaker DataFrame (restricted unpickling: :mod:`pace_worker.files.safe_pickle`)."""
     import pandas as pd
 
-    from pace_worker.files.safe_pickle import load_dataframe
-
     df = load_dataframe(path, what)
     if not isinstance(df, pd.DataFrame) or "ase_atoms" not in df.columns:
         raise InputError(f"{what} '{path}' is not a pacemaker DataFrame (needs an 'ase_atoms' column)")
@@ -182,20 +183,29 @@ def _label(atoms: Atoms, key: Optional[str], defaults: Sequence[str], kind: str)
     return None
 
 
-def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
-                             stress_key: Optional[str] = None, min_distance: float = 0.5,
-                             require_structures: bool = True, what: str = "dataset",
-                             given_by: str = "--dataset") -> LabelledStructures:
-    """Read and check a labelled dataset.
+@dataclass(frozen=True)
+class LabelKeys:
+    """Where the labels are, overriding the places the module docstring lists (None: those places)."""
+
+    energy_key: Optional[str] = None
+    forces_key: Optional[str] = None
+    stress_key: Optional[str] = None
+
+
+def read_labelled_structures(path, *, min_distance: float = 0.5, what: str = "dataset", given_by: str = "--dataset",
+                             **label_keys: Optional[str]) -> LabelledStructures:
+    """Read and check a labelled dataset (at least one structure).
 
     Parameters
     ----------
     path : extxyz (``.xyz``, ``.extxyz``, ``.xyz.gz``) or pacemaker pickle (``.pckl.gzip``)
-    energy_key, forces_key, stress_key : override the auto-detected label names
     min_distance : two atoms closer than this (Å) are an error
     what : what the file is, in messages ("dataset", "test set")
     given_by : the flag or config key the path came from (``--test-set``, ``config data.test_filename``)
+    label_keys : ``energy_key``, ``forces_key``, ``stress_key`` (:class:`LabelKeys`): override the
+        auto-detected label names
     """
+    keys = LabelKeys(**label_keys)
     path = check_readable_file(path, what, f"check the path given to {given_by}"
                                if given_by.startswith("--") else f"check the path {given_by} names")
 
@@ -204,11 +214,11 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
         raw_stresses = [None] * len(atoms_list)
     else:
         atoms_list = _read_ase(path, what)
-        raw_energies = [_label(a, energy_key, ENERGY_KEYS, "energy") for a in atoms_list]
-        raw_forces = [_label(a, forces_key, FORCES_KEYS, "forces") for a in atoms_list]
-        raw_stresses = [_label(a, stress_key, STRESS_KEYS, "stress") for a in atoms_list]
+        raw_energies = [_label(a, keys.energy_key, ENERGY_KEYS, "energy") for a in atoms_list]
+        raw_forces = [_label(a, keys.forces_key, FORCES_KEYS, "forces") for a in atoms_list]
+        raw_stresses = [_label(a, keys.stress_key, STRESS_KEYS, "stress") for a in atoms_list]
 
-    if require_structures and not atoms_list:
+    if not atoms_list:
         raise InputError(f"{what} '{path}' contains no structures")
 
     energies = np.zeros(len(atoms_list))
@@ -219,7 +229,7 @@ def read_labelled_structures(path, energy_key: Optional[str] = None, forces_key:
         problem = geometry_problem(atoms)
         if problem is not None:
             raise InputError(f"{where}: {problem[1]}; fix or drop the structure")
-        energies[i] = _checked_energy(raw_energies[i], where, energy_key)
+        energies[i] = _checked_energy(raw_energies[i], where, keys.energy_key)
         forces.append(_checked_forces(raw_forces[i], where, len(atoms)))
         stresses.append(_checked_stress(raw_stresses[i], where))
         _check_min_distance(atoms, where, min_distance)
@@ -336,8 +346,6 @@ def too_close_pair(atoms: Atoms, min_distance: float):
 @functools.cache
 def _build_atomic_env():
     """pyace's C++ neighbour-list builder, imported once per process."""
-    from pace_worker.stack import import_pyace
-
     import_pyace()
     from pyace.catomicenvironment import build_atomic_env
 
@@ -440,8 +448,6 @@ def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) ->
 
 def write_extxyz_atomic(path: Path, atoms: list[Atoms]) -> None:
     """:func:`write_extxyz` through a temporary name and a rename."""
-    from pace_worker.files.atomic_io import atomic_output
-
     with atomic_output(path) as tmp:
         write_extxyz(tmp, atoms, name=path)
 

@@ -55,10 +55,12 @@ import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from pace_worker import interrupts
 from pace_worker.errors import FitError, InputError, first_line
+from pace_worker.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,19 @@ def default_workers() -> int:
 
 def chunked(items: Sequence, chunk_size: int) -> list[Sequence]:
     return [items[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
+
+
+@dataclass(frozen=True)
+class _ChunkJob:
+    """What the workers run: ``initializer(*initargs)`` once per process, ``function(chunk)`` per chunk."""
+
+    function: Callable[[Sequence], Any]
+    initializer: Optional[Callable] = None
+    initargs: tuple = ()
+
+    def start(self) -> None:
+        if self.initializer is not None:
+            self.initializer(*self.initargs)
 
 
 class ChunkExecutor:
@@ -123,30 +138,27 @@ class ChunkExecutor:
         """Yield ``function(chunk)`` for each chunk of ``items``, in order."""
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        chunks = chunked(items, self.chunk_size)
-        for _, result in self.map_chunks(function, chunks, initializer, initargs, description, total=len(items),
-                                         n_chunks=len(chunks)):
+        for _, result in self.map_chunks(function, chunked(items, self.chunk_size), initializer, initargs,
+                                         description, total=len(items)):
             yield result
 
     def map_chunks(self, function: Callable[[Sequence], Any], chunks: Iterable[Sequence],
                    initializer: Optional[Callable] = None, initargs: tuple = (), description: str = "working",
-                   total: Optional[int] = None, n_chunks: Optional[int] = None) -> Iterator[tuple[Sequence, Any]]:
+                   total: Optional[int] = None) -> Iterator[tuple[Sequence, Any]]:
         """Like :meth:`map` for chunks that are produced lazily (e.g. read from a file as they are
         needed): yields ``(chunk, function(chunk))`` in order; only a few chunks per worker are
-        held at once."""
-        from pace_worker.progress import Progress
-
-        if n_chunks is None and total is not None:  # chunks of chunk_size items, the last one shorter
-            n_chunks = -(-total // self.chunk_size)
+        held at once. ``total``: the items in all chunks (chunks of ``chunk_size`` items, the last
+        one shorter), if known."""
+        job = _ChunkJob(function, initializer, initargs)
+        n_chunks = None if total is None else -(-total // self.chunk_size)
         if self.scheduler:
             address = self.scheduler if isinstance(self.scheduler, str) else self.scheduler.address
-            results = _dask_results(address, self.connect_timeout_s, function, chunks, initializer, initargs,
-                                    self.chunks_per_task, n_chunks)
+            results = _dask_results(address, self.connect_timeout_s, job, chunks, self.chunks_per_task, n_chunks)
         else:
             workers = self.workers or default_workers()
             if n_chunks is not None:
                 workers = min(workers, max(1, n_chunks))
-            results = _local_results(function, chunks, workers, initializer, initargs)
+            results = _local_results(job, chunks, workers)
         with Progress(description, total=total, enabled=self.show_progress) as bar:
             done = 0
             for chunk, result in results:
@@ -181,12 +193,11 @@ def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: Union[int
         raise
 
 
-def _start_worker(initializer: Optional[Callable], initargs: tuple) -> None:
+def _start_worker(job: _ChunkJob) -> None:
     """First thing in a local worker process: it ignores SIGTERM / SIGINT (the main process stops
-    it), then the initializer."""
+    it), then the job's initializer."""
     interrupts.quiet_worker()
-    if initializer is not None:
-        initializer(*initargs)
+    job.start()
 
 
 STOP_GRACE_S = 3.0  # how long a stopping command lets running chunks finish before it kills their workers
@@ -223,22 +234,21 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
         thread.join(STOP_GRACE_S)
 
 
-def _local_results(function, chunks, workers, initializer, initargs) -> Iterable[tuple[Sequence, Any]]:
+def _local_results(job: _ChunkJob, chunks: Iterable[Sequence], workers: int) -> Iterable[tuple[Sequence, Any]]:
     if workers == 1:
-        if initializer is not None:
-            initializer(*initargs)
+        job.start()
         for chunk in chunks:
-            yield chunk, function(chunk)
+            yield chunk, job.function(chunk)
             interrupts.check()
         return
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     with interrupts.deferred():
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(initializer, initargs))
+                                   initargs=(job,))
 
     def submit(chunk):
         with interrupts.deferred():  # starts worker processes: not to be cut in two
-            return pool.submit(function, chunk)
+            return pool.submit(job.function, chunk)
 
     try:
         yield from _in_order(submit, chunks, 2 * workers)
@@ -258,15 +268,14 @@ def _local_results(function, chunks, workers, initializer, initargs) -> Iterable
 _PROCESS_LOCK = threading.Lock()
 
 
-def _run_on_worker(function, chunks, initializer, initargs) -> list:
+def _run_on_worker(job: _ChunkJob, chunks: list) -> list:
     """A few chunks on a Dask worker: the initializer first (it loads by path and caches per
     process, so it reads the potential once per worker), one task at a time per process (the
     initializer's objects are per process). No broadcast to all workers is needed, so a worker
     that dies at any moment costs only a rerun of its tasks elsewhere."""
     with _PROCESS_LOCK:
-        if initializer is not None:
-            initializer(*initargs)
-        return [function(chunk) for chunk in chunks]
+        job.start()
+        return [job.function(chunk) for chunk in chunks]
 
 
 def _groups(chunks: Iterable, largest: int, n_chunks: Optional[int],
@@ -353,8 +362,8 @@ class _WorkerThreads:
                                  "(Slurm walltime?); outputs left as they were, rerun when workers are back")
 
 
-def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
-                  chunks_per_task: int, n_chunks: Optional[int]) -> Iterable[tuple[Sequence, Any]]:
+def _dask_results(scheduler: str, timeout_s: float, job: _ChunkJob, chunks: Iterable[Sequence], chunks_per_task: int,
+                  n_chunks: Optional[int]) -> Iterable[tuple[Sequence, Any]]:
     client = connect(scheduler, timeout_s)
     try:
         threads = _WorkerThreads(client, scheduler, timeout_s)
@@ -362,7 +371,7 @@ def _dask_results(scheduler, timeout_s, function, chunks, initializer, initargs,
         groups = _groups(chunks, chunks_per_task, n_chunks, threads)
         def submit(group):
             with interrupts.deferred():
-                return client.submit(_run_on_worker, function, group, initializer, initargs, pure=False)
+                return client.submit(_run_on_worker, job, group, pure=False)
 
         tasks = _in_order(submit, groups, lambda: 4 * threads(), threads.result,
                           cancel=lambda futures: _cancel_quietly(client, futures))
