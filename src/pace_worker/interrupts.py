@@ -29,6 +29,7 @@ import os
 import signal
 import sys
 from typing import Iterator, Optional
+import ctypes
 
 
 class Terminated(BaseException):
@@ -102,7 +103,6 @@ def quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
 
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):

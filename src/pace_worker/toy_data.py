@@ -13,6 +13,10 @@ from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.build import bulk as ase_bulk
+from ase.data import atomic_numbers, reference_states
+from ase.build import fcc111
+from ase.cluster import Icosahedron
 
 
 def label_with_emt(structures: Sequence[Atoms]) -> list[Atoms]:
@@ -72,8 +76,6 @@ def emt_dataset(element: str = "Cu", n: int = 12, seed: int = 0, **kwargs) -> li
 def _fcc_lattice_constant(element: str) -> float:
     """The fcc lattice constant of ``element``; for an element whose own lattice is bcc or hcp (Mo,
     Mg), the fcc one with the same nearest-neighbour distance."""
-    from ase.build import bulk as ase_bulk
-    from ase.data import atomic_numbers, reference_states
 
     reference = reference_states[atomic_numbers[element]] or {}
     if reference.get("symmetry") == "bcc":
@@ -84,7 +86,6 @@ def _fcc_lattice_constant(element: str) -> float:
 
 
 def _bulk_cell(element: str, structure: str, rng, strain: float, rattle: float) -> Atoms:
-    from ase.build import bulk as ase_bulk
 
     a_fcc = _fcc_lattice_constant(element)
     if structure == "fcc":
@@ -105,8 +106,6 @@ def family_structure(family: str, rng, element: str = "Cu", alloy_element: str =
     """One unlabelled structure of a family: ``fcc``, ``bcc``, ``hcp`` (32-atom cells), ``vacancy``
     (fcc with one atom removed), ``alloy`` (fcc, a random fraction of ``alloy_element``), ``slab``
     (fcc(111), vacuum along z, mixed pbc) or ``cluster`` (a small cluster in vacuum, no pbc)."""
-    from ase.build import fcc111
-    from ase.cluster import Icosahedron
 
     if family in ("fcc", "bcc", "hcp"):
         atoms = _bulk_cell(element, family, rng, strain, rattle)

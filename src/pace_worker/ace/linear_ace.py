@@ -36,6 +36,7 @@ from pace_worker.algorithms.streaming_least_squares import StreamingLeastSquares
 from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.parallel import worker_state
 from pace_worker.stack import import_pyace
+from ase.data import atomic_numbers
 
 LINEAR_EMBEDDING = {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1], "ndensity": 1}
 ENERGY, FORCES = "energy", "forces"
@@ -195,7 +196,6 @@ def init_design_worker(task: DesignTask) -> None:
 def structure_rows(task: DesignTask, atoms, energy: float, forces: Optional[np.ndarray]):
     """``(energy_row, energy_target, force_rows, force_targets, shortest)`` of one structure in column
     order; ``shortest``: the shortest distance per pair of species indices (for the core repulsion)."""
-    from ase.data import atomic_numbers
     from pyace.catomicenvironment import build_atomic_env
 
     bbasis, _, calculator, shifts = _load(task)

@@ -25,6 +25,9 @@ from pace_worker.ace.pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GP
 from pace_worker.config import MetaConfig
 from pace_worker.errors import DiskFull, FitError, InputError
 from pace_worker.progress import Progress
+import ctypes
+import signal
+import getpass
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,6 @@ def child_environment(meta: MetaConfig, deadline: Optional[float] = None) -> dic
     # --user 1000:1000, Kubernetes) would fail there unless the environment names a user
     if not any(env.get(k) for k in ("LOGNAME", "USER", "LNAME", "USERNAME")):
         try:
-            import getpass
 
             getpass.getuser()
         except (KeyError, OSError):
@@ -89,8 +91,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """Linux: the fit process gets SIGTERM if the worker dies (even by SIGKILL), so no orphaned
     pacemaker keeps writing into an iteration folder that a rerun wants to use."""
     try:
-        import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):

@@ -10,6 +10,8 @@ from pace_worker.stack import import_pyace
 from pace_worker.errors import InputError, first_line, missing_reason
 from pace_worker.ace.predictions import load_potential
 from pace_worker.files.safe_yaml import load_yaml
+import numpy as np
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,6 @@ def check_b_basis(path: Path, what: str) -> None:
 
 
 def _yaml_problem(path: Path) -> Optional[str]:
-    import numpy as np
-    import yaml
 
     try:
         data = load_yaml(path.read_bytes().decode("utf-8", errors="replace"), f"potential '{path}'")
@@ -85,7 +85,6 @@ def _yaml_problem(path: Path) -> Optional[str]:
 
 
 def _basis_problem(path: Path) -> Optional[str]:
-    import numpy as np
 
     import_pyace()
     from pyace import ACEBBasisSet, BBasisConfiguration

@@ -20,13 +20,13 @@ from typing import Sequence
 import numpy as np
 
 from pace_worker.files.structures import fully_periodic_or_not
+from ase.data import atomic_numbers, chemical_symbols
 
 
 class BProjector:
     """``projector(structures) -> (projections, owner)`` for one B-basis (``ACEBBasisSet``)."""
 
     def __init__(self, bbasis):
-        from ase.data import atomic_numbers, chemical_symbols
         from pyace.activelearning import compute_number_of_functions
         from pyace.calculator import ACECalculator
         from pyace.evaluator import ACEBEvaluator

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.linalg.blas import dger
 
 
 @dataclass
@@ -49,7 +50,6 @@ def add_outer(matrix: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) ->
     """``matrix += alpha · x yᵀ`` in place. For a float64 matrix in C or Fortran order this is
     BLAS ``dger``: no temporary of the matrix's size (``np.outer`` makes one per update).
     ``x`` and ``y`` must not be views of ``matrix``."""
-    from scipy.linalg.blas import dger
 
     x, y = np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float)
     if matrix.dtype != np.float64 or not matrix.size or not (matrix.flags.c_contiguous or matrix.flags.f_contiguous):

@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pace_worker.algorithms.direct_clustering import WeightedPCA
+from scipy.cluster.hierarchy import linkage
 
 # natural_cluster_count: a jump in Ward merge height of at least this factor separates groups
 # (rattled and strained copies of one structure: at most ~2.7 measured, distinct families 6-8)
@@ -116,7 +117,6 @@ def natural_cluster_count(X: np.ndarray, max_clusters: int = 20, min_gap: float 
     >>> natural_cluster_count(rng.normal(0, 1, (60, 3)))
     1
     """
-    from scipy.cluster.hierarchy import linkage
 
     X = np.asarray(X, dtype=np.float64)
     X = X[np.linspace(0, len(X) - 1, min(len(X), max_rows)).astype(int)] if len(X) else X

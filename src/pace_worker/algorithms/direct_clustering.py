@@ -16,6 +16,9 @@ from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.cluster import Birch
+from sklearn.cluster import KMeans
+from sklearn.cluster import AgglomerativeClustering
 
 AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
 
@@ -84,7 +87,6 @@ class BirchClustering(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     def _birch(self, X, threshold):
-        from sklearn.cluster import Birch
 
         birch = Birch(threshold=threshold, n_clusters=None, compute_labels=False)
         for start in range(0, len(X), self.chunk_size):
@@ -127,10 +129,8 @@ class BirchClustering(ClusterMixin, BaseEstimator):
         if n == len(centers):
             return np.arange(len(centers))
         if len(centers) <= AGGLOMERATIVE_MAX_SUBCLUSTERS:
-            from sklearn.cluster import AgglomerativeClustering
 
             return AgglomerativeClustering(n_clusters=n).fit_predict(centers)
-        from sklearn.cluster import KMeans
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

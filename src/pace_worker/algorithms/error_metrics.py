@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.stats import spearmanr
 
 EV_PER_A3_TO_GPA = 160.21766208
 
@@ -228,7 +229,6 @@ class GammaStatistics:
 
     @classmethod
     def of(cls, gamma_max: np.ndarray, force_rmse: np.ndarray) -> "GammaStatistics":
-        from scipy.stats import spearmanr
 
         g = np.asarray(gamma_max, dtype=float)
         has_f = np.isfinite(force_rmse)

@@ -56,6 +56,9 @@ from pace_worker.files.atomic_io import write_json_atomic
 from pace_worker.files.structures import closest_pair_below, fully_periodic_or_not, write_extxyz_atomic
 from pace_worker.plots import learning_curve
 from pace_worker.toy_data import label_with_emt, unlabelled_pool
+from ase.calculators.emt import EMT
+from ase import units
+import ase.io
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,6 @@ class MDRun:
 
 def emt_md_snapshots(starts: Sequence[Atoms], temperatures: Sequence[float], md: MDRun, seed: int) -> list[Atoms]:
     """EMT-labelled Langevin MD snapshots (the held-out test set)."""
-    from ase.calculators.emt import EMT
 
     frames = []
     for k, (atoms, temperature) in enumerate(zip(starts, temperatures)):
@@ -189,7 +191,6 @@ def langevin(atoms: Atoms, calculator, temperature: float, md: MDRun, seed: int)
     informative one, as pacemaker's active learning collects it from LAMMPS), nothing after it —
     or at the first snapshot with two atoms closer than :data:`MIN_DISTANCE`, which is dropped
     (the trajectory has collapsed: unphysical, not worth a DFT call)."""
-    from ase import units
     from ase.md.langevin import Langevin
 
     try:
@@ -403,7 +404,6 @@ def labels_to_target_table(result: DemoResult) -> str:
 
 def _shared_start(request: DemoRequest, seed: int, workdir: Path, pipeline: _Pipeline) -> _Setup:
     """Steps 1–2 for one seed: raw pool → DIRECT picks → EMT labels, the held-out test set, iteration 1."""
-    import ase.io
 
     rng = np.random.default_rng(seed)
     pool = raw_pool(request.pool_size, seed)
@@ -479,7 +479,6 @@ class _StrategyLoop:
 
     def explore_and_pick(self, iteration: int, potential: TrainedPotential, labels: list):
         """``(picks to label, or None when the loop ends here; exploration max γ; candidates)``."""
-        import ase.io
 
         request, setup, seed, folder = self.request, self.setup, self.seed, self.folder
         starts = [labels[i] for i in np.random.default_rng(seed + iteration).choice(

@@ -19,6 +19,7 @@ from typing import Iterator, Mapping, Optional
 
 from pace_worker import interrupts
 from pace_worker.errors import DiskFull
+import numpy as np
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -97,7 +98,6 @@ def write_json(path, data) -> None:
 
 
 def _finite(value, path: str, where: list):
-    import numpy as np
 
     if isinstance(value, dict):
         return {str(k): _finite(v, f"{path}.{k}" if path else str(k), where) for k, v in value.items()}
@@ -120,7 +120,6 @@ def _finite(value, path: str, where: list):
 
 
 def _json_default(value):
-    import numpy as np
 
     if isinstance(value, (np.integer,)):
         return int(value)

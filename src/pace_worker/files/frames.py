@@ -22,6 +22,8 @@ from typing import BinaryIO, Iterator, Optional
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.compression import is_compressed
 from pace_worker.files.structures import geometry_problem
+import ase.io.formats
+import ase.io
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 
@@ -69,7 +71,6 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     """Byte offset of each frame. With ``elements`` (a set), the chemical symbols of all atoms
     are added to it. A compressed file is scanned too (its offsets are then only counts, not
     seekable)."""
-    import ase.io.formats
 
     with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
         return [offset for offset, _ in _split_frames(f, path, what, keep_text=False, elements=elements)]
@@ -96,7 +97,6 @@ def chunk_ranges(path: Path, chunk_size: int, offsets: Optional[list[int]] = Non
 
 def parse_frames(text: bytes) -> list:
     """The structures of extxyz ``text``, parsed by ASE."""
-    import ase.io
 
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
@@ -192,7 +192,6 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
     of ``chunk_size`` frames of a compressed one (decompressed here, once, in order).
     ``options()`` is asked as each chunk is made (see :class:`PoolChunk`); ``offsets`` are the
     frame offsets if already scanned."""
-    import ase.io.formats
 
     path = check_readable_file(path, what)
     ranges = chunk_ranges(path, chunk_size, offsets, what)
@@ -214,7 +213,6 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
 def read_selected(path: Path, indices, offsets: Optional[list[int]] = None) -> dict[int, object]:
     """``{index: structure}`` for the given pool indices (seeks for a plain file, streams a
     compressed one and parses only the wanted frames)."""
-    import ase.io.formats
 
     wanted = set(int(i) for i in indices)
     if offsets is not None and not is_compressed(path):

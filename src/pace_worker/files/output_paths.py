@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from pace_worker.errors import InputError
+import fcntl
+import struct
 
 FS_IOC_GETFLAGS = 0x80086601  # Linux: read an inode's attribute flags (what lsattr shows)
 FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20
@@ -52,8 +54,6 @@ def _kind(mode: int) -> str:
 def _attribute_flags(path: Path) -> int:
     """The inode flags of a regular file (immutable, append-only, ...); 0 where the file system
     has none to tell."""
-    import fcntl
-    import struct
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))

@@ -17,6 +17,7 @@ import pickle
 from pathlib import Path
 
 from pace_worker.errors import InputError
+import importlib
 
 ALLOWED = {
     # pandas: the frame, its block manager, blocks and indexes
@@ -72,7 +73,6 @@ def _find_allowed(module: str, name: str):
         return _safe_getattr
     if (module, name) not in ALLOWED:
         raise Refused(f"{module}.{name}")
-    import importlib
 
     target = importlib.import_module(module)
     for part in name.split("."):

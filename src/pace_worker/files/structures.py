@@ -34,6 +34,9 @@ from pace_worker.files.atomic_io import atomic_output
 from pace_worker.files.compression import OPENERS, is_compressed
 from pace_worker.files.safe_pickle import load_dataframe
 from pace_worker.stack import import_pyace
+import ase.io
+from ase.io.formats import open_with_compression
+from ase.neighborlist import neighbor_list
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +138,6 @@ def _is_pickle(path: Path) -> bool:
 
 
 def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
-    import ase.io
-    from ase.io.formats import open_with_compression
 
     try:
         if is_compressed(path):  # decompressed once: ASE would seek back into the stream
@@ -398,7 +399,6 @@ class SkippedStructures:
 
 def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict) -> tuple[Optional[float], int]:
     """(shortest interatomic distance or None, number of pairs closer than their ``r_in``)."""
-    from ase.neighborlist import neighbor_list
 
     if len(atoms) < 2 and not atoms.pbc.any():
         return None, 0
@@ -423,7 +423,6 @@ def _neighbour_probe(atoms: Atoms, reach: float) -> Atoms:
 
 def closest_pair_below(atoms: Atoms, threshold: float):
     """The closest pair (i, j, distance) of atoms nearer than ``threshold`` Å, or None."""
-    from ase.neighborlist import neighbor_list
 
     i, j, d = neighbor_list("ijd", _neighbour_probe(atoms, threshold), threshold)
     if len(d) == 0:
@@ -438,7 +437,6 @@ def closest_pair_below(atoms: Atoms, threshold: float):
 def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) -> None:
     """Write structures as extxyz to ``path``, compressed as the suffix of ``name`` (default
     ``path``) says: ``.gz``, ``.bz2``, ``.xz``, or plain text. An empty list writes an empty file."""
-    import ase.io
 
     opener = OPENERS.get(Path(name or path).suffix) or open
     with opener(path, "wt") as f:
