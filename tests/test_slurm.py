@@ -193,12 +193,29 @@ def test_cancelled_worker_job_does_not_change_the_result(slurm, big_pool, tmp_pa
 
 
 # ----------------------------------------------------------------------------- failures: one line, no job left
+def dashboard_port_taken():
+    """Port 8787 (Dask's default dashboard port) held as another scheduler on this host would hold it
+    (a no-op if something already does)."""
+    import contextlib
+    import socket
+
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 8787))
+        holder.listen()
+    except OSError:
+        holder.close()
+        return contextlib.nullcontext()
+    return contextlib.closing(holder)
+
+
 @needs_slurm
 def test_more_memory_than_the_node_has_is_one_line(slurm, tmp_path):
     pool = write_dataset(tmp_path / "pool.xyz", unlabelled_pool(20, seed=1))
     begin = time.time()
-    proc = run_cli("direct_sample", "--meta-config", slurm_meta(tmp_path, memory="500TB", connect_timeout_s=30),
-                   "--input", pool, "--output", tmp_path / "o.xyz", "--n_clusters", 3)
+    with dashboard_port_taken():  # still one line: our scheduler's HTTP server takes any free port
+        proc = run_cli("direct_sample", "--meta-config", slurm_meta(tmp_path, memory="500TB", connect_timeout_s=30),
+                       "--input", pool, "--output", tmp_path / "o.xyz", "--n_clusters", 3)
     line = assert_one_line_error(proc, "Slurm refuses the Dask worker job", "dask.memory 500TB", "nodes:")
     assert time.time() - begin < 30, line
     assert not (tmp_path / "o.xyz").exists()

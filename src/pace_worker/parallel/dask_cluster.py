@@ -61,7 +61,7 @@ class DaskProcesses:
         port = free_port()
         self.address = f"tcp://127.0.0.1:{port}"
         self.scheduler = self._start("scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                                     log="scheduler.log")
+                                     "--dashboard-address", ":0", log="scheduler.log")  # its HTTP server: any free port
         self.workers = [self._start("worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
                                     "--name", f"w{i}", log=f"worker{i}.log") for i in range(self.n_workers)]
         try:

@@ -268,6 +268,9 @@ class SlurmWorkers:
         environment = {**CLUSTER_ENVIRONMENT, "PACE_WORKER_NO_PROGRESS": "1"}
         options = {k: v for k, v in s.scheduler_options.model_dump().items() if v is not None}
         options["dashboard"] = s.scheduler_options.dashboard_address is not None
+        # the scheduler's HTTP server (health, metrics) listens even without a dashboard: on any free
+        # port, not on 8787, where another scheduler of this host would make it print a warning
+        options.setdefault("dashboard_address", ":0")
         # no worker dashboards unless asked for (a web server per worker process that nobody reads)
         worker_args = list(s.worker_extra_args)
         if not any(a.startswith("--dashboard") or a == "--no-dashboard" for a in worker_args):
