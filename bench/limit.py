@@ -1,0 +1,179 @@
+"""How close ``sample``, ``direct_sample`` and ``validate`` come to the limit: pyace's own work ÷ cores.
+
+    .venv/bin/python bench/limit.py [--sizes 20000 100000] [--validate-sizes 20000] [--potential P.yaml]
+
+The limit is measured in the same run, on the same pool, on this machine: per structure, the work
+pyace itself does on atoms already in memory — its neighbour environment
+(``PyACECalculator.get_atomic_env``) and ``ACECalculator.compute`` with the B-projections read out
+(``sample``, and ``direct_sample`` given the same potential as its descriptor basis) or energy and
+forces read out (``validate``, from the ``.yace``) — timed over ``--probe`` structures, best of three
+passes, × structures ÷ cores. Nothing else is in it: no parsing, no selection, no writing, no
+Python start-up. The commands run as the orchestrator runs them (``python src/main.py …``, all cores as
+workers, no progress bars, no plots), timed without memory polling; ``sample`` runs once more with
+polling for its peak memory (PSS summed over its processes, :func:`measure.run_measured`).
+
+Prints per pool size the limit, the command's wall time and their ratio. The goals (issue 24):
+``sample`` ≤ 1.3× its limit at 20k and 100k; ``direct_sample`` at 100k ≤ 1.3×; ``validate``
+throughput ≥ 0.9× the limit's (i.e. wall ≤ 1.11× the limit); ``sample``'s peak memory at 100k
+≤ 1.2× its 20k figure. Without ``--potential`` a Si potential of the bundled example's basis (40
+functions per element, body order 4) is fitted for 5 BFGS steps first (~1 min; the fit's quality does not matter
+here, only the basis's cost). Pools: 32-atom diamond-Si cells, strained and rattled (seeded, as
+``bench/sample_vs_pace_select.py``); the validate set carries zero forces and a constant energy
+per atom as labels (the errors do not matter here either). One machine's numbers: the ratios move
+with the machine's load and speed drift (this VM: up to ~15 % between minutes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+MAIN = REPO / "src" / "main.py"
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from measure import run_measured  # noqa: E402
+from sample_vs_pace_select import make_pool  # noqa: E402
+
+QUICK_CONFIG = """\
+seed: 42
+cutoff: 5.0
+data: {test_size: 0.1, reference_energy: auto}
+potential:
+  functions:
+    number_of_functions_per_element: 40
+    ALL: {nradmax_by_orders: [8, 4, 3], lmax_by_orders: [0, 3, 2]}
+fit: {optimizer: BFGS, maxiter: 5}
+backend: {evaluator: tensorpot, batch_size: 100, display_step: 50}
+train: {schedule: "off"}
+"""
+
+
+def cli(*args) -> list[str]:
+    return [sys.executable, str(MAIN), *map(str, args)]
+
+
+def quick_potential(work: Path) -> Path:
+    """A Si potential of the bundled example's basis after 5 BFGS steps: (.yaml with .asi and .yace beside it)."""
+    (work / "config.yaml").write_text(QUICK_CONFIG)
+    (work / "meta.yaml").write_text("device: cpu\n")
+    dataset = work / "Si_training.xyz"
+    dataset.write_bytes((REPO / "examples/si/data/Si_training.xyz").read_bytes())
+    wall, _, _, _ = run_measured(cli("train", "--config", work / "config.yaml", "--meta-config", work / "meta.yaml",
+                                     "--dataset", dataset, "--iteration", 1), work, memory=False)
+    print(f"fitted the bench's potential in {wall:.0f} s")
+    return work / "output_potential.yaml"
+
+
+def write_pool(path: Path, n: int, labelled: bool) -> list:
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    pool = make_pool(n)
+    if labelled:
+        for atoms in pool:
+            atoms.calc = SinglePointCalculator(atoms, energy=-5.4 * len(atoms), forces=np.zeros((len(atoms), 3)))
+    ase.io.write(path, pool, format="extxyz")
+    return pool
+
+
+def pyace_seconds_per_structure(potential: Path, structures: list, projections: bool) -> float:
+    """pyace's own work per structure on atoms in memory (best of three passes)."""
+    from pace_worker.stack import import_pyace
+
+    import_pyace()
+    from pyace import PyACECalculator
+
+    calc = PyACECalculator(str(potential))
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for atoms in structures:
+            calc.get_atomic_env(atoms)
+            calc.ace.compute(calc.ae, compute_projections=projections)
+            if projections:
+                np.asarray(calc.ace.projections)
+            else:
+                np.array(calc.ace.energy), np.array(calc.ace.forces)
+        best = min(best, time.perf_counter() - start)
+    return best / len(structures)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 100000], help="pool sizes for sample/direct")
+    parser.add_argument("--validate-sizes", type=int, nargs="*", default=[20000])
+    parser.add_argument("--potential", type=Path, default=None, help="B-basis .yaml with its .asi and .yace beside it")
+    parser.add_argument("--probe", type=int, default=1000, help="structures the limit is timed on")
+    parser.add_argument("--n", type=int, default=50, help="structures sample picks")
+    parser.add_argument("--n-clusters", type=int, default=500, help="clusters of direct_sample")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    rows, memory = [], {}
+    with tempfile.TemporaryDirectory(prefix="pace-limit-") as tmp:
+        work = Path(tmp)
+        potential = args.potential.resolve() if args.potential else quick_potential(work)
+        yace_only = work / "yace_only"  # validate without an active set: energy and forces, no γ
+        yace_only.mkdir()
+        (yace_only / "p.yace").write_bytes(potential.with_suffix(".yace").read_bytes())
+        (work / "meta_run.yaml").write_text(f"device: cpu\nworkers: {cores}\n")
+        for size in sorted(set(args.sizes) | set(args.validate_sizes)):
+            run_direct = size in args.sizes
+            pool_path = work / f"pool_{size}.xyz"
+            pool = write_pool(pool_path, size, labelled=False) if run_direct else None
+            if run_direct:
+                per = pyace_seconds_per_structure(potential, pool[:args.probe], projections=True)
+                limit = per * size / cores
+                del pool
+                common = ("--config", work / "config_run.yaml", "--meta-config", work / "meta_run.yaml")
+                (work / "config_run.yaml").write_text("sample: {}\n")
+                wall, _, _, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
+                                                 "--output", work / f"sel_{size}.xyz", "--potential", potential,
+                                                 "--no-progress"), work, memory=False)
+                rows.append(("sample", size, per * 1e3, limit, wall))
+                _, pss, rss, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
+                                                  "--output", work / f"selm_{size}.xyz", "--potential", potential,
+                                                  "--no-progress"), work, memory=True)
+                memory[size] = (pss, rss)
+                wall, _, _, _ = run_measured(cli("direct_sample", *common, "--input", pool_path, "--output",
+                                                 work / f"div_{size}.xyz", "--n_clusters", args.n_clusters,
+                                                 "--potential", potential, "--no-plots", "--no-progress"),
+                                             work, memory=False)
+                rows.append(("direct_sample", size, per * 1e3, limit, wall))
+                pool_path.unlink()
+            if size in args.validate_sizes:
+                test_path = work / f"test_{size}.xyz"
+                labelled = write_pool(test_path, size, labelled=True)
+                per = pyace_seconds_per_structure(yace_only / "p.yace", labelled[:args.probe], projections=False)
+                del labelled
+                limit = per * size / cores
+                wall, _, _, _ = run_measured(cli("validate", "--meta-config", work / "meta_run.yaml", "--potential",
+                                                 yace_only / "p.yace", "--test-set", test_path, "--output",
+                                                 work / f"m_{size}.json", "--no-plots", "--no-progress"),
+                                             work, memory=False)
+                rows.append(("validate", size, per * 1e3, limit, wall))
+                test_path.unlink()
+    print(f"\n{cores} cores; limit = pyace's work per structure (atoms in memory) × structures ÷ cores")
+    print(f"{'command':14s} {'pool':>7s} {'pyace ms/str':>12s} {'limit s':>8s} {'wall s':>8s} {'wall/limit':>10s}  goal")
+    goals = {"sample": "<= 1.3", "direct_sample": "<= 1.3", "validate": "<= 1.11 (throughput >= 0.9x)"}
+    for command, size, per_ms, limit, wall in rows:
+        print(f"{command:14s} {size:>7d} {per_ms:>12.3f} {limit:>8.1f} {wall:>8.1f} {wall / limit:>10.2f}  "
+              f"{goals[command]}")
+    if len(memory) > 1:
+        small, large = min(memory), max(memory)
+        print(f"sample peak memory (PSS, MiB): {small}: {memory[small][0]:.0f}, {large}: {memory[large][0]:.0f}, "
+              f"ratio {memory[large][0] / memory[small][0]:.2f} (goal <= 1.2)")
+    print(json.dumps({"cores": cores, "rows": [dict(zip(("command", "pool", "pyace_ms_per_structure", "limit_s",
+                                                         "wall_s"), r)) for r in rows],
+                      "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()}}))
+
+
+if __name__ == "__main__":
+    main()
