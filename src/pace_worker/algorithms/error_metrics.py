@@ -204,8 +204,10 @@ class WorstStructures:
     def of(cls, table: PerStructureErrors, groups: np.ndarray, with_forces: list[int],
            n_worst: int) -> "WorstStructures":
         order_e = np.argsort(-np.abs(table.energy_error), kind="stable")[:n_worst]
-        order_f = [i for i in np.argsort(-np.nan_to_num(table.force_max_error, nan=-np.inf), kind="stable")
-                   if i in set(with_forces)][:n_worst]
+        has_forces = np.zeros(len(table.force_max_error), dtype=bool)
+        has_forces[np.asarray(with_forces, dtype=int)] = True
+        by_force = np.argsort(-np.nan_to_num(table.force_max_error, nan=-np.inf), kind="stable")
+        order_f = by_force[has_forces[by_force]][:n_worst]
         return cls([WorstStructure(int(i), str(groups[i]), float(table.energy_error[i])) for i in order_e],
                    [WorstStructure(int(i), str(groups[i]), float(table.force_max_error[i])) for i in order_f])
 
