@@ -116,6 +116,7 @@ def _systems_of(X: np.ndarray, layout: tuple[Sequence[str], Sequence[int]]) -> l
     return found
 
 
+@dataclass(eq=False, repr=False)  # scikit-learn's repr and identity, not a record's
 class StratifiedDirect(BaseEstimator):
     """DIRECT sampling within each chemical system and kind of periodicity.
 
@@ -157,14 +158,13 @@ class StratifiedDirect(BaseEstimator):
     [0, 1]
     """
 
-    def __init__(self, n_clusters: int, k_per_cluster: int = 1, selection: str = "center",
-                 pca: Optional[WeightedPCA] = None, birch_threshold: Optional[float] = None, random_state: int = 0):
-        self.n_clusters = n_clusters
-        self.k_per_cluster = k_per_cluster
-        self.selection = selection
-        self.pca = pca
-        self.birch_threshold = birch_threshold
-        self.random_state = random_state
+    # the parameters, stored by the generated __init__ (scikit-learn reads them from its signature)
+    n_clusters: int
+    k_per_cluster: int = 1
+    selection: str = "center"
+    pca: Optional[WeightedPCA] = None
+    birch_threshold: Optional[float] = None
+    random_state: int = 0
 
     def fit(self, X, y=None, *, layout: tuple[Sequence[str], Sequence[int]], n_atoms: Optional[Sequence[int]] = None,
             periodic_dims: Optional[Sequence[int]] = None) -> "StratifiedDirect":
