@@ -95,17 +95,18 @@ def deferred() -> Iterator[None]:
         check()
 
 
-def quiet_worker() -> None:
+def quiet_worker(parent_pid: Optional[int] = None) -> None:
     """In a worker process: SIGTERM and SIGINT are ignored (the main process, which gets them
     too, stops its workers between chunks), and the worker is killed when its parent dies
-    (Linux), so no worker outlives a killed command."""
+    (Linux), so no worker outlives a killed command. ``parent_pid``: the process that started the
+    worker; a worker whose parent is no longer that one (it died before the kill was arranged)
+    ends at once. (Not "the parent is PID 1": in a container the command itself is PID 1.)"""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
-
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
-        if os.getppid() == 1:  # the parent died before the line above
+        if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before the line above
             os._exit(1)

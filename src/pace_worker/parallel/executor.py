@@ -193,10 +193,10 @@ def _in_order(submit: Callable, chunks: Iterable[Sequence], in_flight: Union[int
         raise
 
 
-def _start_worker(job: _ChunkJob) -> None:
+def _start_worker(job: _ChunkJob, parent_pid: int) -> None:
     """First thing in a local worker process: it ignores SIGTERM / SIGINT (the main process stops
-    it), then the job's initializer."""
-    interrupts.quiet_worker()
+    it) and dies with ``parent_pid``, then the job's initializer."""
+    interrupts.quiet_worker(parent_pid)
     job.start()
 
 
@@ -244,7 +244,7 @@ def _local_results(job: _ChunkJob, chunks: Iterable[Sequence], workers: int) -> 
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     with interrupts.deferred():
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(job,))
+                                   initargs=(job, os.getpid()))
 
     def submit(chunk):
         with interrupts.deferred():  # starts worker processes: not to be cut in two
