@@ -216,6 +216,11 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     thread = getattr(pool, "_executor_manager_thread", None)
     processes = list((getattr(pool, "_processes", None) or {}).values())
     results = getattr(pool, "_result_queue", None)
+    # a chunk still being written to workers that are gone blocks the queue's feeder thread for
+    # ever; the pool's thread (which the interpreter joins at exit) would wait for it
+    calls = getattr(pool, "_call_queue", None)
+    if calls is not None:
+        calls.cancel_join_thread()
     pool.shutdown(wait=False, cancel_futures=True)
     if thread is not None:
         thread.join(STOP_GRACE_S)
