@@ -86,7 +86,6 @@ def _fcc_lattice_constant(element: str) -> float:
 
 
 def _bulk_cell(element: str, structure: str, rng, strain: float, rattle: float) -> Atoms:
-
     a_fcc = _fcc_lattice_constant(element)
     if structure == "fcc":
         atoms = ase_bulk(element, "fcc", a=a_fcc, cubic=True).repeat((2, 2, 2))

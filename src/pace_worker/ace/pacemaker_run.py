@@ -77,7 +77,6 @@ def child_environment(meta: MetaConfig, deadline: Optional[float] = None) -> dic
     # --user 1000:1000, Kubernetes) would fail there unless the environment names a user
     if not any(env.get(k) for k in ("LOGNAME", "USER", "LNAME", "USERNAME")):
         try:
-
             getpass.getuser()
         except (KeyError, OSError):
             env["LOGNAME"] = f"uid{os.getuid()}"
@@ -91,7 +90,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     """Linux: the fit process gets SIGTERM if the worker dies (even by SIGKILL), so no orphaned
     pacemaker keeps writing into an iteration folder that a rerun wants to use."""
     try:
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

@@ -55,7 +55,6 @@ def check_b_basis(path: Path, what: str) -> None:
 
 
 def _yaml_problem(path: Path) -> Optional[str]:
-
     try:
         data = load_yaml(path.read_bytes().decode("utf-8", errors="replace"), f"potential '{path}'")
     except yaml.YAMLError as exc:
@@ -85,7 +84,6 @@ def _yaml_problem(path: Path) -> Optional[str]:
 
 
 def _basis_problem(path: Path) -> Optional[str]:
-
     import_pyace()
     from pyace import ACEBBasisSet, BBasisConfiguration
 

@@ -87,7 +87,6 @@ class BirchClustering(ClusterMixin, BaseEstimator):
         self.random_state = random_state
 
     def _birch(self, X, threshold):
-
         birch = Birch(threshold=threshold, n_clusters=None, compute_labels=False)
         for start in range(0, len(X), self.chunk_size):
             birch.partial_fit(X[start:start + self.chunk_size])

@@ -231,7 +231,6 @@ class GammaStatistics:
 
     @classmethod
     def of(cls, gamma_max: np.ndarray, force_rmse: np.ndarray) -> "GammaStatistics":
-
         g = np.asarray(gamma_max, dtype=float)
         has_f = np.isfinite(force_rmse)
         gf, f = g[has_f], np.asarray(force_rmse)[has_f]

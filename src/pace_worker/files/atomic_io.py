@@ -98,7 +98,6 @@ def write_json(path, data) -> None:
 
 
 def _finite(value, path: str, where: list):
-
     if isinstance(value, dict):
         return {str(k): _finite(v, f"{path}.{k}" if path else str(k), where) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -120,7 +119,6 @@ def _finite(value, path: str, where: list):
 
 
 def _json_default(value):
-
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):

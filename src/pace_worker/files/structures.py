@@ -138,7 +138,6 @@ def _is_pickle(path: Path) -> bool:
 
 
 def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
-
     try:
         if is_compressed(path):  # decompressed once: ASE would seek back into the stream
             with open_with_compression(str(path), "r") as f:  # once per frame, from its start each time
