@@ -11,6 +11,7 @@ any machine (at fixed fractions of it, counted from the moment the phase starts)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -116,6 +117,25 @@ def snapshot(folder: Path) -> dict:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
 
 
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not k.endswith("_s")}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def results(folder: Path) -> dict:
+    """The outputs of a run as results: a JSON summary without its timings (``*_s``), every other
+    file byte for byte."""
+    found = {}
+    for path in folder.iterdir():
+        if path.is_file():
+            found[path.name] = (_without_timings(json.loads(path.read_text())) if path.suffix == ".json"
+                                else hashlib.sha256(path.read_bytes()).hexdigest())
+    return found
+
+
 def calibrate(command: str, inputs: dict, out: Path, scheduler=None) -> float:
     """A full run (its outputs are the earlier outputs); the length of its worker phase."""
     proc = start(command_args(command, inputs, out), scheduler)
@@ -132,7 +152,7 @@ def calibrate(command: str, inputs: dict, out: Path, scheduler=None) -> float:
 
 def stop_at(command: str, inputs: dict, out: Path, sig: str, fraction: float, length: float, scheduler=None):
     signum, code = SIGNALS[sig]
-    before = snapshot(out)
+    before, results_before = snapshot(out), results(out)
     if scheduler is not None:  # tasks of the previous run still being cancelled would look like this run's
         wait_for_idle_scheduler(scheduler)
     proc = start(command_args(command, inputs, out), scheduler)
@@ -157,10 +177,12 @@ def stop_at(command: str, inputs: dict, out: Path, sig: str, fraction: float, le
     finally:
         phase.close()
     lines = err.strip().splitlines()
-    if proc.returncode == -signum and not err.strip() and snapshot(out) == before:
+    if proc.returncode == -signum and not err.strip():
         # the signal came in the last moments, after every output was published, while the
         # interpreter tore itself down (it restores the default action then): the command ended
-        # by the signal as a plain program does (a shell shows 143), its outputs complete
+        # by the signal as a plain program does (a shell shows 143), its outputs complete: the
+        # same results as the earlier run (its summary's timings aside), nothing beside them
+        assert results(out) == results_before, "the run ended by the signal with its outputs incomplete"
         return
     assert proc.returncode == code, (proc.returncode, err[-2000:])
     assert took < STOP_WITHIN_S, f"stopped {took:.1f} s after {sig}"
