@@ -11,7 +11,7 @@ import pytest
 from ase import Atoms
 from conftest import REPO, assert_one_line_error, run_cli, write_dataset
 
-from pace_worker.algorithms.direct_clustering import coverage_score, pick_per_cluster
+from pace_worker.algorithms.cluster_picks import coverage_score, pick_per_cluster
 from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
 from pace_worker.config import MetaConfig, WorkerConfig
 from pace_worker.toy_data import unlabelled_pool

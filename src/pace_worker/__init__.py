@@ -26,9 +26,9 @@ what kind of module a file is:
     ``sample_strategies.py`` **the strategies of ``sample``** (``maxvol``, ``max_gamma``,
     ``gamma_window``, ``random``: what each admits, buffers and selects; the γ floor);
     ``d_optimal.py`` batch D-optimal (MaxVol) selection; ``direct_clustering.py`` DIRECT's
-    steps as estimators (weighted PCA, **BIRCH with threshold lowering**, picks per cluster,
-    coverage); ``direct_allocation.py`` how many clusters each chemical system and kind of
-    periodicity gets; ``direct_strata.py`` ``StratifiedDirect``, **DIRECT as one estimator**
+    steps as estimators (weighted PCA, **BIRCH with threshold lowering**); ``cluster_picks.py``
+    picks per cluster and their coverage (numpy only: the CLI's choices load no scikit-learn);
+    ``direct_allocation.py`` how many clusters each chemical system and kind of periodicity gets; ``direct_strata.py`` ``StratifiedDirect``, **DIRECT as one estimator**
     per chemical system and kind of periodicity (parameters in ``__init__``, fitted
     ``labels_``/``picks_``/``systems_``);
     ``train_test_split.py`` **the train/test and validation splits**; ``error_metrics.py`` error

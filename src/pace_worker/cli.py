@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from pace_worker import __version__, interrupts
-from pace_worker.algorithms.direct_clustering import SELECTIONS
+from pace_worker.algorithms.cluster_picks import SELECTIONS
 from pace_worker.algorithms.sample_strategies import STRATEGIES
 from pace_worker.errors import DiskFull, FitError, InputError
 from pace_worker.files.atomic_io import DISK_FULL

@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pace_worker.algorithms.direct_clustering import SELECTIONS
+from pace_worker.algorithms.cluster_picks import SELECTIONS
 from pace_worker.algorithms.sample_strategies import STRATEGIES
 from pace_worker.errors import InputError, closest_name, did_you_mean, missing_reason
 from pace_worker.files.safe_yaml import MAX_BYTES, load_yaml

@@ -36,7 +36,6 @@ from pace_worker.algorithms.streaming_least_squares import StreamingLeastSquares
 from pace_worker.files.structures import fully_periodic_or_not
 from pace_worker.parallel import worker_state
 from pace_worker.stack import import_pyace
-from ase.data import atomic_numbers
 
 LINEAR_EMBEDDING = {"npot": "FinnisSinclairShiftedScaled", "fs_parameters": [1, 1], "ndensity": 1}
 ENERGY, FORCES = "energy", "forces"

@@ -1,6 +1,6 @@
 """The steps of DIRECT sampling after the encoder (Qi et al., npj Comput. Mater. 2024), as small
 scikit-learn estimators: StandardScaler → :class:`WeightedPCA` → :class:`BirchClustering`,
-then :func:`pick_per_cluster`; :func:`coverage_score` measures how well picks cover the pool.
+then :func:`pace_worker.algorithms.cluster_picks.pick_per_cluster` (and its coverage_score).
 
 Each step is swappable: :func:`direct_pipeline` composes them as a ``sklearn.pipeline.Pipeline``.
 DIRECT within each chemical system and kind of periodicity is
@@ -9,7 +9,7 @@ DIRECT within each chemical system and kind of periodicity is
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
@@ -146,56 +146,3 @@ def direct_pipeline(n_clusters: int, pca: Optional[WeightedPCA] = None, threshol
     BirchClustering into ``n_clusters`` from start threshold ``threshold`` (fit on structure features)."""
     return Pipeline([("scale", StandardScaler()), ("pca", clone(pca) if pca is not None else WeightedPCA()),
                      ("birch", BirchClustering(n_clusters, threshold, random_state=random_state))])
-
-
-# which members of a cluster :func:`pick_per_cluster` can pick (config and CLI choices derive from it)
-SELECTIONS: tuple[str, ...] = ("center", "random", "smallest")
-
-
-def pick_per_cluster(X: np.ndarray, labels: np.ndarray, k: int = 1, selection: str = "center",
-                     n_atoms: Optional[Sequence[int]] = None, seed: int = 0) -> list[tuple[int, int]]:
-    """``(row, cluster)`` of up to ``k`` members per cluster, clusters in label order.
-
-    * ``center``: the members closest to the cluster's true centroid (mean of its members in ``X``);
-    * ``random``: uniformly drawn members (seeded);
-    * ``smallest``: the members with the fewest atoms (cheapest to label), ties by distance to the centroid.
-
-    A cluster with fewer than ``k`` members gives all of them.
-    """
-    if selection not in SELECTIONS:
-        raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got '{selection}'")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    rng = np.random.default_rng(seed)
-    order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
-    picks = []
-    for c in range(labels.max() + 1):
-        members = order[bounds[c]:bounds[c + 1]]
-        if not len(members):
-            continue
-        if selection == "random":
-            chosen = np.sort(rng.choice(members, size=min(k, len(members)), replace=False))
-        else:
-            distance = np.linalg.norm(X[members] - X[members].mean(axis=0), axis=1)
-            keys = (distance,) if selection == "center" else (distance, np.asarray(n_atoms)[members])
-            chosen = members[np.lexsort(keys)[:k]]  # lexsort: last key is the primary one
-        picks.extend((int(m), c) for m in chosen)
-    return picks
-
-
-def coverage_score(pcs: np.ndarray, picks: Sequence[int], bins: int = 50) -> float:
-    """Mean over principal components of the fraction of histogram bins occupied by the pool that
-    the picks also occupy; per component, ``bins`` equal-width bins span the pool's range."""
-    picks = np.asarray(picks, dtype=int)
-    fractions = []
-    for column in np.asarray(pcs).T:
-        lo, hi = float(column.min()), float(column.max())
-        if hi <= lo:
-            fractions.append(1.0)
-            continue
-        edges = np.linspace(lo, hi, bins + 1)
-        occupied = np.unique(np.clip(np.searchsorted(edges, column, side="right") - 1, 0, bins - 1))
-        hit = np.unique(np.clip(np.searchsorted(edges, column[picks], side="right") - 1, 0, bins - 1))
-        fractions.append(len(np.intersect1d(hit, occupied)) / len(occupied))
-    return float(np.mean(fractions))

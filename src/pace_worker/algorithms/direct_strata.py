@@ -27,13 +27,8 @@ from pace_worker.algorithms.direct_allocation import (
     raise_to_proportional,
     system_variety,
 )
-from pace_worker.algorithms.direct_clustering import (
-    SELECTIONS,
-    BirchClustering,
-    WeightedPCA,
-    direct_pipeline,
-    pick_per_cluster,
-)
+from pace_worker.algorithms.cluster_picks import SELECTIONS, pick_per_cluster
+from pace_worker.algorithms.direct_clustering import BirchClustering, WeightedPCA, direct_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +123,7 @@ class StratifiedDirect(BaseEstimator):
     slab, wire, cluster) with fewer clusters than its proportional share
     (:func:`pace_worker.algorithms.direct_allocation.raise_to_proportional`), each kind is clustered
     on its own with the raised allocation. ``k_per_cluster`` members of each cluster are picked by
-    ``selection`` (:func:`pace_worker.algorithms.direct_clustering.pick_per_cluster`).
+    ``selection`` (:func:`pace_worker.algorithms.cluster_picks.pick_per_cluster`).
 
     Parameters
     ----------

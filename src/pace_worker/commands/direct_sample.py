@@ -46,7 +46,8 @@ from ase.data import chemical_symbols
 
 from pace_worker.ace import potentials
 from pace_worker.ace.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
-from pace_worker.algorithms.direct_clustering import SELECTIONS, WeightedPCA, coverage_score
+from pace_worker.algorithms.cluster_picks import SELECTIONS, coverage_score
+from pace_worker.algorithms.direct_clustering import WeightedPCA
 from pace_worker.algorithms.direct_strata import ChemicalSystem, StratifiedDirect
 from pace_worker.config import DirectSampleOptions, MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
