@@ -108,7 +108,7 @@ def pyace_seconds_per_structure(potential: Path, structures: list, projections: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20000, 100000], help="pool sizes for sample/direct")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[20000, 100000], help="pool sizes for sample/direct")
     parser.add_argument("--validate-sizes", type=int, nargs="*", default=[20000])
     parser.add_argument("--potential", type=Path, default=None, help="B-basis .yaml with its .asi and .yace beside it")
     parser.add_argument("--probe", type=int, default=1000, help="structures the limit is timed on")

@@ -17,7 +17,8 @@ what kind of module a file is:
     reads pacemaker's own metrics files; ``potentials.py`` potential files (.yaml/.yace);
     ``activeset.py`` active sets (.asi); ``projections.py`` B-projections; on workers:
     ``gamma.py`` (γ of pool structures, for ``sample``), ``descriptors.py`` (structure features,
-    for ``direct_sample``), ``predictions.py`` (energies/forces, for ``validate``);
+    for ``direct_sample``), ``predictions.py`` (energies/forces), ``labelled_evaluation.py``
+    (a test set read, checked and evaluated chunk by chunk, for ``validate`` and ``train``);
     ``potential_errors.py`` the errors of a potential on labelled structures (``validate``'s and
     ``train``'s numbers); ``linear_ace.py`` linear ACE (design rows from B-projections and their
     gradients; the FS potential of the coefficients).
@@ -28,8 +29,9 @@ what kind of module a file is:
     ``d_optimal.py`` batch D-optimal (MaxVol) selection; ``direct_clustering.py`` DIRECT's
     steps as estimators (weighted PCA, **BIRCH with threshold lowering**); ``cluster_picks.py``
     picks per cluster and their coverage (numpy only: the CLI's choices load no scikit-learn);
-    ``direct_allocation.py`` how many clusters each chemical system and kind of periodicity gets; ``direct_strata.py`` ``StratifiedDirect``, **DIRECT as one estimator**
-    per chemical system and kind of periodicity (parameters in ``__init__``, fitted
+    ``direct_allocation.py`` how many clusters each chemical system and kind of periodicity gets;
+    ``direct_strata.py`` ``StratifiedDirect``, **DIRECT as one estimator** per chemical system
+    and kind of periodicity (parameters in ``__init__``, fitted
     ``labels_``/``picks_``/``systems_``);
     ``train_test_split.py`` **the train/test and validation splits**; ``error_metrics.py`` error
     metrics; ``extrapolation_grade.py`` **γ** (the one formula); ``streaming_least_squares.py``
@@ -37,7 +39,8 @@ what kind of module a file is:
 
 ``files/`` — structures and files on disk.
     ``structures.py`` reading and checking labelled structures (the geometry rule, the pool
-    rule); ``frames.py`` extxyz frames split without parsing (pool chunks); ``compression.py``;
+    rule); ``frame_text.py`` extxyz frame texts split without parsing; ``frames.py`` pool chunks
+    and their parsing; ``c_extxyz.py`` libAtoms' C parser, giving ASE's structures; ``compression.py``;
     ``safe_pickle.py`` pacemaker DataFrames without running code; ``safe_yaml.py`` no alias bombs;
     ``discovery.py`` **which potential, active set and test set a command uses** when none is
     named; ``atomic_io.py`` all-or-none publishing; ``output_paths.py`` outputs never overwrite

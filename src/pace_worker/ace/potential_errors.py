@@ -11,16 +11,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from pace_worker.ace import potentials
-from pace_worker.ace.predictions import Prediction, load_potential, predict
+from pace_worker.ace.labelled_evaluation import (
+    EvaluatedStructure,
+    EvaluationSettings,
+    TestSetFile,
+    evaluated_structures,
+)
+from pace_worker.ace.predictions import Prediction
 from pace_worker.algorithms.error_metrics import ErrorMetrics, Labels, MetricOptions, compute_metrics
 from pace_worker.config import ValidateOptions
-from pace_worker.files.structures import LabelledStructures, shortest_distance_and_core
+from pace_worker.files.structures import LabelledStructures
 from pace_worker.parallel.executor import ChunkExecutor
 
 CORE_NOTE = ("structures with a pair closer than r_in are evaluated inside the potential's core repulsion "
@@ -28,13 +35,14 @@ CORE_NOTE = ("structures with a pair closer than r_in are evaluated inside the p
 SHOWN_INSIDE = 20  # structures inside the core repulsion named in the JSON
 
 
-def corrected_energies(structures: LabelledStructures, reference) -> np.ndarray:
-    """Test energies on the potential's scale, with pyace's own reference-energy correction."""
+def corrected_energies(structures: Sequence[Atoms], energies: np.ndarray, reference) -> np.ndarray:
+    """Test energies on the potential's scale, with pyace's own reference-energy correction
+    (``structures`` give the compositions)."""
     import pandas as pd
     from pyace.process_df import compute_corrected_energy
 
-    df = pd.DataFrame({"ase_atoms": structures.atoms, "energy": structures.energies,
-                       "NUMBER_OF_ATOMS": [len(a) for a in structures.atoms]})
+    df = pd.DataFrame({"ase_atoms": list(structures), "energy": energies,
+                       "NUMBER_OF_ATOMS": [len(a) for a in structures]})
     if isinstance(reference, str):
         compute_corrected_energy(df, calculator_name=reference)
     else:
@@ -52,11 +60,11 @@ class CoreRepulsion:
     pairs_inside_r_in: np.ndarray     # per structure
 
     @classmethod
-    def of(cls, structures: Sequence[Atoms], cutoffs: dict[tuple[str, str], float]) -> "CoreRepulsion":
-        core = [shortest_distance_and_core(a, cutoffs) for a in structures]
+    def of(cls, rows: Sequence[EvaluatedStructure], cutoffs: dict[tuple[str, str], float]) -> "CoreRepulsion":
+        """From the shortest distances and pairs the workers found (:mod:`pace_worker.ace.labelled_evaluation`)."""
         return cls({f"{a}-{b}": r for (a, b), r in sorted(cutoffs.items()) if a <= b} if cutoffs else None,
-                   np.array([np.nan if d is None else d for d, _ in core]),
-                   np.array([n for _, n in core], dtype=int))
+                   np.array([np.nan if r.shortest_distance is None else r.shortest_distance for r in rows]),
+                   np.array([r.pairs_inside_r_in for r in rows], dtype=int))
 
     @property
     def inside(self) -> list[int]:
@@ -75,13 +83,20 @@ class Evaluation:
 
     metrics: ErrorMetrics    # energy/force/stress errors, per element/group, worst, γ, per structure
     core_repulsion: CoreRepulsion
-    groups: list[str]
     group_key: str
+    structures: list[EvaluatedStructure]  # labels and predictions per structure, in order
     ref_energy: np.ndarray   # reference energies on the potential's scale
-    predictions: list[Prediction]
     reference: object        # the potential's reference_energy metadata (or None)
     energy_scale: str
-    evaluation_s: float
+    evaluation_s: float      # reading (of a test set's file), checking and evaluating
+
+    @property
+    def groups(self) -> list[str]:
+        return [s.group for s in self.structures]
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        return [s.prediction for s in self.structures]
 
     @property
     def summary(self) -> dict:
@@ -93,37 +108,37 @@ class Evaluation:
         return self.metrics.n_atoms / self.evaluation_s if self.evaluation_s > 0 else None
 
 
-def reference_energies(structures: LabelledStructures, b_basis: Optional[Path]) -> tuple[np.ndarray, object, str]:
+def reference_energies(rows: Sequence[EvaluatedStructure], b_basis: Optional[Path]) -> tuple[np.ndarray, object, str]:
     """``(energies on the potential's scale, the potential's reference_energy or None, which scale)``."""
+    energies = np.array([r.energy for r in rows], dtype=float)
     reference = potentials.reference_energy(b_basis) if b_basis is not None else None
     if reference is None:
-        return structures.energies, None, "as given (the potential has no reference_energy metadata)"
-    return (corrected_energies(structures, reference), reference,
+        return energies, None, "as given (the potential has no reference_energy metadata)"
+    compositions = [Atoms(numbers=r.numbers) for r in rows]
+    return (corrected_energies(compositions, energies, reference), reference,
             "energy_corrected (reference_energy of the potential removed)")
 
 
 def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[Path],
-                       structures: LabelledStructures, executor: ChunkExecutor,
+                       structures: Union[LabelledStructures, TestSetFile], executor: ChunkExecutor,
                        options: Optional[ValidateOptions] = None) -> Evaluation:
-    """Energies, forces (and γ with ``asi``) of ``evaluated`` on ``structures``, compared with their
-    labels on the potential's energy scale (see the module docstring). ``train`` reports its
-    published potential's errors with this same function."""
+    """Energies, forces (and γ with ``asi``) of ``evaluated`` on ``structures`` (in memory, or a
+    test set's file the workers read and check), compared with their labels on the potential's
+    energy scale (see the module docstring). ``train`` reports its published potential's errors
+    with this same function."""
     options = options or ValidateOptions()
-    ref_energy, reference, scale = reference_energies(structures, b_basis)
-    t_eval = time.perf_counter()
-    load_potential(str(evaluated), str(asi) if asi else None)  # forked workers inherit it
-    predictions = predict(evaluated, structures.atoms, asi=asi, executor=executor)
-    eval_s = time.perf_counter() - t_eval
-
-    groups = [str(a.info.get(options.group_by, "all")) for a in structures.atoms]
-    metrics = compute_metrics(
-        [a.get_chemical_symbols() for a in structures.atoms], groups,
-        Labels(ref_energy, structures.forces, structures.stresses or [None] * len(structures)),
-        Labels(np.array([p.energy for p in predictions]), [p.forces for p in predictions],
-               [p.stress for p in predictions]),
-        gamma_max=np.array([p.gamma.max() for p in predictions]) if asi is not None else None,
-        options=MetricOptions(options.low_window_ev_per_atom, options.n_worst))
     cutoffs = potentials.inner_cutoffs(b_basis) if b_basis is not None else {}
-    return Evaluation(metrics=metrics, core_repulsion=CoreRepulsion.of(structures.atoms, cutoffs), groups=groups,
-                      group_key=options.group_by, ref_energy=np.asarray(ref_energy), predictions=predictions,
-                      reference=reference, energy_scale=scale, evaluation_s=eval_s)
+    t_eval = time.perf_counter()
+    rows = evaluated_structures(evaluated, asi, structures, EvaluationSettings(options.group_by, cutoffs), executor)
+    eval_s = time.perf_counter() - t_eval
+    ref_energy, reference, scale = reference_energies(rows, b_basis)
+    metrics = compute_metrics(
+        [[chemical_symbols[z] for z in r.numbers] for r in rows], [r.group for r in rows],
+        Labels(ref_energy, [r.forces for r in rows], [r.stress for r in rows]),
+        Labels(np.array([r.prediction.energy for r in rows]), [r.prediction.forces for r in rows],
+               [r.prediction.stress for r in rows]),
+        gamma_max=np.array([r.prediction.gamma.max() for r in rows]) if asi is not None else None,
+        options=MetricOptions(options.low_window_ev_per_atom, options.n_worst))
+    return Evaluation(metrics=metrics, core_repulsion=CoreRepulsion.of(rows, cutoffs), group_key=options.group_by,
+                      structures=rows, ref_energy=np.asarray(ref_energy), reference=reference, energy_scale=scale,
+                      evaluation_s=eval_s)

@@ -23,6 +23,27 @@ from pace_worker.files.structures import fully_periodic_or_not
 from ase.data import atomic_numbers, chemical_symbols
 
 
+def species_indices(element_names) -> np.ndarray:
+    """The index in ``element_names`` (a basis's species order) of each atomic number; -1: absent."""
+    species_of_number = np.full(len(chemical_symbols), -1)
+    for index, element in enumerate(element_names):  # pyace's calculator names them as bytes
+        species_of_number[atomic_numbers[element.decode() if isinstance(element, bytes) else element]] = index
+    return species_of_number
+
+
+def atomic_environment(atoms, species_of_number: np.ndarray, cutoff: float):
+    """pyace's atomic environment of ``atoms`` (what ``aseatoms_to_atomicenvironment`` builds,
+    from the same C++ ``build_atomic_env``, given species indices directly: its per-neighbour
+    Python lookups skipped); a slab or wire is made fully periodic first (pyace refuses them)."""
+    from pyace.catomicenvironment import build_atomic_env
+
+    atoms = fully_periodic_or_not(atoms, cutoff)
+    species = species_of_number[atoms.numbers]
+    if (species < 0).any():
+        raise ValueError(f"elements {sorted(set(atoms[species < 0].get_chemical_symbols()))} are not in the basis")
+    return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(atoms.pbc.all()), cutoff)
+
+
 class BProjector:
     """``projector(structures) -> (projections, owner)`` for one B-basis (``ACEBBasisSet``)."""
 
@@ -35,20 +56,12 @@ class BProjector:
         self._evaluator = ACEBEvaluator(bbasis)  # the calculator keeps a reference to it
         self._calculator = ACECalculator(self._evaluator)
         self._n_functions = list(compute_number_of_functions(bbasis))
-        self._species_of_number = np.full(len(chemical_symbols), -1)
-        for element, index in bbasis.elements_to_index_map.items():
-            self._species_of_number[atomic_numbers[element]] = index
+        index_of = bbasis.elements_to_index_map
+        self._species_of_number = species_indices(sorted(index_of, key=index_of.get))
 
     def environment(self, atoms):
-        """pyace's atomic environment of ``atoms`` (as ``aseatoms_to_atomicenvironment`` builds it)."""
-        from pyace.catomicenvironment import build_atomic_env
-
-        atoms = fully_periodic_or_not(atoms, self.bbasis.cutoffmax)  # pyace refuses slabs and wires
-        species = self._species_of_number[atoms.numbers]
-        if (species < 0).any():
-            raise ValueError(f"elements {sorted(set(atoms[species < 0].get_chemical_symbols()))} are not in the basis")
-        return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(atoms.pbc.all()),
-                                self.bbasis.cutoffmax)
+        """pyace's atomic environment of ``atoms`` (:func:`atomic_environment`)."""
+        return atomic_environment(atoms, self._species_of_number, self.bbasis.cutoffmax)
 
     def __call__(self, structures: Sequence) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         blocks: dict[int, list] = {st: [] for st in range(len(self._n_functions))}

@@ -22,24 +22,28 @@ import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
+from ase.data import chemical_symbols
 
 from pace_worker import plots
 from pace_worker.ace import potentials
 from pace_worker.ace.activeset import check_validate_active_set
+from pace_worker.ace.labelled_evaluation import TestSetFile
 from pace_worker.ace.potential_errors import SHOWN_INSIDE, Evaluation, evaluate_potential
 from pace_worker.algorithms.error_metrics import ErrorLine, GammaStatistics, PerStructureErrors
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError
+from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import (
+    LabelKeys,
     LabelledStructures,
     check_elements_covered,
     file_sha256,
+    is_pickle,
     read_labelled_structures,
 )
 from pace_worker.parallel.executor import ChunkExecutor
@@ -112,20 +116,31 @@ def find_inputs(request: ValidateRequest, files: dict[str, Path]) -> _Inputs:
     return _Inputs(potential, b_basis, elements, test_set, asi)
 
 
-def read_test_set(found: discovery.Found, request: ValidateRequest, elements: list[str]) -> LabelledStructures:
+def test_set_of(found: discovery.Found, request: ValidateRequest,
+                elements: list[str]) -> Union[TestSetFile, LabelledStructures]:
+    """The test set as the workers read it: an extxyz file they parse and check chunk by chunk
+    (each structure's labels and elements, as every reader of labelled data checks them); a
+    pacemaker pickle is read and checked here first."""
     opts = request.config.pacemaker.data
-    path = found.path
+    path = check_readable_file(found.path, "test set", f"check the path given to {found.source}"
+                               if found.source.startswith("--") else f"check the path {found.source} names")
+    keys = LabelKeys(opts.energy_key, opts.forces_key, opts.stress_key)
     # hot MD test structures may have close pairs (the core repulsion acts there); atoms at one
     # point are never a structure
+    if not is_pickle(path):
+        return TestSetFile(path, "test set", keys, SAME_POSITION_A, tuple(elements))
     structures = read_labelled_structures(path, min_distance=SAME_POSITION_A, what="test set", given_by=found.source,
                                           energy_key=opts.energy_key, forces_key=opts.forces_key,
                                           stress_key=opts.stress_key)
-    if structures.energy_only.all():
-        raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
-                         "needs forces: name their key with data.forces_key in config.yaml")
     check_elements_covered(structures, elements, "test set", f"not in the potential (elements {sorted(elements)})",
                            "remove those structures")
     return structures
+
+
+def check_forces_given(path: Path, result: Evaluation) -> None:
+    if all(s.forces is None for s in result.structures):
+        raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
+                         "needs forces: name their key with data.forces_key in config.yaml")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -133,18 +148,19 @@ def validate(request: ValidateRequest) -> ValidateResult:
     t_start = time.perf_counter()
     files = output_files(Path(request.output), request.plots)
     inputs = find_inputs(request, files)
-    structures = read_test_set(inputs.test_set, request, inputs.elements)
+    test_set = test_set_of(inputs.test_set, request, inputs.elements)
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
-    result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, structures, executor,
+    result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, test_set, executor,
                                 request.config.validate_)
+    check_forces_given(test_set.path, result)
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
     group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
     with group:
         write_csv(group.stage(files["csv"]), result)
         if request.plots:
-            make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, structures,
-                       result, inputs.given.name)
+            make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, result,
+                       inputs.given.name)
         metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start)
         write_json(group.stage(files["json"]), metrics)
         group.publish()
@@ -211,18 +227,18 @@ def output_files(output: Path, plots: bool) -> dict[str, Path]:
     return files
 
 
-def make_plots(files: dict, structures: LabelledStructures, result: Evaluation, title: str) -> None:
+def make_plots(files: dict, result: Evaluation, title: str) -> None:
     """The parity plots (and γ plot) into the paths ``files`` gives (the staged names)."""
-    metrics, predictions = result.metrics, result.predictions
+    metrics, structures = result.metrics, result.structures
     table = metrics.per_structure
-    n = np.array([len(a) for a in structures.atoms])
+    n = np.array([len(s.numbers) for s in structures])
     plots.energy_parity(files["energy_parity"], np.asarray(result.ref_energy) / n,
-                        np.array([p.energy for p in predictions]) / n, result.groups, metrics.errors.energy_rmse,
-                        title)
-    with_f = [i for i, f in enumerate(structures.forces) if f is not None]
-    symbols = np.concatenate([structures.atoms[i].get_chemical_symbols() for i in with_f])
-    plots.force_parity(files["force_parity"], np.concatenate([structures.forces[i] for i in with_f]),
-                       np.concatenate([predictions[i].forces for i in with_f]), symbols,
+                        np.array([s.prediction.energy for s in structures]) / n, result.groups,
+                        metrics.errors.energy_rmse, title)
+    with_f = [i for i, s in enumerate(structures) if s.forces is not None]
+    symbols = np.array(chemical_symbols)[np.concatenate([structures[i].numbers for i in with_f])]
+    plots.force_parity(files["force_parity"], np.concatenate([structures[i].forces for i in with_f]),
+                       np.concatenate([structures[i].prediction.forces for i in with_f]), symbols,
                        {el: e.to_json() for el, e in metrics.per_element.items()}, title)
     if metrics.gamma is not None:
         plots.error_vs_gamma(files["force_error_vs_gamma"], table.gamma_max[with_f], table.force_rmse[with_f],

@@ -1,12 +1,13 @@
 """Frames of an extxyz file, split without parsing, so worker processes parse their own chunks.
 
 :func:`frame_offsets` scans the file once (line counts only, no parsing of atoms) and returns
-the byte offset of every frame; :func:`read_frames` parses ``count`` frames from an offset with
-ASE. A big pool is then read in parallel by the workers instead of serially by the client.
+the byte offset of every frame; :func:`read_frames` parses ``count`` frames from an offset
+(:func:`parse_frame_texts`: libAtoms' C parser where it reads them as ASE does, else ASE). A big
+pool is then read in parallel by the workers instead of serially by the client.
 A compressed file cannot seek: :func:`pool_chunks` then decompresses it once, in order, and
 hands each chunk's text to a worker to parse (ASE's own reader seeks back to every frame of a
 compressed file, which decompresses it from the start each time: 2,000 frames of a ``.xyz.gz``
-took 43 s, 20,000 would take over an hour). All frame splitting is :func:`_split_frames`.
+took 43 s, 20,000 would take over an hour). All frame splitting is :func:`pace_worker.files.frame_text.split_frames`.
 """
 from __future__ import annotations
 
@@ -17,55 +18,17 @@ import lzma
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import Iterator, Optional
 
 from pace_worker.errors import InputError, check_readable_file, first_line
+from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import is_compressed
+from pace_worker.files.frame_text import frame_texts_at, split_frames
 from pace_worker.files.structures import geometry_problem
 import ase.io.formats
 import ase.io
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
-
-def _split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements: Optional[set] = None,
-                  first_index: int = 0) -> Iterator[tuple[int, bytes]]:
-    """``(byte offset, frame text or b"")`` per frame (atom-count line, comment line, one line per
-    atom) read in order from the binary file ``f`` (positioned at the start of frame
-    ``first_index``; offsets count from the file's start, decompressed). With ``elements`` (a
-    set), the chemical symbols of all atoms (first column) are added to it. One clear error names
-    the structure that is not a frame."""
-    pos = f.tell()
-    index = first_index
-    while True:
-        line = f.readline()
-        if not line:
-            return
-        if not line.strip():
-            pos += len(line)
-            continue
-        try:
-            n_atoms = int(line)
-        except ValueError:
-            raise InputError(f"{what} '{path}': structure {index} does not start with an atom count "
-                             f"(line '{line.decode(errors='replace').strip()[:40]}'); give an extxyz file")
-        offset = pos
-        lines = [line]
-        pos += len(line)
-        for k in range(n_atoms + 1):
-            body = f.readline()
-            if not body:
-                raise InputError(f"{what} '{path}': structure {index} is cut short "
-                                 f"(expected {n_atoms} atoms); the file is incomplete")
-            pos += len(body)
-            if keep_text:
-                lines.append(body)
-            if elements is not None and k:
-                fields = body.split(maxsplit=1)
-                if fields:
-                    elements.add(fields[0].decode(errors="replace"))
-        yield offset, b"".join(lines) if keep_text else b""
-        index += 1
-
 
 def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] = None) -> list[int]:
     """Byte offset of each frame. With ``elements`` (a set), the chemical symbols of all atoms
@@ -73,7 +36,7 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     seekable)."""
 
     with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
-        return [offset for offset, _ in _split_frames(f, path, what, keep_text=False, elements=elements)]
+        return [offset for offset, _ in split_frames(f, path, what, keep_text=False, elements=elements)]
 
 
 @contextlib.contextmanager
@@ -101,18 +64,16 @@ def parse_frames(text: bytes) -> list:
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
 
-def frame_texts_at(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list[bytes]:
-    """The text of ``count`` frames from byte ``offset`` of an extxyz file (structure
-    ``first_index``, for error messages)."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        frames = _split_frames(f, path, what, first_index=first_index)
-        return [text for _, text in itertools.islice(frames, count)]
+def parse_frame_texts(texts: list[bytes]) -> list:
+    """The structures of these frame texts: by the C parser where it reads them as ASE does
+    (:mod:`pace_worker.files.c_extxyz`), else by ASE."""
+    parsed = parse_frames_c(texts)
+    return parsed if parsed is not None else parse_frames(b"".join(texts))
 
 
 def read_frames(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list:
-    """``count`` structures parsed by ASE from byte ``offset`` of an extxyz file."""
-    return parse_frames(b"".join(frame_texts_at(path, offset, count, first_index, what)))
+    """``count`` structures from byte ``offset`` of an extxyz file (:func:`parse_frame_texts`)."""
+    return parse_frame_texts(frame_texts_at(path, offset, count, first_index, what))
 
 
 @dataclass
@@ -137,13 +98,13 @@ class PoolChunk:
     def parse(self) -> list:
         """The chunk's structures, parsed here (on the worker); ASE's own errors pass through."""
         if self.text is not None:
-            return parse_frames(self.text)
+            return parse_frame_texts(self.texts())
         return read_frames(self.path, self.offset, self.count, self.first_index, self.what)
 
     def texts(self) -> list[bytes]:
         """The text of each frame of the chunk."""
         if self.text is not None:
-            return [text for _, text in _split_frames(io.BytesIO(self.text), self.path, self.what)]
+            return [text for _, text in split_frames(io.BytesIO(self.text), self.path, self.what)]
         return frame_texts_at(self.path, self.offset, self.count, self.first_index, self.what)
 
     def read(self) -> list:
@@ -200,7 +161,7 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
             yield PoolChunk(first, count, path=str(path), offset=offset, what=what, options=options())
         return
     with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
-        frames = _split_frames(f, path, what)
+        frames = split_frames(f, path, what)
         first = 0
         while True:
             texts = [text for _, text in itertools.islice(frames, chunk_size)]
@@ -219,7 +180,7 @@ def read_selected(path: Path, indices, offsets: Optional[list[int]] = None) -> d
         return {i: read_frames(str(path), offsets[i], 1)[0] for i in sorted(wanted)}
     found = {}
     with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, "input"):
-        for i, (_, text) in enumerate(_split_frames(f, path, "input")):
+        for i, (_, text) in enumerate(split_frames(f, path, "input")):
             if i in wanted:
                 found[i] = parse_frames(text)[0]
                 if len(found) == len(wanted):

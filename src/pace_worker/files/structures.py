@@ -31,7 +31,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.atomic_io import atomic_output
+from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import OPENERS, is_compressed
+from pace_worker.files.frame_text import file_frame_texts
 from pace_worker.files.safe_pickle import load_dataframe
 from pace_worker.stack import import_pyace
 import ase.io
@@ -118,10 +120,14 @@ def check_elements_covered(structures: "LabelledStructures", allowed: Sequence[s
     first structure that has another: "<what> '<path>', structure i: element(s) X <not_covered>; <fix>"."""
     allowed_set = set(allowed)
     for i, atoms in enumerate(structures.atoms):
-        missing = sorted(set(atoms.get_chemical_symbols()) - allowed_set)
-        if missing:
-            raise InputError(f"{what} '{structures.path}', structure {i}: element(s) {', '.join(missing)} "
-                             f"{not_covered}; {fix}")
+        check_structure_elements(atoms, allowed_set, f"{what} '{structures.path}', structure {i}", not_covered, fix)
+
+
+def check_structure_elements(atoms: Atoms, allowed: set, where: str, not_covered: str, fix: str) -> None:
+    """One structure's elements are all in ``allowed`` (the error names the structure by ``where``)."""
+    missing = sorted(set(atoms.get_chemical_symbols()) - allowed)
+    if missing:
+        raise InputError(f"{where}: element(s) {', '.join(missing)} {not_covered}; {fix}")
 
 
 def file_sha256(path: Path) -> str:
@@ -133,11 +139,21 @@ def file_sha256(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
-def _is_pickle(path: Path) -> bool:
+def is_pickle(path: Path) -> bool:
+    """Whether ``path`` names a pacemaker pickle (``.pckl.gzip``) rather than extxyz."""
     return path.name.lower().endswith(PICKLE_SUFFIXES)
 
 
 def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
+    """All structures of an extxyz file: a plain file by libAtoms' C parser where it reads them as
+    ASE does (:mod:`pace_worker.files.c_extxyz`); otherwise, and for every error, by ASE."""
+    if not is_compressed(path):
+        try:
+            parsed = parse_frames_c(file_frame_texts(path, what))
+        except InputError:  # not even frames: ASE's reading says what is wrong
+            parsed = None
+        if parsed is not None:
+            return parsed
     try:
         if is_compressed(path):  # decompressed once: ASE would seek back into the stream
             with open_with_compression(str(path), "r") as f:  # once per frame, from its start each time
@@ -209,14 +225,12 @@ def read_labelled_structures(path, *, min_distance: float = 0.5, what: str = "da
     path = check_readable_file(path, what, f"check the path given to {given_by}"
                                if given_by.startswith("--") else f"check the path {given_by} names")
 
-    if _is_pickle(path):
+    if is_pickle(path):
         atoms_list, raw_energies, raw_forces = _read_pickle(path, what)
-        raw_stresses = [None] * len(atoms_list)
+        raw = [(e, f, None) for e, f in zip(raw_energies, raw_forces)]
     else:
         atoms_list = _read_ase(path, what)
-        raw_energies = [_label(a, keys.energy_key, ENERGY_KEYS, "energy") for a in atoms_list]
-        raw_forces = [_label(a, keys.forces_key, FORCES_KEYS, "forces") for a in atoms_list]
-        raw_stresses = [_label(a, keys.stress_key, STRESS_KEYS, "stress") for a in atoms_list]
+        raw = [found_labels(a, keys) for a in atoms_list]
 
     if not atoms_list:
         raise InputError(f"{what} '{path}' contains no structures")
@@ -225,16 +239,34 @@ def read_labelled_structures(path, *, min_distance: float = 0.5, what: str = "da
     forces: list[Optional[np.ndarray]] = []
     stresses: list[Optional[np.ndarray]] = []
     for i, atoms in enumerate(atoms_list):
-        where = f"{what} '{path}', structure {i}"
-        problem = geometry_problem(atoms)
-        if problem is not None:
-            raise InputError(f"{where}: {problem[1]}; fix or drop the structure")
-        energies[i] = _checked_energy(raw_energies[i], where, keys.energy_key)
-        forces.append(_checked_forces(raw_forces[i], where, len(atoms)))
-        stresses.append(_checked_stress(raw_stresses[i], where))
-        _check_min_distance(atoms, where, min_distance)
+        energies[i], f, s = checked_labels(atoms, raw[i], f"{what} '{path}', structure {i}", keys.energy_key,
+                                           min_distance)
+        forces.append(f)
+        stresses.append(s)
     return LabelledStructures(path=path, atoms=list(atoms_list), energies=energies, forces=forces,
                               stresses=stresses)
+
+
+def found_labels(atoms: Atoms, keys: LabelKeys) -> tuple:
+    """``(energy, forces, stress)`` as found on an extxyz structure (None where absent), unchecked."""
+    return (_label(atoms, keys.energy_key, ENERGY_KEYS, "energy"),
+            _label(atoms, keys.forces_key, FORCES_KEYS, "forces"),
+            _label(atoms, keys.stress_key, STRESS_KEYS, "stress"))
+
+
+def checked_labels(atoms: Atoms, raw: tuple, where: str, energy_key: Optional[str] = None,
+                   min_distance: float = 0.5) -> tuple[float, Optional[np.ndarray], Optional[np.ndarray]]:
+    """A labelled structure's ``(energy, forces or None, stress or None)``, checked in the order
+    every reader of labelled data checks them: its geometry, energy, forces, stress, then no two
+    atoms closer than ``min_distance``; ``where`` names the structure in the one-line error."""
+    problem = geometry_problem(atoms)
+    if problem is not None:
+        raise InputError(f"{where}: {problem[1]}; fix or drop the structure")
+    energy = _checked_energy(raw[0], where, energy_key)
+    forces = _checked_forces(raw[1], where, len(atoms))
+    stress = _checked_stress(raw[2], where)
+    _check_min_distance(atoms, where, min_distance)
+    return energy, forces, stress
 
 
 def _checked_energy(energy, where: str, energy_key: Optional[str]) -> float:
@@ -396,16 +428,23 @@ class SkippedStructures:
                         shown)
 
 
-def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict) -> tuple[Optional[float], int]:
+def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict,
+                               known: Optional[tuple[float, float]] = None) -> tuple[Optional[float], int]:
     """(shortest interatomic distance within the largest ``r_in`` + 3 Å, else None; number of pairs
-    closer than their ``r_in``). The shortest distance comes from pyace's C++ neighbour list; only
-    a structure with a pair inside the largest ``r_in`` has its pairs counted by ASE's (about 30×
-    slower on a 32-atom cell, and such structures are rare)."""
+    closer than their ``r_in``). The shortest distance comes from pyace's C++ neighbour list —
+    ``known`` ``(shortest distance within reach, reach)`` from one already built (the evaluation's,
+    bit for bit the same number) when it reaches that far; only a structure with a pair inside the
+    largest ``r_in`` has its pairs counted by ASE's (about 30× slower on a 32-atom cell, and such
+    structures are rare)."""
 
     if len(atoms) < 2 and not atoms.pbc.any():
         return None, 0
     largest_r_in = max(inner_cutoffs.values(), default=0.0)
-    shortest = shortest_distance(atoms, largest_r_in + 3.0)
+    reach = largest_r_in + 3.0
+    if known is not None and known[1] >= reach:
+        shortest = known[0] if known[0] < reach else float("inf")
+    else:
+        shortest = shortest_distance(atoms, reach)
     if shortest == float("inf"):
         return None, 0
     if shortest >= largest_r_in + 1e-9:  # a pair at r_in itself is ASE's to count (rounding differs)

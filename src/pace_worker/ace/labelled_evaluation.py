@@ -1,0 +1,138 @@
+"""A potential evaluated on labelled structures, chunk by chunk on the workers.
+
+:func:`evaluate_chunk` takes a chunk of a test set's file (a
+:class:`~pace_worker.files.frames.PoolChunk`: parsed on the worker, each structure's labels
+checked by :func:`~pace_worker.files.structures.checked_labels` and its elements against the
+potential's) or of structures already read and checked (:class:`LabelledChunk`: ``train``'s
+data, a pickled test set) and gives one :class:`EvaluatedStructure` per structure: its labels,
+the prediction (:func:`pace_worker.ace.predictions.predict_chunk`), its shortest interatomic
+distance and its pairs inside the core repulsion. Only these small arrays go back to the main
+process, never the structures, so a test set is read, checked and evaluated in parallel.
+:func:`evaluated_structures` runs a whole test set through a
+:class:`~pace_worker.parallel.executor.ChunkExecutor`, in order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+import numpy as np
+
+from pace_worker.ace.predictions import Prediction, load_potential, predict_chunk
+from pace_worker.errors import InputError
+from pace_worker.files.compression import is_compressed
+from pace_worker.files.frames import PoolChunk, frame_offsets, pool_chunks
+from pace_worker.files.structures import (
+    LabelKeys,
+    LabelledStructures,
+    check_structure_elements,
+    checked_labels,
+    found_labels,
+    shortest_distance_and_core,
+)
+from pace_worker.parallel.executor import ChunkExecutor
+
+
+@dataclass(frozen=True)
+class TestSetFile:
+    """An extxyz test set read by the workers, with how its structures are checked."""
+
+    path: Path
+    what: str = "test set"
+    label_keys: LabelKeys = LabelKeys()
+    min_distance: float = 0.1        # Å: closer atoms are an error
+    elements: Optional[tuple[str, ...]] = None  # the potential's elements (None: not checked)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What every chunk needs besides its structures."""
+
+    group_by: str = "config_type"                   # the info key whose values group the errors
+    inner_cutoffs: dict = field(default_factory=dict)  # {(A, B): r_in} of the potential
+    test_set: Optional[TestSetFile] = None          # for a file's chunks: how to check them
+
+
+@dataclass
+class EvaluatedStructure:
+    """One labelled structure as the main process needs it for the errors."""
+
+    numbers: np.ndarray
+    group: str
+    energy: float                      # the label, as given
+    forces: Optional[np.ndarray]       # None: an energy-only structure
+    stress: Optional[np.ndarray]
+    prediction: Prediction
+    shortest_distance: Optional[float]  # within the largest r_in + 3 Å; None: no neighbour that close
+    pairs_inside_r_in: int
+
+
+@dataclass
+class LabelledChunk:
+    """Structures already read and checked, with their labels ``(energy, forces, stress)``."""
+
+    first_index: int
+    atoms: list
+    labels: list
+    settings: EvaluationSettings
+
+    def __len__(self) -> int:
+        return len(self.atoms)
+
+
+def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> list[EvaluatedStructure]:
+    """Worker: an :class:`EvaluatedStructure` per structure of the chunk, in order (the potential
+    is the one :func:`pace_worker.ace.predictions.load_potential` loaded in this process)."""
+    if isinstance(chunk, PoolChunk):
+        settings = chunk.options["settings"]
+        structures = chunk.read()
+        labels = [_checked_labels(atoms, chunk, k, settings.test_set) for k, atoms in enumerate(structures)]
+    else:
+        settings, structures, labels = chunk.settings, chunk.atoms, chunk.labels
+    rows = []
+    for atoms, (energy, forces, stress), prediction in zip(structures, labels, predict_chunk(structures)):
+        shortest, pairs = shortest_distance_and_core(atoms, settings.inner_cutoffs,
+                                                     (prediction.shortest_distance, prediction.reach))
+        rows.append(EvaluatedStructure(np.array(atoms.numbers), str(atoms.info.get(settings.group_by, "all")), energy,
+                                       forces, stress, prediction, shortest, pairs))
+    return rows
+
+
+def _checked_labels(atoms, chunk: PoolChunk, k: int, test_set: TestSetFile) -> tuple:
+    where = f"{test_set.what} '{chunk.path}', structure {chunk.first_index + k}"
+    labels = checked_labels(atoms, found_labels(atoms, test_set.label_keys), where, test_set.label_keys.energy_key,
+                            test_set.min_distance)
+    if test_set.elements is not None:
+        check_structure_elements(atoms, set(test_set.elements), where,
+                                 f"not in the potential (elements {sorted(test_set.elements)})",
+                                 "remove those structures")
+    return labels
+
+
+def evaluated_structures(potential: Path, asi: Optional[Path], structures: Union[LabelledStructures, TestSetFile],
+                         settings: EvaluationSettings, executor: ChunkExecutor) -> list[EvaluatedStructure]:
+    """Every structure of ``structures`` evaluated by ``potential`` (with γ given ``asi``), in order."""
+    initargs = (str(potential), str(asi) if asi else None)
+    load_potential(*initargs)  # forked workers inherit it
+    chunks, total = _chunks(structures, settings, executor.chunk_size)
+    rows: list[EvaluatedStructure] = []
+    for _, chunk_rows in executor.map_chunks(evaluate_chunk, chunks, initializer=load_potential, initargs=initargs,
+                                             description="evaluating", total=total):
+        rows.extend(chunk_rows)
+    if not rows:
+        where = structures.path
+        raise InputError(f"{getattr(structures, 'what', 'dataset')} '{where}' contains no structures")
+    return rows
+
+
+def _chunks(structures: Union[LabelledStructures, TestSetFile], settings: EvaluationSettings,
+            chunk_size: int) -> tuple[Iterator, Optional[int]]:
+    if isinstance(structures, LabelledStructures):
+        labels = list(zip(structures.energies, structures.forces, structures.stresses or [None] * len(structures)))
+        return (LabelledChunk(i, structures.atoms[i:i + chunk_size], labels[i:i + chunk_size], settings)
+                for i in range(0, len(structures), chunk_size)), len(structures)
+    settings = EvaluationSettings(settings.group_by, settings.inner_cutoffs, structures)
+    offsets = None if is_compressed(structures.path) else frame_offsets(structures.path, structures.what)
+    chunks = pool_chunks(structures.path, chunk_size, structures.what, lambda: {"settings": settings}, offsets)
+    return chunks, None if offsets is None else len(offsets)

@@ -1,0 +1,66 @@
+"""Frame texts of an extxyz file, split without parsing: the atom-count line, the comment line and
+one line per atom. :func:`split_frames` is the one splitter; :func:`frame_texts_at` reads
+``count`` frames from a byte offset; :func:`file_frame_texts` all frames of a plain file.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import BinaryIO, Iterator, Optional
+
+from pace_worker.errors import InputError
+
+
+def split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements: Optional[set] = None,
+                  first_index: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, frame text or b"")`` per frame (atom-count line, comment line, one line per
+    atom) read in order from the binary file ``f`` (positioned at the start of frame
+    ``first_index``; offsets count from the file's start, decompressed). With ``elements`` (a
+    set), the chemical symbols of all atoms (first column) are added to it. One clear error names
+    the structure that is not a frame."""
+    pos = f.tell()
+    index = first_index
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        if not line.strip():
+            pos += len(line)
+            continue
+        try:
+            n_atoms = int(line)
+        except ValueError:
+            raise InputError(f"{what} '{path}': structure {index} does not start with an atom count "
+                             f"(line '{line.decode(errors='replace').strip()[:40]}'); give an extxyz file")
+        offset = pos
+        lines = [line]
+        pos += len(line)
+        for k in range(n_atoms + 1):
+            body = f.readline()
+            if not body:
+                raise InputError(f"{what} '{path}': structure {index} is cut short "
+                                 f"(expected {n_atoms} atoms); the file is incomplete")
+            pos += len(body)
+            if keep_text:
+                lines.append(body)
+            if elements is not None and k:
+                fields = body.split(maxsplit=1)
+                if fields:
+                    elements.add(fields[0].decode(errors="replace"))
+        yield offset, b"".join(lines) if keep_text else b""
+        index += 1
+
+
+def frame_texts_at(path: str, offset: int, count: int, first_index: int = 0, what: str = "structures") -> list[bytes]:
+    """The text of ``count`` frames from byte ``offset`` of an extxyz file (structure
+    ``first_index``, for error messages)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        frames = split_frames(f, path, what, first_index=first_index)
+        return [text for _, text in itertools.islice(frames, count)]
+
+
+def file_frame_texts(path: Path, what: str = "dataset") -> list[bytes]:
+    """The text of every frame of a plain (uncompressed) extxyz file."""
+    with open(path, "rb") as f:
+        return [text for _, text in split_frames(f, path, what)]
