@@ -313,8 +313,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pace_worker.commands.demo import (BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo,
-                                           labels_to_target_table)
+    from pace_worker.commands.demo import BROKEN_FORCE_ERROR, DemoRequest, active_learning_demo, labels_to_target_table
 
     if args.iterations < 1:
         raise InputError(f"--iterations {args.iterations}: must be at least 1")

@@ -25,11 +25,11 @@ publish, the end of a command), and Python's report of such a lost exception is 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
 from typing import Iterator, Optional
-import ctypes
 
 
 class Terminated(BaseException):

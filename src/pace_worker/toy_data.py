@@ -10,13 +10,12 @@ from typing import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.build import bulk
+from ase.build import bulk, fcc111
+from ase.build import bulk as ase_bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from ase.build import bulk as ase_bulk
-from ase.data import atomic_numbers, reference_states
-from ase.build import fcc111
 from ase.cluster import Icosahedron
+from ase.data import atomic_numbers, reference_states
 
 
 def label_with_emt(structures: Sequence[Atoms]) -> list[Atoms]:

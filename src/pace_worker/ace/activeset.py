@@ -19,11 +19,11 @@ from ase import Atoms
 
 from pace_worker.ace import potentials
 from pace_worker.ace.projections import BProjector
-from pace_worker.stack import import_pyace
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.errors import InputError, missing_reason
 from pace_worker.files.discovery import Found
 from pace_worker.files.structures import atoms_per_element, file_sha256
+from pace_worker.stack import import_pyace
 
 log = logging.getLogger(__name__)
 

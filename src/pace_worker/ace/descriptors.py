@@ -30,7 +30,6 @@ from typing import Sequence
 
 import numpy as np
 
-from pace_worker.stack import import_pyace
 from pace_worker.ace.activeset import basis_function_counts, load_bbasis
 from pace_worker.ace.default_basis import default_potential
 from pace_worker.ace.projections import BProjector
@@ -38,6 +37,7 @@ from pace_worker.config import DescriptorSettings
 from pace_worker.errors import InputError
 from pace_worker.files.frames import PoolChunk, read_checked
 from pace_worker.parallel import worker_state
+from pace_worker.stack import import_pyace
 
 STATE = "descriptor basis"  # (BProjector, elements in feature order, column offsets) of this process
 

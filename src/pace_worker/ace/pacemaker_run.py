@@ -9,10 +9,13 @@ terminal a progress bar follows the optimizer's iterations; in logs it stays qui
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import getpass
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -25,9 +28,6 @@ from pace_worker.ace.pacemaker_child import BUDGET_STOP_FILE, DEVICE_LINE, NO_GP
 from pace_worker.config import MetaConfig
 from pace_worker.errors import DiskFull, FitError, InputError
 from pace_worker.progress import Progress
-import ctypes
-import signal
-import getpass
 
 log = logging.getLogger(__name__)
 

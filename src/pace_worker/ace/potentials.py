@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Optional, Union
 
-from pace_worker.stack import import_pyace
-from pace_worker.errors import InputError, first_line, missing_reason
-from pace_worker.ace.predictions import load_potential
-from pace_worker.files.safe_yaml import load_yaml
 import numpy as np
 import yaml
+
+from pace_worker.ace.predictions import load_potential
+from pace_worker.errors import InputError, first_line, missing_reason
+from pace_worker.files.safe_yaml import load_yaml
+from pace_worker.stack import import_pyace
 
 log = logging.getLogger(__name__)
 

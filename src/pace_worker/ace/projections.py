@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from ase.data import atomic_numbers, chemical_symbols
 
 from pace_worker.files.structures import fully_periodic_or_not
-from ase.data import atomic_numbers, chemical_symbols
 
 
 def species_indices(element_names) -> np.ndarray:

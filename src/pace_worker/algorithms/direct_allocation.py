@@ -18,12 +18,12 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
+from scipy.cluster.hierarchy import linkage
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pace_worker.algorithms.direct_clustering import WeightedPCA
-from scipy.cluster.hierarchy import linkage
 
 # natural_cluster_count: a jump in Ward merge height of at least this factor separates groups
 # (rattled and strained copies of one structure: at most ~2.7 measured, distinct families 6-8)

@@ -13,12 +13,10 @@ from typing import Optional
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
+from sklearn.cluster import AgglomerativeClustering, Birch, KMeans
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.cluster import Birch
-from sklearn.cluster import KMeans
-from sklearn.cluster import AgglomerativeClustering
 
 AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
 

@@ -21,13 +21,13 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pace_worker.algorithms.cluster_picks import SELECTIONS, pick_per_cluster
 from pace_worker.algorithms.direct_allocation import (
     allocate_by_variety,
     chemical_systems,
     raise_to_proportional,
     system_variety,
 )
-from pace_worker.algorithms.cluster_picks import SELECTIONS, pick_per_cluster
 from pace_worker.algorithms.direct_clustering import BirchClustering, WeightedPCA, direct_pipeline
 
 log = logging.getLogger(__name__)

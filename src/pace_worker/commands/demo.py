@@ -43,8 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import ase.io
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
+from ase.calculators.emt import EMT
 
 from pace_worker.ace.predictions import make_calculator
 from pace_worker.commands.direct_sample import DirectSampleRequest, direct_sample
@@ -56,9 +58,6 @@ from pace_worker.files.atomic_io import write_json_atomic
 from pace_worker.files.structures import closest_pair_below, fully_periodic_or_not, write_extxyz_atomic
 from pace_worker.plots import learning_curve
 from pace_worker.toy_data import label_with_emt, unlabelled_pool
-from ase.calculators.emt import EMT
-from ase import units
-import ase.io
 
 log = logging.getLogger(__name__)
 

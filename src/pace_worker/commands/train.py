@@ -57,8 +57,17 @@ from pace_worker.ace.pacemaker_run import FitRun, run_pacemaker
 from pace_worker.ace.potential_errors import evaluate_potential
 from pace_worker.algorithms.error_metrics import ErrorLine, headline_errors
 from pace_worker.algorithms.train_test_split import stable_split, validation_split
-from pace_worker.commands.train_schedule import (BudgetClock, BudgetFit, LinearProblem, RunSettings, ScheduleRecord,
-                                                 energy_row_weight, error_points, fit_kind, fit_within_budget)
+from pace_worker.commands.train_schedule import (
+    BudgetClock,
+    BudgetFit,
+    LinearProblem,
+    RunSettings,
+    ScheduleRecord,
+    energy_row_weight,
+    error_points,
+    fit_kind,
+    fit_within_budget,
+)
 from pace_worker.config import MetaConfig, PacemakerSettings, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files.atomic_io import disk_full_is_one_line, publish, write_json_atomic

@@ -17,9 +17,10 @@ import shutil
 from pathlib import Path
 from typing import Iterator, Mapping, Optional
 
+import numpy as np
+
 from pace_worker import interrupts
 from pace_worker.errors import DiskFull
-import numpy as np
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 

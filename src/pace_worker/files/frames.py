@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+import ase.io
+import ase.io.formats
+
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import is_compressed
 from pace_worker.files.frame_text import frame_texts_at, split_frames
 from pace_worker.files.structures import geometry_problem
-import ase.io.formats
-import ase.io
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 

@@ -17,14 +17,14 @@ warm-started from), by design: see :mod:`pace_worker.commands.train`.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import struct
 from pathlib import Path
 from typing import Mapping, Optional
 
 from pace_worker.errors import InputError
-import fcntl
-import struct
 
 FS_IOC_GETFLAGS = 0x80086601  # Linux: read an inode's attribute flags (what lsattr shows)
 FS_IMMUTABLE_FL, FS_APPEND_FL = 0x10, 0x20

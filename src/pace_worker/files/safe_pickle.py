@@ -12,12 +12,12 @@ converted to extxyz by whoever trusts it.
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import pickle
 from pathlib import Path
 
 from pace_worker.errors import InputError
-import importlib
 
 ALLOWED = {
     # pandas: the frame, its block manager, blocks and indexes

@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io.formats import open_with_compression
+from ase.neighborlist import neighbor_list
 
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.atomic_io import atomic_output
@@ -36,9 +39,6 @@ from pace_worker.files.compression import OPENERS, is_compressed
 from pace_worker.files.frame_text import file_frame_texts
 from pace_worker.files.safe_pickle import load_dataframe
 from pace_worker.stack import import_pyace
-import ase.io
-from ase.io.formats import open_with_compression
-from ase.neighborlist import neighbor_list
 
 log = logging.getLogger(__name__)
 
