@@ -143,3 +143,11 @@ def test_long_integer_column_goes_to_ase(tmp_path):
     assert parse_frames_c(texts) is None
     with pytest.raises(OverflowError):
         parse_frame_texts(texts)
+
+
+def test_ase_reader_switch_reads_everything_with_ase(tmp_path, monkeypatch):
+    texts = write_frames(tmp_path / "pool.xyz", fcc_cells("Cu", n=2, seed=5))
+    assert parse_frames_c(texts) is not None
+    monkeypatch.setenv("PACE_WORKER_ASE_READER", "1")
+    assert parse_frames_c(texts) is None
+    assert_same_structures(ase.io.read(tmp_path / "pool.xyz", index=":"), parse_frame_texts(texts))
