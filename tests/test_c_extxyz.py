@@ -13,7 +13,7 @@ import pytest
 from ase.build import fcc111, molecule
 
 from pace_worker.files.c_extxyz import parse_frames_c
-from pace_worker.files.frame_text import file_frame_texts
+from pace_worker.files.frame_text import file_frame_blocks
 from pace_worker.files.frames import PoolChunk, parse_frame_texts
 from pace_worker.files.structures import read_labelled_structures
 from pace_worker.toy_data import emt_dataset, fcc_cells
@@ -59,6 +59,10 @@ def varied_pool() -> list:
     slab.info["config_type"] = "slab"
     cluster = molecule("H2O")
     return cells + labelled + [slab, cluster]
+
+
+def file_frame_texts(path: Path) -> list[bytes]:
+    return [text for block in file_frame_blocks(path) for text in block]
 
 
 def write_frames(path: Path, structures: list) -> list[bytes]:
@@ -151,3 +155,12 @@ def test_ase_reader_switch_reads_everything_with_ase(tmp_path, monkeypatch):
     monkeypatch.setenv("PACE_WORKER_ASE_READER", "1")
     assert parse_frames_c(texts) is None
     assert_same_structures(ase.io.read(tmp_path / "pool.xyz", index=":"), parse_frame_texts(texts))
+
+
+def test_a_dataset_with_one_frame_for_ase_is_read_whole_by_ase(tmp_path):
+    structures = emt_dataset("Cu", n=3, seed=6, repeat=(2, 2, 2))
+    structures[-1].info["note"] = "1_000"  # a token the two readers read differently, in the last frame
+    path = tmp_path / "data.xyz"
+    texts = write_frames(path, structures)
+    assert parse_frames_c(texts[:-1]) is not None and parse_frames_c(texts[-1:]) is None
+    assert_same_structures(ase.io.read(path, index=":"), read_labelled_structures(path).atoms)

@@ -58,7 +58,8 @@ class _NotForC(Exception):
 
 
 def available() -> bool:
-    return cextxyz is not None and not os.environ.get("PACE_WORKER_ASE_READER")
+    """The package is there, the system has in-memory files (Linux), and ASE is not asked for."""
+    return cextxyz is not None and hasattr(os, "memfd_create") and not os.environ.get("PACE_WORKER_ASE_READER")
 
 
 def parse_frames_c(texts: Sequence[bytes]) -> Optional[list[Atoms]]:
@@ -72,9 +73,13 @@ def parse_frames_c(texts: Sequence[bytes]) -> Optional[list[Atoms]]:
     data = b"".join(texts)
     if any(":I:" in line for line in comments) and _LONG_INTEGER.search(data):  # 32-bit integers in C
         return None
-    fd = os.memfd_create("pace-worker-frames")
     try:
-        os.write(fd, data)
+        fd = os.memfd_create("pace-worker-frames")  # the C parser reads a FILE*: the frames as an in-memory file
+    except OSError:  # out of file descriptors: ASE
+        return None
+    try:
+        with open(fd, "wb", closefd=False) as memory_file:  # writes all of it (os.write may write part)
+            memory_file.write(data)
         fp = cextxyz.cfopen(f"/proc/self/fd/{fd}", "r")
         if not fp.value:
             return None

@@ -1,6 +1,6 @@
 """Frame texts of an extxyz file, split without parsing: the atom-count line, the comment line and
 one line per atom. :func:`split_frames` is the one splitter; :func:`frame_texts_at` reads
-``count`` frames from a byte offset; :func:`file_frame_texts` all frames of a plain file.
+``count`` frames from a byte offset; :func:`file_frame_blocks` all frames of a plain file, in blocks.
 """
 from __future__ import annotations
 
@@ -60,7 +60,13 @@ def frame_texts_at(path: str, offset: int, count: int, first_index: int = 0, wha
         return [text for _, text in itertools.islice(frames, count)]
 
 
-def file_frame_texts(path: Path, what: str = "dataset") -> list[bytes]:
-    """The text of every frame of a plain (uncompressed) extxyz file."""
+def file_frame_blocks(path: Path, what: str = "dataset", block: int = 1000) -> Iterator[list[bytes]]:
+    """The texts of the frames of a plain (uncompressed) extxyz file, ``block`` frames at a time
+    (only one block's text is held at once)."""
     with open(path, "rb") as f:
-        return [text for _, text in split_frames(f, path, what)]
+        frames = split_frames(f, path, what)
+        while True:
+            texts = [text for _, text in itertools.islice(frames, block)]
+            if not texts:
+                return
+            yield texts

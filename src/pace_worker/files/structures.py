@@ -36,7 +36,7 @@ from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.atomic_io import atomic_output
 from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import OPENERS, is_compressed
-from pace_worker.files.frame_text import file_frame_texts
+from pace_worker.files.frame_text import file_frame_blocks
 from pace_worker.files.safe_pickle import load_dataframe
 from pace_worker.stack import import_pyace
 
@@ -144,14 +144,26 @@ def is_pickle(path: Path) -> bool:
     return path.name.lower().endswith(PICKLE_SUFFIXES)
 
 
+def _read_c(path: Path, what: str) -> Optional[list[Atoms]]:
+    """All structures of a plain extxyz file by the C parser, block by block; None as soon as a
+    block must be read by ASE, or the file is not even frames (ASE's reading then says why)."""
+    structures: list[Atoms] = []
+    try:
+        for texts in file_frame_blocks(path, what):
+            parsed = parse_frames_c(texts)
+            if parsed is None:
+                return None
+            structures.extend(parsed)
+    except InputError:
+        return None
+    return structures
+
+
 def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
     """All structures of an extxyz file: a plain file by libAtoms' C parser where it reads them as
     ASE does (:mod:`pace_worker.files.c_extxyz`); otherwise, and for every error, by ASE."""
     if not is_compressed(path):
-        try:
-            parsed = parse_frames_c(file_frame_texts(path, what))
-        except InputError:  # not even frames: ASE's reading says what is wrong
-            parsed = None
+        parsed = _read_c(path, what)
         if parsed is not None:
             return parsed
     try:
