@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,10 +39,10 @@ class TestSetFile:
     """An extxyz test set read by the workers, with how its structures are checked."""
 
     path: Path
-    what: str = "test set"
-    label_keys: LabelKeys = LabelKeys()
-    min_distance: float = 0.1        # Å: closer atoms are an error
-    elements: Optional[tuple[str, ...]] = None  # the potential's elements (None: not checked)
+    label_keys: LabelKeys
+    min_distance: float                     # Å: closer atoms are an error
+    elements: tuple[str, ...]               # the potential's
+    what: str = "test set"                  # in messages
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,6 @@ class EvaluationSettings:
 
     group_by: str = "config_type"                   # the info key whose values group the errors
     inner_cutoffs: dict = field(default_factory=dict)  # {(A, B): r_in} of the potential
-    test_set: Optional[TestSetFile] = None          # for a file's chunks: how to check them
 
 
 @dataclass
@@ -85,9 +84,9 @@ def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> list[EvaluatedStru
     """Worker: an :class:`EvaluatedStructure` per structure of the chunk, in order (the potential
     is the one :func:`pace_worker.ace.predictions.load_potential` loaded in this process)."""
     if isinstance(chunk, PoolChunk):
-        settings = chunk.options["settings"]
+        settings, test_set = chunk.options["settings"], chunk.options["test_set"]
         structures = chunk.read()
-        labels = [_checked_labels(atoms, chunk, k, settings.test_set) for k, atoms in enumerate(structures)]
+        labels = [_checked_labels(atoms, chunk, k, test_set) for k, atoms in enumerate(structures)]
     else:
         settings, structures, labels = chunk.settings, chunk.atoms, chunk.labels
     rows = []
@@ -103,11 +102,14 @@ def _checked_labels(atoms, chunk: PoolChunk, k: int, test_set: TestSetFile) -> t
     where = f"{test_set.what} '{chunk.path}', structure {chunk.first_index + k}"
     labels = checked_labels(atoms, found_labels(atoms, test_set.label_keys), where, test_set.label_keys.energy_key,
                             test_set.min_distance)
-    if test_set.elements is not None:
-        check_structure_elements(atoms, set(test_set.elements), where,
-                                 f"not in the potential (elements {sorted(test_set.elements)})",
-                                 "remove those structures")
+    check_in_potential(atoms, test_set.elements, where)
     return labels
+
+
+def check_in_potential(atoms, elements: Sequence[str], where: str) -> None:
+    """A test structure's elements are all the potential's (``where`` names it in the error)."""
+    check_structure_elements(atoms, set(elements), where, f"not in the potential (elements {sorted(elements)})",
+                             "remove those structures")
 
 
 def evaluated_structures(potential: Path, asi: Optional[Path], structures: Union[LabelledStructures, TestSetFile],
@@ -132,7 +134,7 @@ def _chunks(structures: Union[LabelledStructures, TestSetFile], settings: Evalua
         labels = list(zip(structures.energies, structures.forces, structures.stresses or [None] * len(structures)))
         return (LabelledChunk(i, structures.atoms[i:i + chunk_size], labels[i:i + chunk_size], settings)
                 for i in range(0, len(structures), chunk_size)), len(structures)
-    settings = EvaluationSettings(settings.group_by, settings.inner_cutoffs, structures)
     offsets = None if is_compressed(structures.path) else frame_offsets(structures.path, structures.what)
-    chunks = pool_chunks(structures.path, chunk_size, structures.what, lambda: {"settings": settings}, offsets)
+    chunks = pool_chunks(structures.path, chunk_size, structures.what,
+                         lambda: {"settings": settings, "test_set": structures}, offsets)
     return chunks, None if offsets is None else len(offsets)

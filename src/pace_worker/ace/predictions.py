@@ -59,19 +59,19 @@ def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
     indices: the same environment, ~15 % faster than ``get_atomic_env``'s Python loops)."""
     calc = worker_state.loaded(STATE)
     with_gamma = calc.is_active_set_configured
-    species_of_number = species_indices(calc.elements_name)
+    species_of_number = species_indices(calc.elements_mapper_dict)  # what get_atomic_env maps by
+    reach = float(calc.cutoff)
     out = []
     for original in structures:
         # pyace refuses slabs and wires (mixed pbc): the same atoms, fully periodic with a cutoff
         # of vacuum, have the same environments; their stress (of a changed cell) is not reported
-        atoms = fully_periodic_or_not(original, calc.basis.cutoffmax)
+        atoms = fully_periodic_or_not(original, reach)
         made_periodic = atoms is not original
-        calc.ae = atomic_environment(atoms, species_of_number, calc.cutoff)
+        calc.ae = atomic_environment(atoms, species_of_number, reach)
         calc.ace.compute(calc.ae, compute_projections=with_gamma)  # γ needs them; energy and forces do not
         stress = None
         if not made_periodic and atoms.cell.rank == 3:
             stress = np.array(calc.ace.virial)[[0, 1, 2, 5, 4, 3]] / atoms.get_volume()
-        reach = float(calc.basis.cutoffmax)
         shortest = float(calc.ae.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
         out.append(Prediction(energy=float(np.array(calc.ace.energy)),
                               forces=np.array(calc.ace.forces).astype(np.float64), stress=stress,

@@ -23,10 +23,11 @@ from ase.data import atomic_numbers, chemical_symbols
 from pace_worker.files.structures import fully_periodic_or_not
 
 
-def species_indices(element_names) -> np.ndarray:
-    """The index in ``element_names`` (a basis's species order) of each atomic number; -1: absent."""
+def species_indices(index_of: dict) -> np.ndarray:
+    """A basis's species index of each atomic number (-1: not in the basis), from its
+    ``{element: index}`` map (pyace's calculator keys it by bytes, its B-basis by str)."""
     species_of_number = np.full(len(chemical_symbols), -1)
-    for index, element in enumerate(element_names):  # pyace's calculator names them as bytes
+    for element, index in index_of.items():
         species_of_number[atomic_numbers[element.decode() if isinstance(element, bytes) else element]] = index
     return species_of_number
 
@@ -56,8 +57,7 @@ class BProjector:
         self._evaluator = ACEBEvaluator(bbasis)  # the calculator keeps a reference to it
         self._calculator = ACECalculator(self._evaluator)
         self._n_functions = list(compute_number_of_functions(bbasis))
-        index_of = bbasis.elements_to_index_map
-        self._species_of_number = species_indices(sorted(index_of, key=index_of.get))
+        self._species_of_number = species_indices(bbasis.elements_to_index_map)
 
     def environment(self, atoms):
         """pyace's atomic environment of ``atoms`` (:func:`atomic_environment`)."""

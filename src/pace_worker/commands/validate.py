@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -30,21 +30,21 @@ from ase.data import chemical_symbols
 from pace_worker import plots
 from pace_worker.ace import potentials
 from pace_worker.ace.activeset import check_validate_active_set
-from pace_worker.ace.labelled_evaluation import TestSetFile
+from pace_worker.ace.labelled_evaluation import TestSetFile, check_in_potential
 from pace_worker.ace.potential_errors import SHOWN_INSIDE, Evaluation, evaluate_potential
 from pace_worker.algorithms.error_metrics import ErrorLine, GammaStatistics, PerStructureErrors
 from pace_worker.config import MetaConfig, WorkerConfig
-from pace_worker.errors import InputError, check_readable_file
+from pace_worker.errors import InputError
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import (
     LabelKeys,
     LabelledStructures,
-    check_elements_covered,
     file_sha256,
     is_pickle,
     read_labelled_structures,
+    readable_labelled_file,
 )
 from pace_worker.parallel.executor import ChunkExecutor
 
@@ -122,18 +122,16 @@ def test_set_of(found: discovery.Found, request: ValidateRequest,
     (each structure's labels and elements, as every reader of labelled data checks them); a
     pacemaker pickle is read and checked here first."""
     opts = request.config.pacemaker.data
-    path = check_readable_file(found.path, "test set", f"check the path given to {found.source}"
-                               if found.source.startswith("--") else f"check the path {found.source} names")
+    path = readable_labelled_file(found.path, "test set", found.source)
     keys = LabelKeys(opts.energy_key, opts.forces_key, opts.stress_key)
     # hot MD test structures may have close pairs (the core repulsion acts there); atoms at one
     # point are never a structure
     if not is_pickle(path):
-        return TestSetFile(path, "test set", keys, SAME_POSITION_A, tuple(elements))
+        return TestSetFile(path, keys, min_distance=SAME_POSITION_A, elements=tuple(elements))
     structures = read_labelled_structures(path, min_distance=SAME_POSITION_A, what="test set", given_by=found.source,
-                                          energy_key=opts.energy_key, forces_key=opts.forces_key,
-                                          stress_key=opts.stress_key)
-    check_elements_covered(structures, elements, "test set", f"not in the potential (elements {sorted(elements)})",
-                           "remove those structures")
+                                          **asdict(keys))
+    for i, atoms in enumerate(structures.atoms):
+        check_in_potential(atoms, elements, f"test set '{structures.path}', structure {i}")
     return structures
 
 

@@ -234,8 +234,7 @@ def read_labelled_structures(path, *, min_distance: float = 0.5, what: str = "da
         auto-detected label names
     """
     keys = LabelKeys(**label_keys)
-    path = check_readable_file(path, what, f"check the path given to {given_by}"
-                               if given_by.startswith("--") else f"check the path {given_by} names")
+    path = readable_labelled_file(path, what, given_by)
 
     if is_pickle(path):
         atoms_list, raw_energies, raw_forces = _read_pickle(path, what)
@@ -257,6 +256,13 @@ def read_labelled_structures(path, *, min_distance: float = 0.5, what: str = "da
         stresses.append(s)
     return LabelledStructures(path=path, atoms=list(atoms_list), energies=energies, forces=forces,
                               stresses=stresses)
+
+
+def readable_labelled_file(path, what: str, given_by: str) -> Path:
+    """``path`` as a readable file, else the one-line error that says where the path came from
+    (``given_by``: a flag such as ``--test-set``, or the config key or file that named it)."""
+    return check_readable_file(path, what, f"check the path given to {given_by}" if given_by.startswith("--")
+                               else f"check the path {given_by} names")
 
 
 def found_labels(atoms: Atoms, keys: LabelKeys) -> tuple:
