@@ -47,3 +47,58 @@ def test_a_broken_frame_of_a_compressed_pool_is_named(pool_files, tmp_path):
     with pytest.raises(InputError, match=r"structure 3 does not start with an atom count"):
         list(pool_chunks(broken, 2))
     assert len(ase.io.read(plain, ":")) == 11  # the original is untouched
+
+
+def test_the_quick_shape_check_never_lets_through_what_the_full_checks_refuse(monkeypatch):
+    """``shape_problem`` passes the common structure after a few float operations; on cells and
+    positions at and around every limit (and non-finite ones) it gives exactly the full checks'
+    answer."""
+    from ase import Atoms
+
+    from pace_worker.files import structures as st
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for _ in range(300):
+        cell = np.diag(rng.uniform(0.3, 12.0, 3)) + rng.normal(0.0, 2.0, (3, 3))
+        cases.append((cell, rng.uniform(-5, 5, (4, 3))))
+    for scale in (0.49, 0.4999999, 0.5, 0.5000001, 0.505, 0.51, 0.52):  # around MIN_CELL_WIDTH
+        cases.append((np.diag([scale, 5.0, 5.0]), np.zeros((2, 3))))
+        cases.append((np.array([[5.0, 0, 0], [0, 5.0, 0], [4.0, 4.0, scale]]), np.zeros((2, 3))))  # thin, tilted
+    for sine in (0.9e-3, 1e-3, 1.005e-3, 1.02e-3, 1.1e-3):  # around MIN_CELL_SINE: a nearly parallel pair
+        b = np.array([np.sqrt(1 - sine ** 2), sine, 0.0]) * 600.0
+        cases.append((np.array([[600.0, 0, 0], b, [0, 0, 600.0]]), np.zeros((2, 3))))
+    for coordinate in (4.9e5, 5e5, 5.1e5, 1e6, 1.01e6, np.nan, np.inf, -np.inf):
+        cases.append((np.eye(3) * 10.0, np.array([[0.0, 0, 0], [coordinate, 0, 0]])))
+    for bad in (np.nan, np.inf):
+        cell = np.eye(3) * 10.0
+        cell[1, 2] = bad
+        cases.append((cell, np.zeros((2, 3))))
+    structures = []
+    for cell, positions in cases:
+        for pbc in (True, False, [True, True, False]):
+            structures.append(Atoms("Cu" * len(positions), positions=positions, cell=cell, pbc=pbc))
+    quick = [st.shape_problem(atoms) for atoms in structures]
+    assert sum(st._plainly_sound(atoms.positions, atoms.cell.array, atoms.pbc) for atoms in structures) > 300
+    monkeypatch.setattr(st, "_plainly_sound", lambda *args: False)
+    full = [st.shape_problem(atoms) for atoms in structures]
+    assert quick == full
+    assert sum(problem is not None for problem in full) > 60  # the cases do reach every limit
+
+
+def test_the_elements_scan_finds_each_lines_first_token_as_split_does():
+    """``frame_offsets(..., elements=)`` looks at the distinct heads of a frame's atom lines, not at
+    every line; on lines of every shape it finds what ``bytes.split`` finds line by line."""
+    from pace_worker.files.frame_text import _first_tokens
+
+    rng = np.random.default_rng(1)
+    blanks = [b" ", b"\t", b"\r", b"\x0b", b"\x0c"]
+    for _ in range(2000):
+        lines = []
+        for _ in range(int(rng.integers(1, 6))):
+            lead = b"".join(rng.choice(blanks) for _ in range(int(rng.integers(0, 10))))
+            token = bytes(rng.choice(list(b"SiCuAlxyz0123."), int(rng.integers(0, 12))))
+            tail = b"" if rng.random() < 0.2 else rng.choice([b" 1.0 2.0 3.0", b"\t0 0 0", b""])
+            lines.append(lead + token + tail + (b"" if rng.random() < 0.1 else b"\n"))
+        expected = {fields[0] for fields in (line.split(None, 1) for line in lines) if fields}
+        assert _first_tokens(lines) == expected, lines

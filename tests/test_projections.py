@@ -8,7 +8,7 @@ from pace_worker.ace.activeset import load_bbasis
 from pace_worker.ace.descriptors import write_unfitted_basis
 from pace_worker.ace.projections import BProjector
 from pace_worker.config import DescriptorSettings
-from pace_worker.files.structures import fully_periodic_or_not
+from pace_worker.files.structures import fully_periodic_or_not, geometry_problem
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,36 @@ def test_slab_is_projected_as_its_periodic_copy_and_foreign_elements_are_refused
     assert all(np.array_equal(ours[st], ref[st]) for st in ref)
     with pytest.raises(ValueError, match="not in the basis"):
         BProjector(three_element_basis)([bulk("Au", "fcc", a=4.1)])
+
+
+def close_pair(atoms, distance=0.3):
+    """``atoms`` with atom 1 moved to ``distance`` Å from atom 0."""
+    atoms = atoms.copy()
+    atoms.positions[1] = atoms.positions[0] + [distance, 0.0, 0.0]
+    return atoms
+
+
+def test_distance_rule_from_the_environment_names_what_geometry_problem_names(three_element_basis):
+    """The rule on close atoms read from the projection's own neighbour list gives, structure for
+    structure, the problem (reason and message) of the reference check, and an environment exactly
+    for the usable structures whose elements the basis has."""
+    cu = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    slab = cu.copy()
+    slab.pbc = [True, True, False]
+    cluster = cu.copy()
+    cluster.pbc = False
+    gold = cu.copy()
+    gold.symbols[3] = "Au"  # an element the basis lacks
+    one_atom = bulk("Cu", "sc", a=0.6)  # its own images 0.6 Å away: a single atom is never "too close"
+    pool = [cu, close_pair(cu), close_pair(cu, 0.49), close_pair(cu, 0.51), slab, close_pair(slab), cluster,
+            close_pair(cluster), gold, close_pair(gold), one_atom]
+    projector = BProjector(three_element_basis)
+    for min_distance in (0.0, 0.5, 7.0):  # 7 Å: beyond the cutoff, the environment cannot tell
+        checked, envs = projector.checked_environments([(a, None) for a in pool], min_distance)
+        for k, atoms in enumerate(pool):
+            expected = geometry_problem(atoms, min_distance)
+            assert checked[k][1] == (None if expected is None else f"{expected[0]}: {expected[1]}"), (k, min_distance)
+            assert (checked[k][0] is None) == (expected is not None)
+            assert (envs[k] is not None) == (expected is None and "Au" not in atoms.get_chemical_symbols())
+    checked, _ = projector.checked_environments([(a, None) for a in pool], 0.5)
+    assert [k for k, (a, _) in enumerate(checked) if a is None] == [1, 2, 5, 7, 9]  # the rule did flag pairs

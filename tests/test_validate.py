@@ -156,3 +156,20 @@ def test_active_set_of_another_potential(cold_run, tmp_path):
     np.savez(open(tmp_path / "other.asi", "wb"), Cu=np.eye(5))
     fails("--potential", cold_run["root"] / "output_potential.yaml", "--output", tmp_path / "m.json",
           "--asi", tmp_path / "other.asi", words=("other.asi", "shape (5, 5)", "another potential"))
+
+
+def test_close_atoms_are_named_before_a_later_structures_missing_energy(cold_run, tmp_path, cu_structures):
+    """The rule on close atoms is read from the evaluation's neighbour list, but a test set's first
+    problem in file order is still the one named: structure 1's pair, not structure 3's energy."""
+    atoms = [a.copy() for a in cu_structures[:4]]
+    for a, src in zip(atoms, cu_structures):
+        a.info["REF_energy"] = src.get_potential_energy()
+        a.arrays["REF_forces"] = src.get_forces()
+    atoms[1].positions[2] = atoms[1].positions[0] + [0.05, 0.0, 0.0]
+    path = write_dataset(tmp_path / "close.xyz", atoms)
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", path, words=("structure 1", "atoms 0 (Cu) and 2 (Cu) are 0.050 Å apart"))
+    del atoms[3].info["REF_energy"]
+    path = write_dataset(tmp_path / "close_then_no_energy.xyz", atoms)
+    fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
+          "--test-set", path, words=("structure 1", "0.050 Å apart"))

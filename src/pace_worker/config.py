@@ -607,7 +607,7 @@ class MetaConfig(BaseModel):
     work_dir: Optional[Path] = None
     log_level: str = "INFO"
     workers: Optional[int] = Field(None, ge=1)
-    chunk_size: int = Field(16, ge=1)
+    chunk_size: int = Field(64, ge=1)
     dask: DaskSettings = Field(default_factory=DaskSettings)
 
     @field_validator("device")

@@ -24,11 +24,13 @@ Which basis
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
+from ase import Atoms
 
 from pace_worker.ace.activeset import basis_function_counts, load_bbasis
 from pace_worker.ace.default_basis import default_potential
@@ -74,25 +76,25 @@ def feature_layout(basis_yaml: str) -> tuple[list[str], np.ndarray]:
     return list(elements), np.asarray(offsets)
 
 
-def structure_features(structures: Sequence, first_index: int = 0,
-                       what: str = "input") -> tuple[np.ndarray, np.ndarray]:
+def structure_features(structures: Sequence, first_index: int = 0, what: str = "input",
+                       environments: Optional[Sequence] = None) -> tuple[np.ndarray, np.ndarray]:
     """``(features [n, Σ n_funcs + n_elements] float32, usable [n] bool)`` of ``structures``.
 
     A structure with an element the basis lacks is not usable (its row is zeros); a structure
-    without atoms is an input error.
+    without atoms is an input error. ``environments``: pyace's environment of each structure
+    where already built (:meth:`BProjector.checked_environments`; None where not usable).
     """
     projector, elements, offsets = worker_state.loaded(STATE)
-    index_of = {el: i for i, el in enumerate(elements)}
     n_features = int(offsets[-1]) + len(elements)
     features = np.zeros((len(structures), n_features), dtype=np.float32)
     usable = np.zeros(len(structures), dtype=bool)
     for k, atoms in enumerate(structures):
         if len(atoms) == 0:
             raise InputError(f"{what}: structure {first_index + k} has no atoms; remove it from the pool")
-        usable[k] = set(atoms.get_chemical_symbols()) <= index_of.keys()
+        usable[k] = bool((projector.species(atoms) >= 0).all())
     rows = np.flatnonzero(usable)
     if len(rows):
-        chosen = [structures[k] for k in rows]
+        chosen = [structures[k] if environments is None else environments[k] for k in rows]
         proj, owner = projector(chosen)  # slabs and wires are made fully periodic there
         for st, block in proj.items():
             if not len(block):
@@ -102,11 +104,19 @@ def structure_features(structures: Sequence, first_index: int = 0,
             counts = np.bincount(owner[st], minlength=len(chosen))
             present = counts > 0
             features[rows[present], offsets[st]:offsets[st + 1]] = sums[present] / counts[present, None]
-        for r, atoms in zip(rows, chosen):
-            symbols = atoms.get_chemical_symbols()
-            for el in set(symbols):
-                features[r, offsets[-1] + index_of[el]] = symbols.count(el) / len(symbols)
+        for r in rows:
+            species = projector.species(structures[r])
+            fractions = np.bincount(species, minlength=len(elements)) / len(species)
+            for st in np.unique(species):
+                features[r, offsets[-1] + st] = fractions[st]
     return features, usable
+
+
+@functools.lru_cache(maxsize=1024)
+def metal_formula(numbers: bytes) -> str:
+    """ASE's ``get_chemical_formula(mode="metal")`` of atoms with these atomic numbers (int64
+    bytes); a pool repeats a few compositions, so each is worked out once."""
+    return Atoms(numbers=np.frombuffer(numbers, dtype=np.int64)).get_chemical_formula(mode="metal")
 
 
 @dataclass
@@ -125,17 +135,19 @@ class FeatureBlock:
 def features_chunk(chunk: PoolChunk) -> FeatureBlock:
     """Worker: the :class:`FeatureBlock` of a chunk of the pool; ``problems[k]`` comes from
     :func:`pace_worker.files.frames.read_checked`; chunk options ``min_distance``, ``color_by``."""
-    checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
+    projector, _, _ = worker_state.loaded(STATE)
+    checked, environments = projector.checked_environments(read_checked(chunk), chunk.options.get("min_distance", 0.0))
     label = f"{chunk.what} '{chunk.path}'" if chunk.path else chunk.what
     good = [k for k, (atoms, _) in enumerate(checked) if atoms is not None]
-    block, ok = structure_features([checked[k][0] for k in good], chunk.first_index, label)
+    block, ok = structure_features([checked[k][0] for k in good], chunk.first_index, label,
+                                   [environments[k] for k in good])
     features = np.zeros((len(checked), block.shape[1]), dtype=np.float32)
     usable = np.zeros(len(checked), dtype=bool)
     features[good], usable[good] = block, ok
     n_atoms = np.array([len(a) if a is not None else 0 for a, _ in checked], dtype=np.int64)
     periodic = np.array([int(a.pbc.sum()) if a is not None else 0 for a, _ in checked], dtype=np.int8)
     key = chunk.options.get("color_by") or "config_type"
-    categories = [None if a is None else str(a.info[key]) if key in a.info else a.get_chemical_formula(mode="metal")
-                  for a, _ in checked]
+    categories = [None if a is None else str(a.info[key]) if key in a.info
+                  else metal_formula(np.asarray(a.numbers, dtype=np.int64).tobytes()) for a, _ in checked]
     return FeatureBlock(chunk.first_index, features, usable, n_atoms, periodic,
                         [problem for _, problem in checked], categories)

@@ -33,44 +33,37 @@ def load_scorer(potential_yaml: str, asi: str) -> None:
     worker_state.load(STATE, (str(potential_yaml), str(asi)), build)
 
 
-def potential_elements() -> set[str]:
-    projector, _ = worker_state.loaded(STATE)
-    return set(projector.bbasis.elements_name)
-
-
 def _projections(structures: Sequence[Atoms]):
     """Per structure: {element: [atoms of that element in order, n_funcs]}."""
     projector, _ = worker_state.loaded(STATE)
-    proj, owner = projector(structures)
     names = projector.bbasis.elements_name
-    per_structure = [dict() for _ in structures]
-    for st, block in proj.items():
-        if not len(block):
-            continue
-        bounds = np.searchsorted(owner[st], np.arange(len(structures) + 1))
-        for s in range(len(structures)):
-            if bounds[s + 1] > bounds[s]:
-                per_structure[s][names[st]] = block[bounds[s]:bounds[s + 1]]
-    return per_structure
+    return [{names[st]: block for st, block in projector.blocks(projector.environment(atoms)).items()}
+            for atoms in structures]
 
 
 def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]]:
     return _projections(structures)
 
 
+def _graded(atoms: Atoms, env, keep_projections_above: Optional[float]):
+    """``(per-atom γ, projections or None)`` of one structure from its pyace environment."""
+    projector, inverse = worker_state.loaded(STATE)
+    names = projector.bbasis.elements_name
+    species = projector.species(atoms)
+    gamma = np.zeros(len(atoms))
+    blocks = {}
+    for st, block in projector.blocks(env, species).items():
+        blocks[names[st]] = block
+        gamma[species == st] = extrapolation_grades(block, inverse[names[st]])
+    keep = keep_projections_above is None or gamma.max() >= keep_projections_above
+    return gamma, blocks if keep else None
+
+
 def score_structures(structures: Sequence[Atoms], keep_projections_above: Optional[float] = None):
     """``(per-atom γ, projections or None)`` per structure; the projections (computed anyway for
     γ) are kept for structures whose max γ is at least ``keep_projections_above`` (None: all)."""
-    _, inverse = worker_state.loaded(STATE)
-    result = []
-    for atoms, blocks in zip(structures, _projections(structures)):
-        gamma = np.zeros(len(atoms))
-        symbols = np.array(atoms.get_chemical_symbols())
-        for el, block in blocks.items():
-            gamma[symbols == el] = extrapolation_grades(block, inverse[el])
-        keep = keep_projections_above is None or gamma.max() >= keep_projections_above
-        result.append((gamma, blocks if keep else None))
-    return result
+    projector, _ = worker_state.loaded(STATE)
+    return [_graded(atoms, projector.environment(atoms), keep_projections_above) for atoms in structures]
 
 
 @dataclass
@@ -95,23 +88,20 @@ def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
     ``with_projections`` — send projections back at all; ``min_distance`` — closer atoms make a
     structure unusable."""
     send_back_from = chunk.options.get("send_back_from")
-    with_projections = chunk.options.get("with_projections", False)
-    checked = read_checked(chunk, chunk.options.get("min_distance", 0.0))
-    known = potential_elements()
-    usable = [k for k, (a, _) in enumerate(checked) if a is not None and set(a.get_chemical_symbols()) <= known]
-    scores = dict(zip(usable, score_structures([checked[k][0] for k in usable],
-                                               send_back_from if with_projections else np.inf)))
+    keep_above = send_back_from if chunk.options.get("with_projections", False) else np.inf
+    projector, _ = worker_state.loaded(STATE)
+    checked, environments = projector.checked_environments(read_checked(chunk), chunk.options.get("min_distance", 0.0))
     rows = []
-    for k, (atoms, problem) in enumerate(checked):
+    for k, ((atoms, problem), env) in enumerate(zip(checked, environments)):
         index = chunk.first_index + k
         if atoms is None:
             rows.append(ScoredStructure(index, problem=problem))
             continue
         fp = structure_fingerprint(atoms)
-        if k not in scores:
+        if env is None:  # elements the potential lacks
             rows.append(ScoredStructure(index, fp))
             continue
-        gamma, projections = scores[k]
+        gamma, projections = _graded(atoms, env, keep_above)
         g = float(gamma.max())
         if send_back_from is not None and g < send_back_from:
             rows.append(ScoredStructure(index, fp, g))

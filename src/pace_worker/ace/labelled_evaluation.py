@@ -84,13 +84,13 @@ def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> list[EvaluatedStru
     """Worker: an :class:`EvaluatedStructure` per structure of the chunk, in order (the potential
     is the one :func:`pace_worker.ace.predictions.load_potential` loaded in this process)."""
     if isinstance(chunk, PoolChunk):
-        settings, test_set = chunk.options["settings"], chunk.options["test_set"]
-        structures = chunk.read()
-        labels = [_checked_labels(atoms, chunk, k, test_set) for k, atoms in enumerate(structures)]
+        settings = chunk.options["settings"]
+        structures, labels, predictions = _checked_and_predicted(chunk, chunk.options["test_set"])
     else:
         settings, structures, labels = chunk.settings, chunk.atoms, chunk.labels
+        predictions = predict_chunk(structures)
     rows = []
-    for atoms, (energy, forces, stress), prediction in zip(structures, labels, predict_chunk(structures)):
+    for atoms, (energy, forces, stress), prediction in zip(structures, labels, predictions):
         shortest, pairs = shortest_distance_and_core(atoms, settings.inner_cutoffs,
                                                      (prediction.shortest_distance, prediction.reach))
         rows.append(EvaluatedStructure(np.array(atoms.numbers), str(atoms.info.get(settings.group_by, "all")), energy,
@@ -98,10 +98,35 @@ def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> list[EvaluatedStru
     return rows
 
 
-def _checked_labels(atoms, chunk: PoolChunk, k: int, test_set: TestSetFile) -> tuple:
+def _checked_and_predicted(chunk: PoolChunk, test_set: TestSetFile) -> tuple[list, list, list[Prediction]]:
+    """``(structures, labels, predictions)`` of a chunk of a test set's file, each structure checked
+    as :func:`_checked_labels` checks it, the first problem in that order named. The rule on atoms
+    closer than ``min_distance`` reads the evaluation's own neighbour list (one list, not two);
+    only a structure it flags (or a rule beyond the cutoff) is checked again by the reference
+    check, which names the pair."""
+    structures = chunk.read()
+    try:
+        labels = [_checked_labels(atoms, chunk, k, test_set, min_distance=0.0) for k, atoms in enumerate(structures)]
+    except InputError:
+        for k, atoms in enumerate(structures):  # the first problem in the reference order
+            _checked_labels(atoms, chunk, k, test_set)
+        raise
+    predictions = predict_chunk(structures, test_set.min_distance)
+    for k, prediction in enumerate(predictions):
+        if prediction is None or prediction.reach < test_set.min_distance:
+            _checked_labels(structures[k], chunk, k, test_set)
+            if prediction is None:  # a pair at the limit that the reference check lets through
+                predictions[k] = predict_chunk([structures[k]])[0]
+    return structures, labels, predictions
+
+
+def _checked_labels(atoms, chunk: PoolChunk, k: int, test_set: TestSetFile,
+                    min_distance: Optional[float] = None) -> tuple:
+    """A test structure's labels checked by :func:`checked_labels` (atoms closer than
+    ``min_distance``, default the test set's), then its elements against the potential's."""
     where = f"{test_set.what} '{chunk.path}', structure {chunk.first_index + k}"
     labels = checked_labels(atoms, found_labels(atoms, test_set.label_keys), where, test_set.label_keys.energy_key,
-                            test_set.min_distance)
+                            test_set.min_distance if min_distance is None else min_distance)
     check_in_potential(atoms, test_set.elements, where)
     return labels
 

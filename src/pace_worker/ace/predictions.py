@@ -50,13 +50,15 @@ def load_potential(potential: str, asi: Optional[str] = None):
     return worker_state.load(STATE, key, lambda: make_calculator(*key))
 
 
-def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
+def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) -> list[Optional[Prediction]]:
     """Energy, forces, stress and γ of each structure: the calls and arithmetic of
     ``PyACECalculator.calculate`` (its atomic environment, ``ACECalculator.compute``, the virial in
     ASE's Voigt order over the volume) without ASE's calculator machinery, which copied every
     structure twice (the same numbers; ~20 % of the time per 32-atom cell). The environment is
     :func:`pace_worker.ace.projections.atomic_environment` (pyace's C++ builder given species
-    indices: the same environment, ~15 % faster than ``get_atomic_env``'s Python loops)."""
+    indices: the same environment, ~15 % faster than ``get_atomic_env``'s Python loops). A
+    structure of two or more atoms with a pair closer than ``refuse_closer_than`` Å (read from
+    that environment's neighbour list, before pyace evaluates anything) gets None."""
     calc = worker_state.loaded(STATE)
     with_gamma = calc.is_active_set_configured
     species_of_number = species_indices(calc.elements_mapper_dict)  # what get_atomic_env maps by
@@ -68,11 +70,14 @@ def predict_chunk(structures: Sequence[Atoms]) -> list[Prediction]:
         atoms = fully_periodic_or_not(original, reach)
         made_periodic = atoms is not original
         calc.ae = atomic_environment(atoms, species_of_number, reach)
+        shortest = float(calc.ae.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
+        if len(atoms) > 1 and shortest < min(refuse_closer_than, reach):
+            out.append(None)
+            continue
         calc.ace.compute(calc.ae, compute_projections=with_gamma)  # γ needs them; energy and forces do not
         stress = None
         if not made_periodic and atoms.cell.rank == 3:
             stress = np.array(calc.ace.virial)[[0, 1, 2, 5, 4, 3]] / atoms.get_volume()
-        shortest = float(calc.ae.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
         out.append(Prediction(energy=float(np.array(calc.ace.energy)),
                               forces=np.array(calc.ace.forces).astype(np.float64), stress=stress,
                               gamma=np.array(calc.ace.gamma_grade, dtype=np.float64) if with_gamma else None,

@@ -15,12 +15,12 @@ the same atomic environments.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from pace_worker.files.structures import fully_periodic_or_not
+from pace_worker.files.structures import fully_periodic_or_not, too_close_problem
 
 
 def species_indices(index_of: dict) -> np.ndarray:
@@ -63,23 +63,55 @@ class BProjector:
         """pyace's atomic environment of ``atoms`` (:func:`atomic_environment`)."""
         return atomic_environment(atoms, self._species_of_number, self.bbasis.cutoffmax)
 
+    def species(self, atoms) -> np.ndarray:
+        """The basis's species index of each atom (-1 for an element the basis lacks)."""
+        return self._species_of_number[atoms.numbers]
+
+    def blocks(self, env, species: Optional[np.ndarray] = None) -> dict[int, np.ndarray]:
+        """``{species index: B-projections [its atoms in order, n_funcs]}`` of one environment,
+        species in increasing order; ``species``: its atoms' species indices if known
+        (:meth:`species`; else read from the environment)."""
+        self._calculator.compute(env, compute_projections=True)
+        rows = self._calculator.projections
+        if species is None:
+            species = np.asarray(env.species_type[:env.n_atoms_real])
+        present = np.unique(species)
+        if len(present) == 1:  # rows of one species have one length: one conversion
+            return {int(present[0]): np.asarray(rows, dtype=np.float64)}
+        return {int(st): np.array([rows[i] for i in np.flatnonzero(species == st)], dtype=np.float64)
+                for st in present}
+
+    def checked_environments(self, checked: Sequence[tuple], min_distance: float) -> tuple[list, list]:
+        """``(checked, environments)``: :func:`pace_worker.files.frames.read_checked`'s
+        ``(structure, problem)`` pairs (read with no distance rule) with the ``min_distance`` rule
+        applied, and pyace's environment of each structure that is still usable and has only
+        elements of the basis (None for the others). The rule reads the shortest distance from that
+        environment (one neighbour list, not two) when the cutoff reaches ``min_distance``;
+        structures with other elements get their own short list. The problems are those of
+        :func:`pace_worker.files.structures.geometry_problem`."""
+        result, environments = [], []
+        reach = float(self.bbasis.cutoffmax)
+        for atoms, problem in checked:
+            env = None
+            if atoms is not None:
+                if (self.species(atoms) >= 0).all():
+                    env = self.environment(atoms)
+                known = (float(env.get_minimal_nn_distance()), reach) if env is not None else None
+                close = too_close_problem(atoms, min_distance, known)
+                if close is not None:
+                    atoms, problem, env = None, f"{close[0]}: {close[1]}", None
+            result.append((atoms, problem))
+            environments.append(env)
+        return result, environments
+
     def __call__(self, structures: Sequence) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
         blocks: dict[int, list] = {st: [] for st in range(len(self._n_functions))}
         owners: dict[int, list] = {st: [] for st in range(len(self._n_functions))}
         for index, atoms in enumerate(structures):
             env = atoms if hasattr(atoms, "species_type") else self.environment(atoms)
-            self._calculator.compute(env, compute_projections=True)
-            rows = self._calculator.projections
-            species = np.asarray(env.species_type[:env.n_atoms_real])
-            present = np.unique(species)
-            if len(present) == 1:  # rows of one species have one length: one conversion
-                blocks[int(present[0])].append(np.asarray(rows, dtype=np.float64))
-                owners[int(present[0])].append(np.full(len(species), index))
-                continue
-            for st in present:
-                atoms_of = np.flatnonzero(species == st)
-                blocks[int(st)].append(np.array([rows[i] for i in atoms_of], dtype=np.float64))
-                owners[int(st)].append(np.full(len(atoms_of), index))
+            for st, block in self.blocks(env).items():
+                blocks[st].append(block)
+                owners[st].append(np.full(len(block), index))
         projections = {st: np.concatenate(b) if b else np.zeros((0, self._n_functions[st]))
                        for st, b in blocks.items()}
         owner = {st: np.concatenate(o) if o else np.zeros(0, dtype=int) for st, o in owners.items()}

@@ -33,13 +33,15 @@ for the picks and for a seeded uniform random subset of the same size.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -47,8 +49,6 @@ from ase.data import chemical_symbols
 from pace_worker.ace import potentials
 from pace_worker.ace.descriptors import FeatureBlock, feature_layout, features_chunk, load_basis, write_unfitted_basis
 from pace_worker.algorithms.cluster_picks import SELECTIONS, coverage_score
-from pace_worker.algorithms.direct_clustering import WeightedPCA
-from pace_worker.algorithms.direct_strata import ChemicalSystem, StratifiedDirect
 from pace_worker.config import DirectSampleOptions, MetaConfig, WorkerConfig
 from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files import discovery
@@ -59,7 +59,12 @@ from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor
 from pace_worker.plots import pca_map
 
+if TYPE_CHECKING:
+    from pace_worker.algorithms.direct_strata import ChemicalSystem, StratifiedDirect
+
 log = logging.getLogger(__name__)
+# the estimator's module: it imports scikit-learn (~0.7 s), done while the workers compute descriptors
+CLUSTERING_MODULE = "pace_worker.algorithms.direct_strata"
 
 SCHEMA = "pace-worker/direct_sample_report/1"
 MAX_COVERAGE_BINS = 50
@@ -200,7 +205,11 @@ def settings_of(request: DirectSampleRequest) -> _Settings:
 
 
 def stratified_direct(settings: _Settings, options: DirectSampleOptions) -> StratifiedDirect:
-    """The DIRECT estimator of the checked settings and the config's ``direct_sample`` section."""
+    """The DIRECT estimator of the checked settings and the config's ``direct_sample`` section
+    (its module is imported here, or was while the descriptors were computed: :func:`encode`)."""
+    from pace_worker.algorithms.direct_clustering import WeightedPCA
+    from pace_worker.algorithms.direct_strata import StratifiedDirect
+
     return StratifiedDirect(n_clusters=settings.n_clusters, k_per_cluster=settings.k, selection=settings.selection,
                             pca=WeightedPCA(options.n_components, options.weight_components),
                             birch_threshold=options.birch_threshold, random_state=settings.seed)
@@ -361,8 +370,12 @@ def encode(request: DirectSampleRequest, pool: _Pool, basis: Path) -> "EncodedPo
     options = {"min_distance": request.config.pacemaker.data.min_distance,
                "color_by": request.config.direct_sample.color_by}
     chunks = pool_chunks(pool.path, request.meta.chunk_size, "input", offsets=pool.offsets, options=lambda: options)
-    for _, block in executor.map_chunks(features_chunk, chunks, initializer=load_basis, initargs=(str(basis),),
-                                        description="descriptors", total=len(pool.offsets)):
+    elsewhere = executor.runs_elsewhere(len(pool.offsets))
+    for k, (_, block) in enumerate(executor.map_chunks(features_chunk, chunks, initializer=load_basis,
+                                                       initargs=(str(basis),), description="descriptors",
+                                                       total=len(pool.offsets))):
+        if k == 0 and elsewhere:  # the workers run (forked already): this process imports the clustering meanwhile
+            threading.Thread(target=importlib.import_module, args=(CLUSTERING_MODULE,), daemon=True).start()
         encoded = encoded or EncodedPool.empty(len(pool.offsets), block.features.shape[1])
         encoded.fill(block)
     encoded.skipped.warn(f"input '{pool.path}'")

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 from ase.io.extxyz import set_calc_and_arrays
 
 try:
@@ -159,6 +160,23 @@ def _as_ase_scalar(value):
     raise _NotForC("info holds an array")
 
 
+_NUMBERS_SEEN: dict[bytes, np.ndarray] = {}  # species column -> atomic numbers (pools repeat a few)
+
+
+def _atomic_numbers(species: np.ndarray) -> np.ndarray:
+    """The atomic numbers of a species column, read as ASE reads symbols (capitalised; an unknown
+    one raises, and ASE then reads the chunk and names it)."""
+    species = np.asarray(species)
+    key = species.dtype.str.encode() + species.tobytes()
+    numbers = _NUMBERS_SEEN.get(key)
+    if numbers is None:
+        numbers = np.array([atomic_numbers[str(s).capitalize()] for s in species], dtype=int)
+        if len(_NUMBERS_SEEN) >= 1024:
+            _NUMBERS_SEEN.clear()
+        _NUMBERS_SEEN[key] = numbers
+    return numbers  # Atoms copies it
+
+
 def _as_ase_atoms(natoms: int, info: dict, arrays: dict) -> Atoms:
     """One frame's dictionaries as ASE's ``_read_xyz_frame`` builds its ``Atoms``."""
     info = dict(info)
@@ -180,7 +198,7 @@ def _as_ase_atoms(natoms: int, info: dict, arrays: dict) -> Atoms:
         if kind not in "fi":
             raise _NotForC(f"column {name} is not numeric")
         columns[name] = np.asarray(column, dtype=np.float64) if kind == "f" else np.asarray(column)
-    atoms = Atoms([str(s).capitalize() for s in species], positions=np.asarray(positions, dtype=np.float64),
+    atoms = Atoms(numbers=_atomic_numbers(species), positions=np.asarray(positions, dtype=np.float64),
                   cell=None if lattice is None else lattice.T, pbc=pbc, info=info)
     set_calc_and_arrays(atoms, columns)  # ASE's own step: labels into a SinglePointCalculator
     return atoms

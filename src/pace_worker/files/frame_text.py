@@ -5,10 +5,28 @@ one line per atom. :func:`split_frames` is the one splitter; :func:`frame_texts_
 from __future__ import annotations
 
 import itertools
+import operator
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
 from pace_worker.errors import InputError
+
+_HEAD = operator.itemgetter(slice(0, 8))
+
+
+def _first_tokens(lines: list[bytes]) -> set[bytes]:
+    """The first whitespace-separated token of each line (blank lines have none). The distinct
+    line heads are looked at, not every line (atom lines of a frame share a few); a head whose
+    token may go on past it sends the frame to the line-by-line reading."""
+    tokens = set()
+    for head in set(map(_HEAD, lines)):
+        stripped = head.lstrip()
+        fields = stripped.split(None, 1)
+        if fields and len(fields[0]) < len(stripped):  # whitespace ends the token inside the head
+            tokens.add(fields[0])
+        elif fields or len(head) == 8:  # the token, or the blanks, may go on past the head
+            return {fields[0] for fields in (line.split(None, 1) for line in lines) if fields}
+    return tokens
 
 
 def split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements: Optional[set] = None,
@@ -33,21 +51,14 @@ def split_frames(f: BinaryIO, path, what: str, keep_text: bool = True, elements:
             raise InputError(f"{what} '{path}': structure {index} does not start with an atom count "
                              f"(line '{line.decode(errors='replace').strip()[:40]}'); give an extxyz file")
         offset = pos
-        lines = [line]
-        pos += len(line)
-        for k in range(n_atoms + 1):
-            body = f.readline()
-            if not body:
-                raise InputError(f"{what} '{path}': structure {index} is cut short "
-                                 f"(expected {n_atoms} atoms); the file is incomplete")
-            pos += len(body)
-            if keep_text:
-                lines.append(body)
-            if elements is not None and k:
-                fields = body.split(maxsplit=1)
-                if fields:
-                    elements.add(fields[0].decode(errors="replace"))
-        yield offset, b"".join(lines) if keep_text else b""
+        body = list(itertools.islice(f, n_atoms + 1))  # the comment line and one line per atom
+        if len(body) < n_atoms + 1:
+            raise InputError(f"{what} '{path}': structure {index} is cut short "
+                             f"(expected {n_atoms} atoms); the file is incomplete")
+        pos += len(line) + sum(map(len, body))
+        if elements is not None:
+            elements.update(token.decode(errors="replace") for token in _first_tokens(body[1:]))
+        yield offset, line + b"".join(body) if keep_text else b""
         index += 1
 
 

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,20 +350,28 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
 
     Checked, in this order, before any pyace call (which would crash, run out of memory or hang
     on them): no atoms; non-finite or absurd positions; a periodic cell that is non-finite, has
-    a zero or tiny width, or (nearly) parallel lattice vectors; with ``min_distance`` > 0, two
-    atoms closer than that. ``reason`` is a short key for counting.
+    a zero or tiny width, or (nearly) parallel lattice vectors (:func:`shape_problem`); with
+    ``min_distance`` > 0, two atoms closer than that (:func:`too_close_problem`). ``reason`` is a
+    short key for counting.
     """
+    return shape_problem(atoms) or too_close_problem(atoms, min_distance)
+
+
+def shape_problem(atoms: Atoms) -> Optional[tuple[str, str]]:
+    """:func:`geometry_problem` without the distance check: no atoms, positions, cell."""
     if len(atoms) == 0:
         return "no_atoms", "has no atoms"
     positions = np.asarray(atoms.positions, dtype=float)
+    periodic = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if _plainly_sound(positions, cell, periodic):
+        return None
     if not np.all(np.isfinite(positions)):
         bad = int(np.argwhere(~np.all(np.isfinite(positions), axis=1))[0][0])
         return "non_finite_position", f"position of atom {bad} is not finite (NaN/inf)"
     if np.abs(positions).max() > MAX_COORDINATE:
         return "absurd_position", f"has a coordinate beyond {MAX_COORDINATE:g} Å"
-    periodic = np.asarray(atoms.pbc, dtype=bool)
     if periodic.any():
-        cell = np.asarray(atoms.cell.array, dtype=float)
         if not np.all(np.isfinite(cell[periodic])):
             return "non_finite_cell", "its periodic cell has a non-finite (NaN/inf) entry"
         lengths = np.linalg.norm(cell, axis=1)
@@ -377,18 +386,57 @@ def geometry_problem(atoms: Atoms, min_distance: float = 0.0) -> Optional[tuple[
             widths = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)  # distances between opposite faces
             if widths.min() < MIN_CELL_WIDTH:
                 return "degenerate_cell", f"its cell is {widths.min():.3g} Å thin (< {MIN_CELL_WIDTH} Å)"
-    pair = too_close_pair(atoms, min_distance)
-    if pair is not None:
-        a, b, d = pair
-        return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
-                                   f"apart (< {min_distance} Å)")
     return None
 
 
-def too_close_pair(atoms: Atoms, min_distance: float):
+def _plainly_sound(positions: np.ndarray, cell: np.ndarray, periodic: np.ndarray) -> bool:
+    """True when :func:`shape_problem`'s checks clearly pass (the common case, in a few
+    operations on plain floats); False also when unsure near a limit, and the full checks decide."""
+    largest = float(np.abs(positions).max())  # NaN when a position is not finite: not <=
+    if not largest <= MAX_COORDINATE / 2:
+        return False
+    if not periodic.any():
+        return True
+    if not periodic.all():
+        return False  # slabs and wires: the full checks
+    (ax, ay, az), (bx, by, bz), (cx, cy, cz) = cell.tolist()
+    bc = (by * cz - bz * cy, bz * cx - bx * cz, bx * cy - by * cx)  # b × c, c × a, a × b
+    ca = (cy * az - cz * ay, cz * ax - cx * az, cx * ay - cy * ax)
+    ab = (ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx)
+    volume = abs(ax * bc[0] + ay * bc[1] + az * bc[2])
+    lengths = [math.sqrt(x * x + y * y + z * z) for x, y, z in ((ax, ay, az), (bx, by, bz), (cx, cy, cz))]
+    areas = [math.sqrt(x * x + y * y + z * z) for x, y, z in (bc, ca, ab)]
+    margin = 1.01  # the full checks' numbers come from other float operations: decide only clear cases
+    return (math.isfinite(volume) and min(lengths) >= margin * MIN_CELL_WIDTH
+            and volume >= margin * MIN_CELL_SINE * lengths[0] * lengths[1] * lengths[2]
+            and volume >= margin * MIN_CELL_WIDTH * max(areas))
+
+
+def too_close_problem(atoms: Atoms, min_distance: float,
+                      known: Optional[tuple[float, float]] = None) -> Optional[tuple[str, str]]:
+    """``("atoms_too_close", message)`` when two atoms are closer than ``min_distance`` Å, else
+    None; ``known``: ``(shortest distance, reach)`` of a pyace neighbour list already built for
+    these atoms (:func:`too_close_pair`)."""
+    pair = too_close_pair(atoms, min_distance, known)
+    if pair is None:
+        return None
+    a, b, d = pair
+    return "atoms_too_close", (f"atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are {d:.3f} Å "
+                               f"apart (< {min_distance} Å)")
+
+
+def too_close_pair(atoms: Atoms, min_distance: float, known: Optional[tuple[float, float]] = None):
     """The closest pair ``(i, j, distance)`` nearer than ``min_distance`` Å, or None: pyace's fast
-    neighbour list says whether there is one, ASE's (slower) names it."""
-    if min_distance <= 0 or len(atoms) < 2 or shortest_distance(atoms, min_distance) >= min_distance:
+    neighbour list says whether there is one, ASE's (slower) names it. ``known``: ``(shortest
+    distance, reach)`` from a pyace neighbour list already built for these atoms (its
+    ``get_minimal_nn_distance``), used when it reaches ``min_distance``; else one is built."""
+    if min_distance <= 0 or len(atoms) < 2:
+        return None
+    if known is not None and known[1] >= min_distance:
+        shortest = known[0]
+    else:
+        shortest = shortest_distance(atoms, min_distance)
+    if shortest >= min_distance:
         return None
     return closest_pair_below(atoms, min_distance)
 

@@ -102,7 +102,7 @@ class ChunkExecutor:
     chunks_per_task : consecutive chunks in one Dask task (amortises Dask's per-task cost)
     """
 
-    def __init__(self, workers: Optional[int] = None, chunk_size: int = 16, show_progress: Optional[bool] = None,
+    def __init__(self, workers: Optional[int] = None, chunk_size: int = 64, show_progress: Optional[bool] = None,
                  scheduler: Union[str, Any, None] = None, connect_timeout_s: float = 15.0, chunks_per_task: int = 8):
         if chunks_per_task < 1:
             raise ValueError(f"chunks_per_task must be >= 1, got {chunks_per_task}")
@@ -132,6 +132,14 @@ class ChunkExecutor:
         if self.scheduler is None or isinstance(self.scheduler, str):
             return self.scheduler
         return self.scheduler.address if self.scheduler.started else None
+
+    def runs_elsewhere(self, total: Optional[int] = None) -> bool:
+        """Whether :meth:`map_chunks` over ``total`` items runs them outside this process (on a
+        Dask cluster, or on more than one local worker process), leaving it free meanwhile."""
+        if self.scheduler:
+            return True
+        workers = self.workers or default_workers()
+        return min(workers, -(-total // self.chunk_size)) > 1 if total is not None else workers > 1
 
     def map(self, function: Callable[[Sequence], Any], items: Sequence, initializer: Optional[Callable] = None,
             initargs: tuple = (), description: str = "working") -> Iterator[Any]:
