@@ -173,3 +173,27 @@ def test_close_atoms_are_named_before_a_later_structures_missing_energy(cold_run
     path = write_dataset(tmp_path / "close_then_no_energy.xyz", atoms)
     fails("--potential", cold_run["root"] / "output_potential.yace", "--output", tmp_path / "m.json",
           "--test-set", path, words=("structure 1", "0.050 Å apart"))
+
+
+@pytest.mark.parametrize("reference", [{"Al": -3.1234567, "Cu": -4.2345678, "shift": 0.0123456},
+                                       {"Cu": -4.2345678}, "VASP_PBE_500_0.125_0.1_NM"])
+def test_energies_corrected_from_atomic_numbers_as_pyace_corrects_them(reference):
+    """The reference-energy correction from atomic numbers gives pyace's own numbers bit for bit."""
+    import pandas as pd
+    from ase import Atoms
+    from pyace.process_df import compute_corrected_energy
+
+    from pace_worker.ace.potential_errors import corrected_energies
+
+    rng = np.random.default_rng(5)
+    numbers = [rng.choice([13, 29, 28], int(rng.integers(1, 40))) for _ in range(300)]
+    numbers[3] = np.array([29] * 7)  # one element only
+    energies = rng.normal(-4.0, 3.0, len(numbers)) * [len(z) for z in numbers]
+    df = pd.DataFrame({"ase_atoms": [Atoms(numbers=z) for z in numbers], "energy": energies,
+                       "NUMBER_OF_ATOMS": [len(z) for z in numbers]})
+    if isinstance(reference, str):
+        compute_corrected_energy(df, calculator_name=reference)
+    else:
+        compute_corrected_energy(df, esa_dict=reference)
+    ours = corrected_energies(numbers, energies, reference)
+    assert ours.tobytes() == df["energy_corrected"].to_numpy(dtype=float).tobytes()
