@@ -88,10 +88,11 @@ def structure_features(structures: Sequence, first_index: int = 0, what: str = "
     n_features = int(offsets[-1]) + len(elements)
     features = np.zeros((len(structures), n_features), dtype=np.float32)
     usable = np.zeros(len(structures), dtype=bool)
+    species = [projector.species(atoms) for atoms in structures]
     for k, atoms in enumerate(structures):
         if len(atoms) == 0:
             raise InputError(f"{what}: structure {first_index + k} has no atoms; remove it from the pool")
-        usable[k] = bool((projector.species(atoms) >= 0).all())
+        usable[k] = bool((species[k] >= 0).all())
     rows = np.flatnonzero(usable)
     if len(rows):
         chosen = [structures[k] if environments is None else environments[k] for k in rows]
@@ -105,9 +106,8 @@ def structure_features(structures: Sequence, first_index: int = 0, what: str = "
             present = counts > 0
             features[rows[present], offsets[st]:offsets[st + 1]] = sums[present] / counts[present, None]
         for r in rows:
-            species = projector.species(structures[r])
-            fractions = np.bincount(species, minlength=len(elements)) / len(species)
-            for st in np.unique(species):
+            fractions = np.bincount(species[r], minlength=len(elements)) / len(species[r])
+            for st in np.unique(species[r]):
                 features[r, offsets[-1] + st] = fractions[st]
     return features, usable
 

@@ -102,8 +102,7 @@ def _checked_and_predicted(chunk: PoolChunk, test_set: TestSetFile) -> tuple[lis
     """``(structures, labels, predictions)`` of a chunk of a test set's file, each structure checked
     as :func:`_checked_labels` checks it, the first problem in that order named. The rule on atoms
     closer than ``min_distance`` reads the evaluation's own neighbour list (one list, not two);
-    only a structure it flags (or a rule beyond the cutoff) is checked again by the reference
-    check, which names the pair."""
+    only a structure it flags is checked again by the reference check, which names the pair."""
     structures = chunk.read()
     try:
         labels = [_checked_labels(atoms, chunk, k, test_set, min_distance=0.0) for k, atoms in enumerate(structures)]
@@ -113,10 +112,9 @@ def _checked_and_predicted(chunk: PoolChunk, test_set: TestSetFile) -> tuple[lis
         raise
     predictions = predict_chunk(structures, test_set.min_distance)
     for k, prediction in enumerate(predictions):
-        if prediction is None or prediction.reach < test_set.min_distance:
+        if prediction is None:  # a close pair: the reference check names it
             _checked_labels(structures[k], chunk, k, test_set)
-            if prediction is None:  # a pair at the limit that the reference check lets through
-                predictions[k] = predict_chunk([structures[k]])[0]
+            predictions[k] = predict_chunk([structures[k]])[0]  # a pair at the limit it lets through
     return structures, labels, predictions
 
 

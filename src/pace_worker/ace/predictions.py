@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.ace.projections import atomic_environment, species_indices
-from pace_worker.files.structures import fully_periodic_or_not
+from pace_worker.files.structures import fully_periodic_or_not, has_pair_closer_than
 from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
 from pace_worker.stack import import_pyace
@@ -58,7 +58,8 @@ def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) 
     :func:`pace_worker.ace.projections.atomic_environment` (pyace's C++ builder given species
     indices: the same environment, ~15 % faster than ``get_atomic_env``'s Python loops). A
     structure of two or more atoms with a pair closer than ``refuse_closer_than`` Å (read from
-    that environment's neighbour list, before pyace evaluates anything) gets None."""
+    that environment's neighbour list when it reaches so far, before pyace evaluates anything:
+    :func:`pace_worker.files.structures.has_pair_closer_than`) gets None."""
     calc = worker_state.loaded(STATE)
     with_gamma = calc.is_active_set_configured
     species_of_number = species_indices(calc.elements_mapper_dict)  # what get_atomic_env maps by
@@ -71,7 +72,7 @@ def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) 
         made_periodic = atoms is not original
         calc.ae = atomic_environment(atoms, species_of_number, reach)
         shortest = float(calc.ae.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
-        if len(atoms) > 1 and shortest < min(refuse_closer_than, reach):
+        if has_pair_closer_than(original, refuse_closer_than, (shortest, reach)):
             out.append(None)
             continue
         calc.ace.compute(calc.ae, compute_projections=with_gamma)  # γ needs them; energy and forces do not

@@ -27,7 +27,7 @@ from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import is_compressed
 from pace_worker.files.frame_text import frame_texts_at, split_frames
-from pace_worker.files.structures import geometry_problem
+from pace_worker.files.structures import shape_problem
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 
@@ -120,10 +120,12 @@ class PoolChunk:
                              f"({first_line(exc)}); give an extxyz file")
 
 
-def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Optional[object], Optional[str]]]:
+def read_checked(chunk: "PoolChunk") -> list[tuple[Optional[object], Optional[str]]]:
     """``(structure, None)`` or ``(None, reason)`` for each structure of a pool chunk: a frame
-    ASE cannot parse is ``unreadable``; a parsed one with a geometry pyace must not see gets the
-    reason of :func:`pace_worker.files.structures.geometry_problem`. One bad frame spoils only itself."""
+    ASE cannot parse is ``unreadable``; a parsed one with a shape pyace must not see gets the reason
+    of :func:`pace_worker.files.structures.shape_problem` (the rule on close atoms is applied with
+    pyace's environment: :meth:`pace_worker.ace.projections.BProjector.checked_environments`). One
+    bad frame spoils only itself."""
     try:
         parsed = chunk.parse()
         if len(parsed) != chunk.count:
@@ -141,7 +143,7 @@ def read_checked(chunk: "PoolChunk", min_distance: float = 0.0) -> list[tuple[Op
     checked = []
     for atoms, reason in results:
         if atoms is not None:
-            problem = geometry_problem(atoms, min_distance)
+            problem = shape_problem(atoms)
             if problem is not None:
                 atoms, reason = None, f"{problem[0]}: {problem[1]}"
         checked.append((atoms, reason))

@@ -331,12 +331,9 @@ def _checked_stress(s, where: str) -> Optional[np.ndarray]:
 
 
 def _check_min_distance(atoms: Atoms, where: str, min_distance: float) -> None:
-    pair = too_close_pair(atoms, min_distance)
-    if pair is not None:
-        a, b, d = pair
-        raise InputError(f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
-                         f"{d:.3f} Å apart (< {min_distance} Å); the structure is unphysical, drop it "
-                         "(or lower data.min_distance)")
+    problem = too_close_problem(atoms, min_distance)
+    if problem is not None:
+        raise InputError(f"{where}: {problem[1]}; the structure is unphysical, drop it (or lower data.min_distance)")
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -427,18 +424,16 @@ def too_close_problem(atoms: Atoms, min_distance: float,
 
 def too_close_pair(atoms: Atoms, min_distance: float, known: Optional[tuple[float, float]] = None):
     """The closest pair ``(i, j, distance)`` nearer than ``min_distance`` Å, or None: pyace's fast
-    neighbour list says whether there is one, ASE's (slower) names it. ``known``: ``(shortest
-    distance, reach)`` from a pyace neighbour list already built for these atoms (its
-    ``get_minimal_nn_distance``), used when it reaches ``min_distance``; else one is built."""
-    if min_distance <= 0 or len(atoms) < 2:
-        return None
-    if known is not None and known[1] >= min_distance:
-        shortest = known[0]
-    else:
-        shortest = shortest_distance(atoms, min_distance)
-    if shortest >= min_distance:
+    neighbour list says whether there is one (:func:`has_pair_closer_than`), ASE's (slower) names it."""
+    if not has_pair_closer_than(atoms, min_distance, known):
         return None
     return closest_pair_below(atoms, min_distance)
+
+
+def has_pair_closer_than(atoms: Atoms, min_distance: float, known: Optional[tuple[float, float]] = None) -> bool:
+    """Whether two of two or more atoms are closer than ``min_distance`` Å (> 0), by pyace's neighbour
+    list: ``known`` (see :func:`shortest_within`) or one built for it."""
+    return min_distance > 0 and len(atoms) >= 2 and shortest_within(atoms, min_distance, known) < min_distance
 
 
 @functools.cache
@@ -448,6 +443,15 @@ def _build_atomic_env():
     from pyace.catomicenvironment import build_atomic_env
 
     return build_atomic_env
+
+
+def shortest_within(atoms: Atoms, reach: float, known: Optional[tuple[float, float]] = None) -> float:
+    """:func:`shortest_distance` within ``reach``, read from ``known`` — ``(shortest distance,
+    its list's reach)`` of a pyace neighbour list already built for these atoms (its
+    ``get_minimal_nn_distance``) — when that list reaches as far; else from a list built here."""
+    if known is not None and known[1] >= reach:
+        return known[0] if known[0] < reach else float("inf")
+    return shortest_distance(atoms, reach)
 
 
 def shortest_distance(atoms: Atoms, reach: float) -> float:
@@ -506,11 +510,7 @@ def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict,
     if len(atoms) < 2 and not atoms.pbc.any():
         return None, 0
     largest_r_in = max(inner_cutoffs.values(), default=0.0)
-    reach = largest_r_in + 3.0
-    if known is not None and known[1] >= reach:
-        shortest = known[0] if known[0] < reach else float("inf")
-    else:
-        shortest = shortest_distance(atoms, reach)
+    shortest = shortest_within(atoms, largest_r_in + 3.0, known)
     if shortest == float("inf"):
         return None, 0
     if shortest >= largest_r_in + 1e-9:  # a pair at r_in itself is ASE's to count (rounding differs)

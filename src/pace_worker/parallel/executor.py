@@ -136,10 +136,13 @@ class ChunkExecutor:
     def runs_elsewhere(self, total: Optional[int] = None) -> bool:
         """Whether :meth:`map_chunks` over ``total`` items runs them outside this process (on a
         Dask cluster, or on more than one local worker process), leaving it free meanwhile."""
-        if self.scheduler:
-            return True
+        return bool(self.scheduler) or self._local_workers(total) > 1
+
+    def _local_workers(self, total: Optional[int]) -> int:
+        """Local worker processes for ``total`` items: ``workers`` (default all CPUs), at most one
+        per chunk."""
         workers = self.workers or default_workers()
-        return min(workers, -(-total // self.chunk_size)) > 1 if total is not None else workers > 1
+        return workers if total is None else min(workers, max(1, -(-total // self.chunk_size)))
 
     def map(self, function: Callable[[Sequence], Any], items: Sequence, initializer: Optional[Callable] = None,
             initargs: tuple = (), description: str = "working") -> Iterator[Any]:
@@ -158,15 +161,12 @@ class ChunkExecutor:
         held at once. ``total``: the items in all chunks (chunks of ``chunk_size`` items, the last
         one shorter), if known."""
         job = _ChunkJob(function, initializer, initargs)
-        n_chunks = None if total is None else -(-total // self.chunk_size)
         if self.scheduler:
             address = self.scheduler if isinstance(self.scheduler, str) else self.scheduler.address
+            n_chunks = None if total is None else -(-total // self.chunk_size)
             results = _dask_results(address, self.connect_timeout_s, job, chunks, self.chunks_per_task, n_chunks)
         else:
-            workers = self.workers or default_workers()
-            if n_chunks is not None:
-                workers = min(workers, max(1, n_chunks))
-            results = _local_results(job, chunks, workers)
+            results = _local_results(job, chunks, self._local_workers(total))
         with Progress(description, total=total, enabled=self.show_progress) as bar:
             done = 0
             for chunk, result in results:
