@@ -100,16 +100,29 @@ def structure_features(structures: Sequence, first_index: int = 0, what: str = "
         for st, block in proj.items():
             if not len(block):
                 continue
-            sums = np.zeros((len(chosen), block.shape[1]))
-            np.add.at(sums, owner[st], block)
+            sums = sums_by_owner(block, owner[st], len(chosen))
             counts = np.bincount(owner[st], minlength=len(chosen))
             present = counts > 0
             features[rows[present], offsets[st]:offsets[st + 1]] = sums[present] / counts[present, None]
-        for r in rows:
-            fractions = np.bincount(species[r], minlength=len(elements)) / len(species[r])
-            for st in np.unique(species[r]):
-                features[r, offsets[-1] + st] = fractions[st]
+        n_atoms = np.array([len(species[r]) for r in rows])
+        counts = np.bincount(np.repeat(np.arange(len(rows)), n_atoms) * len(elements)
+                             + np.concatenate([species[r] for r in rows]),
+                             minlength=len(rows) * len(elements)).reshape(len(rows), len(elements))
+        features[rows, offsets[-1]:] = counts / n_atoms[:, None]  # composition fractions
     return features, usable
+
+
+def sums_by_owner(block: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """``[n, columns]``: the rows of ``block`` summed per ``owner`` (non-decreasing: each
+    owner's rows together), each owner's rows added one after another in order: the numbers of
+    ``np.add.at(np.zeros(...), owner, block)``, bit for bit, in one array operation per row
+    position instead of one per row."""
+    sums = np.zeros((n, block.shape[1]))
+    position = np.arange(len(owner)) - np.searchsorted(owner, owner)  # row's place among its owner's rows
+    for j in range(int(position.max()) + 1 if len(position) else 0):
+        at = position == j
+        sums[owner[at]] += block[at]
+    return sums
 
 
 @functools.lru_cache(maxsize=1024)

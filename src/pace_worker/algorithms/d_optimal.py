@@ -146,12 +146,14 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
         return max([float(np.abs(c_t[el][:, columns[el][k]]).max()) for el in c_t if k in columns[el]] + [0.0])
 
     queue = list(first)
+    current = None  # scores() of C as it is; None once a swap has changed C
     for _ in range(min(n, len(candidates))):
         if queue:  # given picks: only their own γ is needed
             k = queue.pop(0)
             gamma = score_of(k)
         else:
-            s = np.where(alive, scores(), -np.inf)
+            current = scores() if current is None else current
+            s = np.where(alive, current, -np.inf)
             k = int(np.argmax(s))  # first of equal scores: candidate order decides
             gamma = float(s[k])
         result.order.append(k)
@@ -169,6 +171,7 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
                     break
                 swap_into_active_set(c_t[el], inv[el], cols.start + r, j)
                 swaps[el] += 1
+                current = None
     return result
 
 

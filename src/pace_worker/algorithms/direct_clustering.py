@@ -18,6 +18,8 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pace_worker.parallel.forked_call import ForkedCall, ForkedCallFailed
+
 AGGLOMERATIVE_MAX_SUBCLUSTERS = 5000  # above: the global step is a size-weighted k-means
 
 
@@ -70,25 +72,67 @@ class BirchClustering(ClusterMixin, BaseEstimator):
     If the data have fewer distinct points than ``n_clusters``, fewer clusters result; with
     ``n_clusters`` ≥ the number of points, each point is its own cluster.
 
+    ``n_jobs`` (processes, as in scikit-learn; None: 1): with more than one, the fits at the next
+    ``n_jobs - 1`` lower thresholds run at the same time in forked processes
+    (:class:`pace_worker.parallel.forked_call.ForkedCall`), and the first threshold in order with
+    enough subclusters is kept: the same result as one fit after another (each fit is
+    deterministic), in fewer rounds; the fits not needed are stopped.
+
     Attributes: ``labels_``, ``n_clusters_``, ``n_subclusters_``, ``threshold_``, ``refits_``.
     """
 
     MAX_REFITS = 40  # times the threshold is lowered at most
 
     def __init__(self, n_clusters: int = 100, threshold: Optional[float] = None, oversample: float = 2.0,
-                 shrink: float = 0.6, chunk_size: int = 20000, random_state: int = 0):
+                 shrink: float = 0.6, chunk_size: int = 20000, random_state: int = 0, n_jobs: Optional[int] = None):
         self.n_clusters = n_clusters
         self.threshold = threshold
         self.oversample = oversample
         self.shrink = shrink
         self.chunk_size = chunk_size
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def _birch(self, X, threshold):
         birch = Birch(threshold=threshold, n_clusters=None, compute_labels=False)
         for start in range(0, len(X), self.chunk_size):
             birch.partial_fit(X[start:start + self.chunk_size])
         return birch
+
+    def _birch_without_tree(self, X, threshold):
+        """:meth:`_birch` as a forked process sends it back: without its CF tree (``root_``,
+        ``dummy_leaf_``), which ``predict`` does not use (it needs the subcluster centres)."""
+        birch = self._birch(X, threshold)
+        birch.root_ = birch.dummy_leaf_ = None
+        return birch
+
+    def _search(self, X, threshold: float, wanted: int):
+        """``(birch, refits)``: the fit at the first of ``threshold``, ``threshold × shrink``, …
+        (at most ``MAX_REFITS`` times lowered) with at least ``wanted`` subclusters, else at the
+        lowest. Rounds of ``n_jobs`` thresholds: the first here, the others in forked processes."""
+        thresholds = [threshold]
+        for _ in range(self.MAX_REFITS):
+            thresholds.append(thresholds[-1] * self.shrink)  # as lowering it step by step gives
+        jobs, last = max(1, int(self.n_jobs or 1)), len(thresholds) - 1
+        for first in range(0, last + 1, jobs):
+            rounds = range(first, min(first + jobs, last + 1))
+            ahead = {k: ForkedCall(self._birch_without_tree, X, thresholds[k]) for k in rounds[1:]}
+            try:
+                for k in rounds:
+                    birch = self._birch(X, thresholds[k]) if k not in ahead else self._forked_or_here(
+                        ahead[k], X, thresholds[k])
+                    if len(birch.subcluster_centers_) >= wanted or k == last:
+                        return birch, k
+            finally:
+                for call in ahead.values():
+                    call.cancel()
+        raise AssertionError("unreachable: the last threshold returns")
+
+    def _forked_or_here(self, call: ForkedCall, X, threshold):
+        try:
+            return call.result()
+        except ForkedCallFailed:  # the fork failed or died (memory): the same fit here
+            return self._birch(X, threshold)
 
     def fit(self, X, y=None):
         if int(self.n_clusters) < 1:
@@ -101,14 +145,9 @@ class BirchClustering(ClusterMixin, BaseEstimator):
             return self
         spread = float(np.sqrt(((X - X.mean(axis=0)) ** 2).sum(axis=1).mean()))
         threshold = self.threshold if self.threshold is not None else max(0.5 * spread, 1e-12)
-        self.refits_ = 0
-        birch = self._birch(X, threshold)
         wanted = min(len(X), int(np.ceil(self.oversample * self.n_clusters)))
-        while len(birch.subcluster_centers_) < wanted and self.refits_ < self.MAX_REFITS:
-            threshold *= self.shrink
-            self.refits_ += 1
-            birch = self._birch(X, threshold)
-        self.threshold_ = threshold
+        birch, self.refits_ = self._search(X, threshold, wanted)
+        self.threshold_ = birch.threshold
         centers = birch.subcluster_centers_
         self.n_subclusters_ = len(centers)
         sub_labels = birch.predict(X)  # index of the nearest subcluster
@@ -139,8 +178,9 @@ class BirchClustering(ClusterMixin, BaseEstimator):
 
 
 def direct_pipeline(n_clusters: int, pca: Optional[WeightedPCA] = None, threshold: Optional[float] = None,
-                    random_state: int = 0) -> Pipeline:
+                    random_state: int = 0, n_jobs: Optional[int] = None) -> Pipeline:
     """StandardScaler → ``pca`` (a clone; default: :class:`WeightedPCA` by the Kaiser rule) →
-    BirchClustering into ``n_clusters`` from start threshold ``threshold`` (fit on structure features)."""
+    BirchClustering into ``n_clusters`` from start threshold ``threshold`` (fit on structure
+    features; ``n_jobs`` processes for its threshold search)."""
     return Pipeline([("scale", StandardScaler()), ("pca", clone(pca) if pca is not None else WeightedPCA()),
-                     ("birch", BirchClustering(n_clusters, threshold, random_state=random_state))])
+                     ("birch", BirchClustering(n_clusters, threshold, random_state=random_state, n_jobs=n_jobs))])

@@ -133,6 +133,8 @@ class StratifiedDirect(BaseEstimator):
     pca : WeightedPCA or None, cloned for every clustering (None: Kaiser rule, weighted components).
     birch_threshold : float or None, BIRCH's start threshold (> 0; None: from the data's spread).
     random_state : int, seed of every random choice.
+    n_jobs : int or None, processes for each BIRCH's threshold search (:class:`BirchClustering`;
+        the same result with any number).
 
     Attributes
     ----------
@@ -160,6 +162,7 @@ class StratifiedDirect(BaseEstimator):
     pca: Optional[WeightedPCA] = None
     birch_threshold: Optional[float] = None
     random_state: int = 0
+    n_jobs: Optional[int] = None
 
     def fit(self, X, y=None, *, layout: tuple[Sequence[str], Sequence[int]], n_atoms: Optional[Sequence[int]] = None,
             periodic_dims: Optional[Sequence[int]] = None) -> "StratifiedDirect":
@@ -214,7 +217,7 @@ class StratifiedDirect(BaseEstimator):
         if n >= len(X) or not np.any(np.ptp(X, axis=0) > 0):
             labels = np.arange(len(X)) if n >= len(X) else np.zeros(len(X), dtype=int)
             return _Clustered(labels, pick_per_cluster(X, labels, k, self.selection, n_atoms, seed))
-        steps = direct_pipeline(n, self.pca, self.birch_threshold, seed).fit(X).named_steps
+        steps = direct_pipeline(n, self.pca, self.birch_threshold, seed, self.n_jobs).fit(X).named_steps
         birch = steps["birch"]
         if birch.n_clusters_ < min(n, len(X)):
             log.warning("the pool has only %d distinct structures by their descriptors: %d clusters instead of %d",

@@ -56,7 +56,7 @@ from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.frames import frame_offsets, pool_chunks, read_selected
 from pace_worker.files.output_paths import check_outputs, same_file
 from pace_worker.files.structures import SkippedStructures, write_extxyz
-from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.parallel.executor import ChunkExecutor, default_workers
 from pace_worker.plots import pca_map
 
 if TYPE_CHECKING:
@@ -68,6 +68,10 @@ CLUSTERING_MODULE = "pace_worker.algorithms.direct_strata"
 
 SCHEMA = "pace-worker/direct_sample_report/1"
 MAX_COVERAGE_BINS = 50
+# BIRCH's threshold search tries this many thresholds at once at most (one here, the others in
+# forked processes): a search takes ~5 fits, and thresholds far below the one kept are the
+# slowest and largest fits
+BIRCH_SEARCH_PROCESSES = 4
 
 
 @dataclass
@@ -174,7 +178,8 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         timings["descriptors_s"] = time.perf_counter() - t
         rows = usable_rows(encoded, pool, basis)
         t = time.perf_counter()
-        direct = stratified_direct(settings, request.config.direct_sample).fit(
+        direct = stratified_direct(settings, request.config.direct_sample,
+                                   min(default_workers(), request.meta.workers or default_workers())).fit(
             encoded.features[rows], layout=feature_layout(str(basis)), n_atoms=encoded.n_atoms[rows],
             periodic_dims=encoded.periodic_dims[rows])
         timings["clustering_s"] = time.perf_counter() - t
@@ -204,15 +209,18 @@ def settings_of(request: DirectSampleRequest) -> _Settings:
     return _Settings(n_clusters, k, selection, int(request.seed if request.seed is not None else options.seed))
 
 
-def stratified_direct(settings: _Settings, options: DirectSampleOptions) -> StratifiedDirect:
+def stratified_direct(settings: _Settings, options: DirectSampleOptions, processes: int = 1) -> StratifiedDirect:
     """The DIRECT estimator of the checked settings and the config's ``direct_sample`` section
-    (its module is imported here, or was while the descriptors were computed: :func:`encode`)."""
+    (its module is imported here, or was while the descriptors were computed: :func:`encode`);
+    ``processes``: this machine's CPUs for the BIRCH threshold search (at most
+    ``BIRCH_SEARCH_PROCESSES``; more processes than CPUs would only slow it down)."""
     from pace_worker.algorithms.direct_clustering import WeightedPCA
     from pace_worker.algorithms.direct_strata import StratifiedDirect
 
     return StratifiedDirect(n_clusters=settings.n_clusters, k_per_cluster=settings.k, selection=settings.selection,
                             pca=WeightedPCA(options.n_components, options.weight_components),
-                            birch_threshold=options.birch_threshold, random_state=settings.seed)
+                            birch_threshold=options.birch_threshold, random_state=settings.seed,
+                            n_jobs=min(processes, BIRCH_SEARCH_PROCESSES))
 
 
 def check_direct_outputs(request: DirectSampleRequest, files: dict[str, Path], given_basis: Optional[Path]) -> None:
