@@ -5,7 +5,7 @@ from ase.build import bulk
 from pyace.activelearning import compute_B_projections
 
 from pace_worker.ace.activeset import load_bbasis
-from pace_worker.ace.descriptors import write_unfitted_basis
+from pace_worker.ace.descriptors import sums_by_owner, write_unfitted_basis
 from pace_worker.ace.projections import BProjector
 from pace_worker.config import DescriptorSettings
 from pace_worker.files.structures import fully_periodic_or_not, geometry_problem
@@ -96,3 +96,17 @@ def test_distance_rule_from_the_environment_names_what_geometry_problem_names(th
             assert (envs[k] is not None) == (expected is None and "Au" not in atoms.get_chemical_symbols())
     checked, _ = projector.checked_environments([(a, None) for a in pool], 0.5)
     assert [k for k, (a, _) in enumerate(checked) if a is None] == [1, 2, 5, 7, 9]  # the rule did flag pairs
+
+
+def test_per_structure_sums_are_np_add_at_bit_for_bit():
+    """Descriptor rows are summed per structure with one array operation per atom position; the
+    numbers must be np.add.at's (atoms added one after another), or the features, and so
+    direct_sample's picks, would move in the last bits."""
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(0, 40, size=300)  # structures with 0 to 39 atoms of this element
+    owner = np.repeat(np.arange(len(sizes)), sizes)
+    block = rng.normal(size=(len(owner), 17)) * 10.0 ** rng.integers(-6, 6, size=(len(owner), 1))
+    expected = np.zeros((len(sizes), 17))
+    np.add.at(expected, owner, block)
+    assert np.array_equal(sums_by_owner(block, owner, len(sizes)).view(np.uint64), expected.view(np.uint64))
+    assert sums_by_owner(block[:0], owner[:0], 3).shape == (3, 17)
