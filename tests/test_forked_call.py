@@ -3,6 +3,7 @@ caller answers by doing the work itself; a call not wanted is killed, not left r
 BIRCH's threshold search gives the same clusters with fits running ahead in forked processes."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -39,6 +40,18 @@ def test_an_error_or_a_death_in_the_child_is_forked_call_failed():
         ForkedCall(_fail).result()
     with pytest.raises(ForkedCallFailed, match="without a result"):
         ForkedCall(os._exit, 3).result()
+
+
+def _birch_labels_in_a_pool_worker(X) -> np.ndarray:
+    return BirchClustering(100, random_state=0, n_jobs=2).fit(X).labels_
+
+
+def test_in_a_daemonic_pool_worker_the_search_runs_there_alone():
+    """A pool's worker is daemonic and may not start processes: the fits run in it, one by one."""
+    X = _clusters(1000, seed=2)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        labels = pool.apply(_birch_labels_in_a_pool_worker, (X,))
+    assert np.array_equal(labels, BirchClustering(100, random_state=0).fit(X).labels_)
 
 
 def test_a_cancelled_call_leaves_no_process():

@@ -13,7 +13,8 @@ pool this process started does not survive the fork (libgomp would wait for its 
 ever; with one thread it starts none). :meth:`ForkedCall.cancel`
 kills it; use the call as a context manager so a call whose result is not wanted, or a search
 stopped by an error or a signal, leaves no process behind. Where ``fork`` is not available
-(not Linux/macOS), or the child fails or dies, :meth:`ForkedCall.result` raises
+(not Linux/macOS) or this process may not start one (a daemonic process, such as a pool's
+worker), or the child fails or dies, :meth:`ForkedCall.result` raises
 :class:`ForkedCallFailed` and the caller does the work itself.
 """
 from __future__ import annotations
@@ -58,8 +59,8 @@ class ForkedCall:
     def __init__(self, function: Callable, *args: Any):
         self._process = None
         self._receive = None
-        if "fork" not in multiprocessing.get_all_start_methods():
-            return
+        if "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
+            return  # no fork here, or this is a daemonic process (a pool's worker), which may not have children
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_run_in_child, args=(send, os.getpid(), function, args), daemon=True)
