@@ -30,6 +30,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
 from ase.io.formats import open_with_compression
 from ase.neighborlist import neighbor_list
 
@@ -126,7 +127,7 @@ def check_elements_covered(structures: "LabelledStructures", allowed: Sequence[s
 
 def check_structure_elements(atoms: Atoms, allowed: set, where: str, not_covered: str, fix: str) -> None:
     """One structure's elements are all in ``allowed`` (the error names the structure by ``where``)."""
-    missing = sorted(set(atoms.get_chemical_symbols()) - allowed)
+    missing = sorted({chemical_symbols[z] for z in set(atoms.numbers.tolist())} - allowed)
     if missing:
         raise InputError(f"{where}: element(s) {', '.join(missing)} {not_covered}; {fix}")
 
