@@ -47,9 +47,11 @@ def _birch_labels_in_a_pool_worker(X) -> np.ndarray:
 
 
 def test_in_a_daemonic_pool_worker_the_search_runs_there_alone():
-    """A pool's worker is daemonic and may not start processes: the fits run in it, one by one."""
+    """A pool's worker is daemonic and may not start processes: the fits run in it, one by one.
+    (A spawned worker: a forked one would inherit this process's OpenMP state, and BIRCH's
+    predict, which uses OpenMP, would then wait for ever — scikit-learn's limit, not ours.)"""
     X = _clusters(1000, seed=2)
-    with multiprocessing.get_context("fork").Pool(1) as pool:
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
         labels = pool.apply(_birch_labels_in_a_pool_worker, (X,))
     assert np.array_equal(labels, BirchClustering(100, random_state=0).fit(X).labels_)
 
@@ -97,16 +99,18 @@ def test_birch_search_fits_here_when_a_forked_fit_fails(monkeypatch):
     assert np.array_equal(ahead.labels_, alone.labels_)
 
 
-def test_birch_search_ahead_after_openmp_work_in_this_process_does_not_hang():
+def test_forked_calls_after_openmp_work_in_this_process_do_not_hang():
     """libgomp's thread pool does not survive a fork: a child that entered OpenMP after its parent
-    had used it would wait for ever. The parent here runs k-means and a nearest-centre search
-    (scikit-learn's OpenMP code) on 2 threads first, then forks BIRCH fits, several times."""
+    had used it would wait for ever (it does without ForkedCall's one-thread limit). The parent
+    here runs k-means and a nearest-centre search (scikit-learn's OpenMP code) on 2 threads first,
+    then forks BIRCH fits, several times, and a child that runs the OpenMP search itself."""
     script = textwrap.dedent("""
         import numpy as np
         from sklearn.cluster import KMeans
         from sklearn.metrics import pairwise_distances_argmin
         from threadpoolctl import threadpool_limits
         from pace_worker.algorithms.direct_clustering import BirchClustering
+        from pace_worker.parallel.forked_call import ForkedCall
         rng = np.random.default_rng(0)
         X = np.vstack([rng.normal(c, 0.3, size=(800, 4)) for c in rng.uniform(-5, 5, size=(6, 4))])
         with threadpool_limits(2):
@@ -114,9 +118,11 @@ def test_birch_search_ahead_after_openmp_work_in_this_process_does_not_hang():
                 KMeans(n_clusters=10, n_init=1, random_state=rep).fit(X)
                 pairwise_distances_argmin(X, X[:300])
                 birch = BirchClustering(150 + rep, random_state=0, n_jobs=2).fit(X)
+            in_child = ForkedCall(lambda: pairwise_distances_argmin(X, X[:300])).result()
+        assert np.array_equal(in_child, pairwise_distances_argmin(X, X[:300]))
         print("refits", birch.refits_)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) >= 1  # fits ran ahead in forked processes
