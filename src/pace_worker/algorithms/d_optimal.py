@@ -161,18 +161,23 @@ def greedy_d_optimal(candidates: Sequence[Candidate], inverse: dict[str, np.ndar
         result.volume_gain.append(bool(gamma > tolerance))
         alive[k] = False
         for el in c_t:
-            if k not in columns[el]:
-                continue
-            cols = columns[el][k]
-            for _ in range(max_swaps_per_structure):
-                block = np.abs(c_t[el][:, cols]).T  # atoms × functions: ties go to the first atom
-                r, j = np.unravel_index(int(np.argmax(block)), block.shape)
-                if block[r, j] <= tolerance:
-                    break
-                swap_into_active_set(c_t[el], inv[el], cols.start + r, j)
-                swaps[el] += 1
-                current = None
+            if k in columns[el]:
+                made = absorb(c_t[el], inv[el], columns[el][k], tolerance, max_swaps_per_structure)
+                swaps[el] += made
+                current = None if made else current
     return result
+
+
+def absorb(c_t: np.ndarray, inverse: np.ndarray, cols: slice, tolerance: float, max_swaps: int) -> int:
+    """Swap the atoms of one picked structure (columns ``cols`` of Cᵀ) into the active set while
+    one has |C[b, j]| > ``tolerance``, the largest first (ties: the first atom); returns the swaps."""
+    for made in range(max_swaps):
+        block = np.abs(c_t[:, cols]).T  # atoms × functions
+        r, j = np.unravel_index(int(np.argmax(block)), block.shape)
+        if block[r, j] <= tolerance:
+            return made
+        swap_into_active_set(c_t, inverse, cols.start + r, j)
+    return max_swaps
 
 
 def top_by_gamma(gamma_max: np.ndarray, n: int) -> list[int]:
