@@ -42,6 +42,18 @@ def test_an_error_or_a_death_in_the_child_is_forked_call_failed():
         ForkedCall(os._exit, 3).result()
 
 
+def test_a_fork_that_cannot_start_is_forked_call_failed_and_leaves_no_pipe_open(monkeypatch):
+    def no_fork(self):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(multiprocessing.get_context("fork").Process, "start", no_fork)
+    open_before = len(os.listdir("/proc/self/fd"))
+    call = ForkedCall(sum, [1, 2])
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    with pytest.raises(ForkedCallFailed):
+        call.result()
+
+
 def _birch_labels_in_a_pool_worker(X) -> np.ndarray:
     return BirchClustering(100, random_state=0, n_jobs=2).fit(X).labels_
 

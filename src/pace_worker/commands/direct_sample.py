@@ -178,8 +178,7 @@ def direct_sample(request: DirectSampleRequest) -> DirectSampleResult:
         timings["descriptors_s"] = time.perf_counter() - t
         rows = usable_rows(encoded, pool, basis)
         t = time.perf_counter()
-        direct = stratified_direct(settings, request.config.direct_sample,
-                                   min(default_workers(), request.meta.workers or default_workers())).fit(
+        direct = stratified_direct(settings, request.config.direct_sample, request.meta.workers).fit(
             encoded.features[rows], layout=feature_layout(str(basis)), n_atoms=encoded.n_atoms[rows],
             periodic_dims=encoded.periodic_dims[rows])
         timings["clustering_s"] = time.perf_counter() - t
@@ -209,18 +208,19 @@ def settings_of(request: DirectSampleRequest) -> _Settings:
     return _Settings(n_clusters, k, selection, int(request.seed if request.seed is not None else options.seed))
 
 
-def stratified_direct(settings: _Settings, options: DirectSampleOptions, processes: int = 1) -> StratifiedDirect:
+def stratified_direct(settings: _Settings, options: DirectSampleOptions,
+                      workers: Optional[int] = None) -> StratifiedDirect:
     """The DIRECT estimator of the checked settings and the config's ``direct_sample`` section
-    (its module is imported here, or was while the descriptors were computed: :func:`encode`);
-    ``processes``: this machine's CPUs for the BIRCH threshold search (at most
-    ``BIRCH_SEARCH_PROCESSES``; more processes than CPUs would only slow it down)."""
+    (its module is imported here, or was while the descriptors were computed: :func:`encode`).
+    Its BIRCH threshold search uses this machine's CPUs, at most meta_config's ``workers`` and
+    ``BIRCH_SEARCH_PROCESSES`` (more processes than CPUs would only slow it down)."""
     from pace_worker.algorithms.direct_clustering import WeightedPCA
     from pace_worker.algorithms.direct_strata import StratifiedDirect
 
     return StratifiedDirect(n_clusters=settings.n_clusters, k_per_cluster=settings.k, selection=settings.selection,
                             pca=WeightedPCA(options.n_components, options.weight_components),
                             birch_threshold=options.birch_threshold, random_state=settings.seed,
-                            n_jobs=min(processes, BIRCH_SEARCH_PROCESSES))
+                            n_jobs=min(default_workers(), workers or default_workers(), BIRCH_SEARCH_PROCESSES))
 
 
 def check_direct_outputs(request: DirectSampleRequest, files: dict[str, Path], given_basis: Optional[Path]) -> None:

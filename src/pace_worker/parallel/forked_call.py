@@ -68,6 +68,7 @@ class ForkedCall:
             self._process.start()
         except OSError:  # no memory or process slots left for a fork: the caller computes it
             self._process = None
+            self._receive.close()
         finally:
             send.close()
 
