@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
@@ -130,7 +130,7 @@ class _Pool:
     """The scanned pool file: where each structure starts and the elements it names."""
 
     path: Path
-    offsets: list[int]
+    offsets: Sequence[int]  # frame byte offsets (frame_offsets: 64-bit integers)
     elements: set[str]
 
 

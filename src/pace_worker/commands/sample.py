@@ -40,6 +40,7 @@ Structures in the output keep all their info/arrays and get ``info['pool_index']
 from __future__ import annotations
 
 import functools
+from array import array
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -169,8 +170,8 @@ class _ScoredPool:
     buffer: CandidateBuffer
     counts: PoolCounts = field(default_factory=PoolCounts)
     skipped: SkippedStructures = field(default_factory=SkippedStructures)
-    gamma_max: list[float] = field(default_factory=list)
-    seen: set = field(default_factory=set)
+    gamma_max: array = field(default_factory=lambda: array("d"))  # 8 bytes a structure
+    seen: set = field(default_factory=set)  # the first 128 bits of each fingerprint (~half a hex string's memory)
 
     def take(self, row: ScoredStructure, strategy: SampleStrategy) -> None:
         """Count one structure and offer it to the buffer if the strategy admits it."""
@@ -178,10 +179,11 @@ class _ScoredPool:
         if row.problem is not None:
             self.skipped.add(row.pool_index, row.problem)
             return
-        if row.fingerprint in self.seen:
+        key = bytes.fromhex(row.fingerprint[:32])
+        if key in self.seen:
             self.counts.duplicates += 1
             return
-        self.seen.add(row.fingerprint)
+        self.seen.add(key)
         if row.gamma_max is None:
             self.counts.unknown_elements += 1
             return

@@ -12,13 +12,14 @@ took 43 s, 20,000 would take over an hour). All frame splitting is :func:`pace_w
 from __future__ import annotations
 
 import contextlib
+from array import array
 import io
 import itertools
 import lzma
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import ase.io
 import ase.io.formats
@@ -31,13 +32,15 @@ from pace_worker.files.structures import shape_problem
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
 
-def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] = None) -> list[int]:
-    """Byte offset of each frame. With ``elements`` (a set), the chemical symbols of all atoms
-    are added to it. A compressed file is scanned too (its offsets are then only counts, not
-    seekable)."""
+
+def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] = None) -> Sequence[int]:
+    """Byte offset of each frame, as 64-bit integers (8 bytes a frame: a pool of 10⁶ frames costs
+    8 MB, where a list of Python ints cost ~36 MB). With ``elements`` (a set), the chemical symbols
+    of all atoms are added to it. A compressed file is scanned too (its offsets are then only
+    counts, not seekable)."""
 
     with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
-        return [offset for offset, _ in split_frames(f, path, what, keep_text=False, elements=elements)]
+        return array("q", (offset for offset, _ in split_frames(f, path, what, keep_text=False, elements=elements)))
 
 
 @contextlib.contextmanager
@@ -50,7 +53,7 @@ def damaged_file(path, what: str):
                          "file may be truncated: copy or decompress it again")
 
 
-def chunk_ranges(path: Path, chunk_size: int, offsets: Optional[list[int]] = None,
+def chunk_ranges(path: Path, chunk_size: int, offsets: Optional[Sequence[int]] = None,
                  what: str = "candidates") -> Optional[list[tuple[int, int, int]]]:
     """``(first_index, offset, count)`` per chunk, or None for a compressed file."""
     if is_compressed(path):
@@ -151,7 +154,7 @@ def read_checked(chunk: "PoolChunk") -> list[tuple[Optional[object], Optional[st
 
 
 def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=lambda: {},
-                offsets: Optional[list[int]] = None) -> Iterator[PoolChunk]:
+                offsets: Optional[Sequence[int]] = None) -> Iterator[PoolChunk]:
     """Chunks of a pool for the workers to parse: byte ranges of a plain extxyz file, or the text
     of ``chunk_size`` frames of a compressed one (decompressed here, once, in order).
     ``options()`` is asked as each chunk is made (see :class:`PoolChunk`); ``offsets`` are the
@@ -174,7 +177,7 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
             first += len(texts)
 
 
-def read_selected(path: Path, indices, offsets: Optional[list[int]] = None) -> dict[int, object]:
+def read_selected(path: Path, indices, offsets: Optional[Sequence[int]] = None) -> dict[int, object]:
     """``{index: structure}`` for the given pool indices (seeks for a plain file, streams a
     compressed one and parses only the wanted frames)."""
 
