@@ -40,9 +40,9 @@ Structures in the output keep all their info/arrays and get ``info['pool_index']
 from __future__ import annotations
 
 import functools
-from array import array
 import logging
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional

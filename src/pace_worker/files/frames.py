@@ -12,11 +12,11 @@ took 43 s, 20,000 would take over an hour). All frame splitting is :func:`pace_w
 from __future__ import annotations
 
 import contextlib
-from array import array
 import io
 import itertools
 import lzma
 import zlib
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
