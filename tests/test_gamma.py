@@ -76,3 +76,20 @@ def test_the_active_set_grades_its_own_rows_one():
     np.testing.assert_allclose(extrapolation_grades(active, inverse), np.ones(5))
     b = 2.5 * active[3] - 0.5 * active[1]
     assert extrapolation_grades(b[None], inverse)[0] == pytest.approx(2.5)
+
+
+def test_structure_key_is_the_fingerprints_first_128_bits_and_ignores_labels():
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from pace_worker.fingerprint import structure_fingerprint, structure_key
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    moved = atoms.copy()
+    moved.positions[0, 0] += 0.01
+    labelled = atoms.copy()
+    labelled.calc = SinglePointCalculator(labelled, energy=-1.0)
+    labelled.info["config_type"] = "md"
+    assert structure_key(atoms) == bytes.fromhex(structure_fingerprint(atoms))[:16]
+    assert len(structure_key(atoms)) == 16
+    assert structure_key(labelled) == structure_key(atoms)
+    assert structure_key(moved) != structure_key(atoms)

@@ -18,7 +18,7 @@ from pace_worker.ace.activeset import load_active_set, load_bbasis
 from pace_worker.ace.projections import BProjector
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.files.frames import PoolChunk, read_checked
-from pace_worker.fingerprint import structure_fingerprint
+from pace_worker.fingerprint import structure_key
 from pace_worker.parallel import worker_state
 
 STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process
@@ -71,7 +71,7 @@ class ScoredStructure:
     """What a worker sends back for one pool structure (see :func:`score_chunk`)."""
 
     pool_index: int
-    fingerprint: Optional[str] = None      # None for a structure that could not be used at all
+    fingerprint: Optional[bytes] = None    # structure_key; None for a structure that could not be used
     gamma_max: Optional[float] = None      # None: not scored (unknown elements or a problem)
     atoms: object = None                   # sent back only if it may still enter the buffer
     gamma: Optional[np.ndarray] = None     # per atom
@@ -97,7 +97,7 @@ def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
         if atoms is None:
             rows.append(ScoredStructure(index, problem=problem))
             continue
-        fp = structure_fingerprint(atoms)
+        fp = structure_key(atoms)
         if env is None:  # elements the potential lacks
             rows.append(ScoredStructure(index, fp))
             continue

@@ -171,7 +171,7 @@ class _ScoredPool:
     counts: PoolCounts = field(default_factory=PoolCounts)
     skipped: SkippedStructures = field(default_factory=SkippedStructures)
     gamma_max: array = field(default_factory=lambda: array("d"))  # 8 bytes a structure
-    seen: set = field(default_factory=set)  # the first 128 bits of each fingerprint (~half a hex string's memory)
+    seen: set = field(default_factory=set)  # fingerprint.structure_key of each structure (16 bytes)
 
     def take(self, row: ScoredStructure, strategy: SampleStrategy) -> None:
         """Count one structure and offer it to the buffer if the strategy admits it."""
@@ -179,11 +179,10 @@ class _ScoredPool:
         if row.problem is not None:
             self.skipped.add(row.pool_index, row.problem)
             return
-        key = bytes.fromhex(row.fingerprint[:32])
-        if key in self.seen:
+        if row.fingerprint in self.seen:
             self.counts.duplicates += 1
             return
-        self.seen.add(key)
+        self.seen.add(row.fingerprint)
         if row.gamma_max is None:
             self.counts.unknown_elements += 1
             return
