@@ -93,3 +93,35 @@ def test_structure_key_is_the_fingerprints_first_128_bits_and_ignores_labels():
     assert len(structure_key(atoms)) == 16
     assert structure_key(labelled) == structure_key(atoms)
     assert structure_key(moved) != structure_key(atoms)
+
+
+def test_predictions_equal_pyace_calculator_bit_for_bit(potential_with_active_set, tmp_path):
+    """validate's evaluator (pyace's compiled modules only, as PyACECalculator builds them) gives
+    PyACECalculator's energy, forces, stress and γ exactly, from a .yaml with its active set and
+    from the .yace (random function coefficients: non-zero energies and forces)."""
+    from pyace.basis import BBasisConfiguration
+
+    from pace_worker.ace.potentials import write_yace
+    from pace_worker.ace.predictions import load_potential, predict_chunk
+
+    yaml, asi = potential_with_active_set
+    config = BBasisConfiguration(str(yaml))
+    config.set_func_coeffs(np.random.default_rng(0).normal(size=len(config.get_func_coeffs())))
+    config.save(str(tmp_path / "p.yaml"))
+    write_yace(tmp_path / "p.yaml", tmp_path / "p.yace")
+    for potential, active_set in ((tmp_path / "p.yaml", str(asi)), (tmp_path / "p.yace", None)):
+        load_potential(str(potential), active_set)
+        structures = probes()
+        predictions = predict_chunk(structures)
+        calc = make_calculator(str(potential), active_set)
+        for atoms, ours in zip(structures, predictions):
+            atoms.calc = calc
+            calc.calculate(atoms, properties=("energy", "forces", "stress"))
+            assert ours.energy == calc.results["energy"] != 0.0
+            np.testing.assert_array_equal(ours.forces, calc.results["forces"])
+            np.testing.assert_array_equal(ours.stress, calc.results["stress"])
+            if active_set is None:
+                assert ours.gamma is None
+            else:
+                np.testing.assert_array_equal(ours.gamma, calc.results["gamma"])
+        assert np.abs(np.concatenate([p.forces for p in predictions])).max() > 0.1

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 from ase.build import bulk
-from pyace.activelearning import compute_B_projections
+from pyace.activelearning import compute_B_projections, compute_number_of_functions
 
 from pace_worker.ace.activeset import load_bbasis
 from pace_worker.ace.descriptors import sums_by_owner, write_unfitted_basis
-from pace_worker.ace.projections import BProjector
+from pace_worker.ace.projections import BProjector, function_counts
 from pace_worker.config import DescriptorSettings
 from pace_worker.files.structures import fully_periodic_or_not, geometry_problem
 
@@ -42,6 +42,14 @@ def test_same_projections_and_owners_as_pyace(three_element_basis):
         assert np.array_equal(ours[st], ref[st])
         assert np.array_equal(our_owner[st], ref_owner[st])
     assert len(ours[0]) > 0 and len(ours[1]) > 0 and len(ours[2]) == 0  # Al, Cu present; no Ni
+
+
+def test_function_counts_are_pyaces_and_the_width_of_the_projections(three_element_basis):
+    counts = function_counts(three_element_basis)
+    assert counts == list(compute_number_of_functions(three_element_basis))
+    assert len(counts) == 3 and min(counts) > 0
+    projections, _ = BProjector(three_element_basis)(structures()[:3])
+    assert [projections[st].shape[1] for st in range(3)] == counts
 
 
 def test_reused_projector_gives_the_same_twice(three_element_basis):

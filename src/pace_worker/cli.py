@@ -15,9 +15,12 @@ Imports: each ``run_*`` function imports its command (and ``config``) when it ru
 in the package where pace-worker's own modules are imported inside functions: ``--help`` and a
 mistyped flag answer without loading the config models and the commands (0.35 s of the 1.4 s
 start-up measured here). Elsewhere only pyace, TensorFlow/tensorpotential, pandas, matplotlib,
-rich and Dask are imported inside functions: each costs seconds or changes global state (pyace
-reconfigures the root logger, tensorpotential TensorFlow's globals), and a command that does not
-need them does not pay.
+rich, Dask, scikit-learn, SciPy and ASE's ``io`` and neighbour list are imported inside functions:
+each costs tenths of a second to seconds or changes global state (pyace reconfigures the root
+logger, tensorpotential TensorFlow's globals), and a command that does not need them does not pay.
+``sample``, ``validate`` and ``direct_sample`` given a potential start their workers after
+importing only pyace's compiled modules (:func:`pace_worker.stack.import_pyace_core`) and import
+what their last step needs while the workers run (:class:`pace_worker.stack.BackgroundImports`).
 
 Spellings: a command may have aliases (``direct_sample`` / ``direct-sample``) and flags may
 have both ``_`` and ``-`` forms (``--n_samples`` / ``--n-samples``); see :func:`add_flag`.

@@ -18,12 +18,12 @@ import numpy as np
 from ase import Atoms
 
 from pace_worker.ace import potentials
-from pace_worker.ace.projections import BProjector
+from pace_worker.ace.projections import BProjector, function_counts
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.errors import InputError, missing_reason
 from pace_worker.files.discovery import Found
 from pace_worker.files.structures import atoms_per_element, file_sha256
-from pace_worker.stack import import_pyace
+from pace_worker.stack import import_pyace, import_pyace_core, import_pyace_module
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +66,18 @@ class ActiveSet:
 
 
 def load_bbasis(potential_yaml: Path):
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
+    import_pyace_core()
+    from pyace.basis import ACEBBasisSet, BBasisConfiguration
 
     return ACEBBasisSet(BBasisConfiguration(str(potential_yaml)))
 
 
 def maxvol_routine():
-    """pyace's MaxVol (``pyace.maxvol.maxvol``), for the algorithms that take it as a parameter."""
-    import_pyace()
-    from pyace.maxvol import maxvol
+    """pyace's MaxVol (``pyace.maxvol.maxvol``), for the algorithms that take it as a parameter;
+    imported at its first call (it imports SciPy's ``linalg``, ~0.2 s, which a command should not
+    wait for before its workers start)."""
+    def maxvol(*args, **kwargs):
+        return import_pyace_module("maxvol").maxvol(*args, **kwargs)
 
     return maxvol
 
@@ -83,15 +85,14 @@ def maxvol_routine():
 def basis_function_counts(bbasis) -> dict[str, int]:
     """The number of B-basis functions of each element of a loaded basis (the active set of an
     element is that many atoms)."""
-    from pyace.activelearning import compute_number_of_functions
-
-    return dict(zip(bbasis.elements_name, compute_number_of_functions(bbasis)))
+    return dict(zip(bbasis.elements_name, function_counts(bbasis)))
 
 
 def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tolerance: float = 1.01,
                        maxvol_iters: int = 300, memory_limit: int = PROJECTIONS_MEMORY_LIMIT) -> ActiveSet:
     """MaxVol active set of the potential over all atoms of ``structures``."""
     bbasis = load_bbasis(potential_yaml)
+    import_pyace()
     from pyace.activelearning import compute_A_active_inverse, compute_active_set_by_batches
     from pyace.activelearning import compute_active_set as maxvol_active_set
 
@@ -155,7 +156,7 @@ def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> Active
         if inverse[el].shape != (n, n):
             raise InputError(f"active set '{asi_path}': element {el} has shape {inverse[el].shape}, potential "
                              f"'{potential_yaml}' needs ({n}, {n}); it belongs to another potential")
-    from pyace import BBasisConfiguration
+    from pyace.basis import BBasisConfiguration  # loaded by load_bbasis
 
     recorded = dict(BBasisConfiguration(str(potential_yaml)).metadata).get(ACTIVE_SET_KEY)
     if recorded is not None and recorded != file_sha256(asi_path):

@@ -32,6 +32,7 @@ from pace_worker.files.structures import (
     shortest_distance_and_core,
 )
 from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.stack import BackgroundImports
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,21 @@ def check_in_potential(atoms, elements: Sequence[str], where: str) -> None:
 
 
 def evaluated_structures(potential: Path, asi: Optional[Path], structures: Union[LabelledStructures, TestSetFile],
-                         settings: EvaluationSettings, executor: ChunkExecutor) -> list[EvaluatedStructure]:
-    """Every structure of ``structures`` evaluated by ``potential`` (with γ given ``asi``), in order."""
+                         settings: EvaluationSettings, executor: ChunkExecutor,
+                         meanwhile: Sequence[str] = ()) -> list[EvaluatedStructure]:
+    """Every structure of ``structures`` evaluated by ``potential`` (with γ given ``asi``), in order.
+    ``meanwhile``: modules the caller needs next, imported while the workers evaluate."""
     initargs = (str(potential), str(asi) if asi else None)
     load_potential(*initargs)  # forked workers inherit it
     chunks, total = _chunks(structures, settings, executor.chunk_size)
+    elsewhere = executor.runs_elsewhere(total)
     rows: list[EvaluatedStructure] = []
-    for _, chunk_rows in executor.map_chunks(evaluate_chunk, chunks, initializer=load_potential, initargs=initargs,
-                                             description="evaluating", total=total):
-        rows.extend(chunk_rows)
+    with BackgroundImports(*meanwhile) as later:
+        for _, chunk_rows in executor.map_chunks(evaluate_chunk, chunks, initializer=load_potential,
+                                                 initargs=initargs, description="evaluating", total=total):
+            if elsewhere:  # the workers run (forked already)
+                later.start()
+            rows.extend(chunk_rows)
     if not rows:
         where = structures.path
         raise InputError(f"{getattr(structures, 'what', 'dataset')} '{where}' contains no structures")

@@ -10,9 +10,10 @@ import numpy as np
 import yaml
 
 from pace_worker.ace.predictions import load_potential
+from pace_worker.ace.projections import function_counts
 from pace_worker.errors import InputError, first_line, missing_reason
 from pace_worker.files.safe_yaml import load_yaml
-from pace_worker.stack import import_pyace
+from pace_worker.stack import import_pyace, import_pyace_core
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ def _yaml_problem(path: Path) -> Optional[str]:
 
 
 def _basis_problem(path: Path) -> Optional[str]:
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
+    import_pyace_core()
+    from pyace.basis import ACEBBasisSet, BBasisConfiguration
 
     try:
         basis = ACEBBasisSet(BBasisConfiguration(str(path)))
@@ -127,9 +128,8 @@ def check_yace(path: Path) -> None:
     B-basis .yaml lies beside it (as ``train`` writes them), both must have the same rank-1
     functions per element (rank-1 functions map one to one between the two bases).
     """
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
-    from pyace.basis import ACECTildeBasisSet
+    import_pyace_core()
+    from pyace.basis import ACEBBasisSet, ACECTildeBasisSet, BBasisConfiguration
 
     basis = ACECTildeBasisSet(str(path))
     empty = [el for el, rank1, higher in zip(basis.elements_name, basis.basis_rank1, basis.basis)
@@ -148,19 +148,18 @@ def check_yace(path: Path) -> None:
 
 
 def basis_elements(path: Path) -> list[str]:
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
+    import_pyace_core()
+    from pyace.basis import ACEBBasisSet, BBasisConfiguration
 
     return list(ACEBBasisSet(BBasisConfiguration(str(path))).elements_name)
 
 
 def functions_per_element(potential_yaml: Path) -> int:
     """The most B-functions any element of a potential (YAML path) has."""
-    import_pyace()
-    from pyace import ACEBBasisSet, BBasisConfiguration
-    from pyace.activelearning import compute_number_of_functions
+    import_pyace_core()
+    from pyace.basis import ACEBBasisSet, BBasisConfiguration
 
-    return int(max(compute_number_of_functions(ACEBBasisSet(BBasisConfiguration(str(potential_yaml))))))
+    return int(max(function_counts(ACEBBasisSet(BBasisConfiguration(str(potential_yaml))))))
 
 
 def count_functions(potential) -> int:
@@ -180,8 +179,8 @@ def count_functions(potential) -> int:
 
 def reference_energy(path: Path):
     """The reference energies pacemaker stored in a potential's metadata, or None."""
-    import_pyace()
-    from pyace import BBasisConfiguration
+    import_pyace_core()
+    from pyace.basis import BBasisConfiguration
 
     meta = BBasisConfiguration(str(path)).metadata
     return json.loads(meta["reference_energy"]) if "reference_energy" in meta else None

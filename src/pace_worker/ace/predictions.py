@@ -1,6 +1,7 @@
-"""Evaluating a potential on structures with pyace's ``PyACECalculator``, chunk by chunk.
+"""Evaluating a potential on structures with pyace's evaluator, chunk by chunk.
 
-:func:`load_potential` is the worker initializer (the potential is read once per process);
+:func:`load_potential` is the worker initializer (the potential is read once per process, into
+the objects ``PyACECalculator`` builds: :class:`LoadedPotential`);
 :func:`predict_chunk` turns a chunk of structures into :class:`Prediction` objects (energy,
 forces, stress, per-atom γ when an active set is loaded). :func:`predict` runs the whole list
 through the shared :class:`~pace_worker.parallel.executor.ChunkExecutor`.
@@ -18,9 +19,9 @@ from pace_worker.ace.projections import atomic_environment, species_indices
 from pace_worker.files.structures import fully_periodic_or_not, has_pair_closer_than
 from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
-from pace_worker.stack import import_pyace
+from pace_worker.stack import import_pyace, import_pyace_core
 
-STATE = "calculator"  # the PyACECalculator of this process
+STATE = "calculator"  # the LoadedPotential of this process
 
 
 @dataclass
@@ -33,7 +34,52 @@ class Prediction:
     reach: float = 0.0                        # Å, the potential's cutoff (that list's reach)
 
 
+@dataclass
+class LoadedPotential:
+    """What ``PyACECalculator(path)`` (and its ``set_active_set``) builds and ``predict_chunk`` uses,
+    from pyace's compiled modules only (pyace's Python layer is not imported: ~0.6 s less before
+    the workers start): the basis (``ACEBBasisSet`` of a .yaml, ``ACECTildeBasisSet`` of a
+    .yace/.ace), the calculator's default evaluator for it (``ACEBEvaluator``, ``ACECTildeEvaluator``)
+    and the ``ACECalculator`` that runs it."""
+
+    basis: object
+    evaluator: object
+    ace: object
+    with_gamma: bool = False  # an active set is loaded (a B-basis only): γ per atom
+
+    @classmethod
+    def load(cls, potential: str, asi: Optional[str] = None) -> "LoadedPotential":
+        import_pyace_core()
+        from pyace.basis import ACEBBasisSet, ACECTildeBasisSet
+        from pyace.calculator import ACECalculator
+        from pyace.evaluator import ACEBEvaluator, ACECTildeEvaluator
+
+        potential = str(potential)
+        if potential.endswith(".yaml"):
+            basis = ACEBBasisSet(potential)
+            evaluator = ACEBEvaluator(basis)
+        elif potential.endswith((".ace", ".yace")):
+            basis = ACECTildeBasisSet(potential)
+            evaluator = ACECTildeEvaluator(basis)
+        else:
+            raise ValueError("Unrecognized file format: " + potential)
+        ace = ACECalculator()
+        ace.set_evaluator(evaluator)
+        loaded = cls(basis, evaluator, ace)
+        if asi is not None:
+            if not isinstance(evaluator, ACEBEvaluator):
+                raise ValueError("an active set works only with a B-basis potential (.yaml)")
+            evaluator.load_active_set(str(asi))
+            loaded.with_gamma = True
+        return loaded
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.basis.cutoffmax)
+
+
 def make_calculator(potential: str, asi: Optional[str] = None):
+    """pyace's ASE calculator of a potential (for MD and as the reference of the tests)."""
     import_pyace()
     from pyace import PyACECalculator
 
@@ -47,7 +93,7 @@ def load_potential(potential: str, asi: Optional[str] = None):
     """Worker initializer: the calculator of this process (loaded once; worker processes forked
     after the parent loaded it inherit it and skip reading the potential again)."""
     key = (str(potential), None if asi is None else str(asi))
-    return worker_state.load(STATE, key, lambda: make_calculator(*key))
+    return worker_state.load(STATE, key, lambda: LoadedPotential.load(*key))
 
 
 def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) -> list[Optional[Prediction]]:
@@ -61,21 +107,21 @@ def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) 
     that environment's neighbour list when it reaches so far, before pyace evaluates anything:
     :func:`pace_worker.files.structures.has_pair_closer_than`) gets None."""
     calc = worker_state.loaded(STATE)
-    with_gamma = calc.is_active_set_configured
-    species_of_number = species_indices(calc.elements_mapper_dict)  # what get_atomic_env maps by
-    reach = float(calc.cutoff)
+    with_gamma = calc.with_gamma
+    species_of_number = species_indices({el: i for i, el in enumerate(calc.basis.elements_name)})
+    reach = calc.cutoff
     out = []
     for original in structures:
         # pyace refuses slabs and wires (mixed pbc): the same atoms, fully periodic with a cutoff
         # of vacuum, have the same environments; their stress (of a changed cell) is not reported
         atoms = fully_periodic_or_not(original, reach)
         made_periodic = atoms is not original
-        calc.ae = atomic_environment(atoms, species_of_number, reach)
-        shortest = float(calc.ae.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
+        env = atomic_environment(atoms, species_of_number, reach)
+        shortest = float(env.get_minimal_nn_distance())  # pyace: 1000 without a neighbour
         if has_pair_closer_than(original, refuse_closer_than, (shortest, reach)):
             out.append(None)
             continue
-        calc.ace.compute(calc.ae, compute_projections=with_gamma)  # γ needs them; energy and forces do not
+        calc.ace.compute(env, compute_projections=with_gamma)  # γ needs them; energy and forces do not
         stress = None
         if not made_periodic and atoms.cell.rank == 3:
             stress = np.array(calc.ace.virial)[[0, 1, 2, 5, 4, 3]] / atoms.get_volume()

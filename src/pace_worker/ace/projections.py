@@ -45,18 +45,24 @@ def atomic_environment(atoms, species_of_number: np.ndarray, cutoff: float):
     return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(atoms.pbc.all()), cutoff)
 
 
+def function_counts(bbasis) -> list[int]:
+    """The number of B-functions of each species of a loaded B-basis (``ACEBBasisSet``), in species
+    order: what ``pyace.activelearning.compute_number_of_functions`` returns for it (its rank-1 and
+    higher-rank functions), without importing pyace's Python layer (tested equal)."""
+    return [len(rank1) + len(higher) for rank1, higher in zip(bbasis.basis_rank1, bbasis.basis)]
+
+
 class BProjector:
     """``projector(structures) -> (projections, owner)`` for one B-basis (``ACEBBasisSet``)."""
 
     def __init__(self, bbasis):
-        from pyace.activelearning import compute_number_of_functions
         from pyace.calculator import ACECalculator
         from pyace.evaluator import ACEBEvaluator
 
         self.bbasis = bbasis
         self._evaluator = ACEBEvaluator(bbasis)  # the calculator keeps a reference to it
         self._calculator = ACECalculator(self._evaluator)
-        self._n_functions = list(compute_number_of_functions(bbasis))
+        self._n_functions = function_counts(bbasis)
         self._species_of_number = species_indices(bbasis.elements_to_index_map)
 
     def environment(self, atoms):

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.linalg.blas import dger
 
 
 @dataclass
@@ -57,6 +56,8 @@ def add_outer(matrix: np.ndarray, alpha: float, x: np.ndarray, y: np.ndarray) ->
         return
     # dger works on Fortran order; a C-ordered matrix is the Fortran-ordered transpose
     target, first, second = (matrix, x, y) if matrix.flags.f_contiguous else (matrix.T, y, x)
+    from scipy.linalg.blas import dger
+
     updated = dger(alpha, first, second, a=target, overwrite_a=True)
     if not np.shares_memory(updated, matrix):  # dger made a copy after all
         target[...] = updated

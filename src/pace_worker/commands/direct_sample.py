@@ -33,11 +33,9 @@ for the picks and for a seeded uniform random subset of the same size.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +56,15 @@ from pace_worker.files.output_paths import check_outputs, same_file
 from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor, default_workers
 from pace_worker.plots import pca_map
+from pace_worker.stack import BackgroundImports
 
 if TYPE_CHECKING:
     from pace_worker.algorithms.direct_strata import ChemicalSystem, StratifiedDirect
 
 log = logging.getLogger(__name__)
-# the estimator's module: it imports scikit-learn (~0.7 s), done while the workers compute descriptors
-CLUSTERING_MODULE = "pace_worker.algorithms.direct_strata"
+# what the clustering and the writing import (the estimator's module imports scikit-learn, ~1 s;
+# ASE's io), imported while the workers compute descriptors
+CLUSTERING_IMPORTS = ("pace_worker.algorithms.direct_strata", "ase.io")
 
 SCHEMA = "pace-worker/direct_sample_report/1"
 MAX_COVERAGE_BINS = 50
@@ -379,13 +379,13 @@ def encode(request: DirectSampleRequest, pool: _Pool, basis: Path) -> "EncodedPo
                "color_by": request.config.direct_sample.color_by}
     chunks = pool_chunks(pool.path, request.meta.chunk_size, "input", offsets=pool.offsets, options=lambda: options)
     elsewhere = executor.runs_elsewhere(len(pool.offsets))
-    for k, (_, block) in enumerate(executor.map_chunks(features_chunk, chunks, initializer=load_basis,
-                                                       initargs=(str(basis),), description="descriptors",
-                                                       total=len(pool.offsets))):
-        if k == 0 and elsewhere:  # the workers run (forked already): this process imports the clustering meanwhile
-            threading.Thread(target=importlib.import_module, args=(CLUSTERING_MODULE,), daemon=True).start()
-        encoded = encoded or EncodedPool.empty(len(pool.offsets), block.features.shape[1])
-        encoded.fill(block)
+    with BackgroundImports(*CLUSTERING_IMPORTS) as later:
+        for _, block in executor.map_chunks(features_chunk, chunks, initializer=load_basis, initargs=(str(basis),),
+                                            description="descriptors", total=len(pool.offsets)):
+            if elsewhere:  # the workers run (forked already): this process imports what comes next meanwhile
+                later.start()
+            encoded = encoded or EncodedPool.empty(len(pool.offsets), block.features.shape[1])
+            encoded.fill(block)
     encoded.skipped.warn(f"input '{pool.path}'")
     return encoded
 

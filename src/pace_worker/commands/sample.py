@@ -69,10 +69,14 @@ from pace_worker.files.frames import frame_offsets, pool_chunks
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.stack import BackgroundImports
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "pace-worker/sample_report/1"
+# what the selection and the writing import (pyace's MaxVol, SciPy's BLAS, ASE's io: ~0.6 s),
+# imported while the workers score the pool
+SELECTION_IMPORTS = ("pyace.maxvol", "scipy.linalg.blas", "ase.io")
 
 
 @dataclass
@@ -260,11 +264,15 @@ def score_pool(request: SampleRequest, strategy: SampleStrategy, potential: Gamm
                          lambda: {"send_back_from": strategy.send_back_from(scored.buffer),
                                   "with_projections": strategy.needs_projections, "min_distance": min_distance},
                          offsets=offsets)
-    for _, rows in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
-                                       initargs=(str(potential.yaml), str(potential.asi)), description="scoring",
-                                       total=None if offsets is None else len(offsets)):
-        for row in rows:
-            scored.take(row, strategy)
+    elsewhere = executor.runs_elsewhere(None if offsets is None else len(offsets))
+    with BackgroundImports(*SELECTION_IMPORTS) as later:
+        for _, rows in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
+                                           initargs=(str(potential.yaml), str(potential.asi)), description="scoring",
+                                           total=None if offsets is None else len(offsets)):
+            if elsewhere:  # the workers run (forked already): this process imports what comes next meanwhile
+                later.start()
+            for row in rows:
+                scored.take(row, strategy)
     return scored
 
 

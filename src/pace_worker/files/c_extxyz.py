@@ -30,7 +30,9 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers
-from ase.io.extxyz import set_calc_and_arrays
+from ase.calculators.calculator import all_properties
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.outputs import ArrayProperty, all_outputs
 
 try:
     from extxyz import cextxyz
@@ -200,5 +202,32 @@ def _as_ase_atoms(natoms: int, info: dict, arrays: dict) -> Atoms:
         columns[name] = np.asarray(column, dtype=np.float64) if kind == "f" else np.asarray(column)
     atoms = Atoms(numbers=_atomic_numbers(species), positions=np.asarray(positions, dtype=np.float64),
                   cell=None if lattice is None else lattice.T, pbc=pbc, info=info)
-    set_calc_and_arrays(atoms, columns)  # ASE's own step: labels into a SinglePointCalculator
+    _set_calc_and_arrays(atoms, columns)
     return atoms
+
+
+# what ase.io.extxyz reads into a SinglePointCalculator from the comment line: its
+# per_config_properties, made by its rule (outputs SinglePointCalculator accepts that are not per atom)
+PER_CONFIG_PROPERTIES = [key for key, value in all_outputs.items() if key in all_properties
+                         and not (isinstance(value, ArrayProperty) and value.shapespec[0] == "natoms")]
+
+
+def _set_calc_and_arrays(atoms: Atoms, columns: dict) -> None:
+    """``ase.io.extxyz.set_calc_and_arrays``, step for step (importing ``ase.io`` costs ~0.3 s, more
+    than reading 10⁴ frames): label columns and per-structure labels into a SinglePointCalculator, a
+    3×3 stress as Voigt, the other columns into ``atoms.arrays``."""
+    results = {}
+    for name, column in columns.items():
+        if name in all_properties:
+            results[name] = column
+        else:
+            atoms.new_array(name, column)
+    for key in list(atoms.info):
+        if key in PER_CONFIG_PROPERTIES:
+            results[key] = atoms.info.pop(key)
+            if key == "stress" and results[key].shape == (3, 3):
+                stress = results[key]  # its upper triangle, as ASE takes it
+                results[key] = np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2],
+                                         stress[0, 1]])
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)

@@ -21,12 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import ase.io
-import ase.io.formats
-
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.c_extxyz import parse_frames_c
-from pace_worker.files.compression import is_compressed
+from pace_worker.files.compression import is_compressed, open_with_compression
 from pace_worker.files.frame_text import frame_texts_at, split_frames
 from pace_worker.files.structures import shape_problem
 
@@ -39,7 +36,7 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     of all atoms are added to it. A compressed file is scanned too (its offsets are then only
     counts, not seekable)."""
 
-    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
+    with open_with_compression(path, "rb") as f, damaged_file(path, what):
         return array("q", (offset for offset, _ in split_frames(f, path, what, keep_text=False, elements=elements)))
 
 
@@ -64,6 +61,8 @@ def chunk_ranges(path: Path, chunk_size: int, offsets: Optional[Sequence[int]] =
 
 def parse_frames(text: bytes) -> list:
     """The structures of extxyz ``text``, parsed by ASE."""
+
+    import ase.io
 
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
@@ -166,7 +165,7 @@ def pool_chunks(path: Path, chunk_size: int, what: str = "candidates", options=l
         for first, offset, count in ranges:
             yield PoolChunk(first, count, path=str(path), offset=offset, what=what, options=options())
         return
-    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, what):
+    with open_with_compression(path, "rb") as f, damaged_file(path, what):
         frames = split_frames(f, path, what)
         first = 0
         while True:
@@ -185,7 +184,7 @@ def read_selected(path: Path, indices, offsets: Optional[Sequence[int]] = None) 
     if offsets is not None and not is_compressed(path):
         return {i: read_frames(str(path), offsets[i], 1)[0] for i in sorted(wanted)}
     found = {}
-    with ase.io.formats.open_with_compression(str(path), "rb") as f, damaged_file(path, "input"):
+    with open_with_compression(path, "rb") as f, damaged_file(path, "input"):
         for i, (_, text) in enumerate(split_frames(f, path, "input")):
             if i in wanted:
                 found[i] = parse_frames(text)[0]

@@ -26,21 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-import ase.io
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
-from ase.io.formats import open_with_compression
-from ase.neighborlist import neighbor_list
 
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.atomic_io import atomic_output
 from pace_worker.files.c_extxyz import parse_frames_c
-from pace_worker.files.compression import OPENERS, is_compressed
+from pace_worker.files.compression import OPENERS, is_compressed, open_with_compression
 from pace_worker.files.frame_text import file_frame_blocks
 from pace_worker.files.safe_pickle import load_dataframe
-from pace_worker.stack import import_pyace
+from pace_worker.stack import import_pyace_core
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +165,8 @@ def _read_ase(path: Path, what: str = "dataset") -> list[Atoms]:
         parsed = _read_c(path, what)
         if parsed is not None:
             return parsed
+    import ase.io
+
     try:
         if is_compressed(path):  # decompressed once: ASE would seek back into the stream
             with open_with_compression(str(path), "r") as f:  # once per frame, from its start each time
@@ -440,7 +439,7 @@ def has_pair_closer_than(atoms: Atoms, min_distance: float, known: Optional[tupl
 @functools.cache
 def _build_atomic_env():
     """pyace's C++ neighbour-list builder, imported once per process."""
-    import_pyace()
+    import_pyace_core()
     from pyace.catomicenvironment import build_atomic_env
 
     return build_atomic_env
@@ -516,6 +515,8 @@ def shortest_distance_and_core(atoms: Atoms, inner_cutoffs: dict,
         return None, 0
     if shortest >= largest_r_in + 1e-9:  # a pair at r_in itself is ASE's to count (rounding differs)
         return shortest, 0
+    from ase.neighborlist import neighbor_list
+
     i, j, d = neighbor_list("ijd", _neighbour_probe(atoms, largest_r_in), largest_r_in)
     symbols = np.array(atoms.get_chemical_symbols())
     r_in = np.array([inner_cutoffs.get((a, b), 0.0) for a, b in zip(symbols[i], symbols[j])])
@@ -534,6 +535,7 @@ def _neighbour_probe(atoms: Atoms, reach: float) -> Atoms:
 
 def closest_pair_below(atoms: Atoms, threshold: float):
     """The closest pair (i, j, distance) of atoms nearer than ``threshold`` Å, or None."""
+    from ase.neighborlist import neighbor_list
 
     i, j, d = neighbor_list("ijd", _neighbour_probe(atoms, threshold), threshold)
     if len(d) == 0:
@@ -548,6 +550,8 @@ def closest_pair_below(atoms: Atoms, threshold: float):
 def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) -> None:
     """Write structures as extxyz to ``path``, compressed as the suffix of ``name`` (default
     ``path``) says: ``.gz``, ``.bz2``, ``.xz``, or plain text. An empty list writes an empty file."""
+
+    import ase.io
 
     opener = OPENERS.get(Path(name or path).suffix) or open
     with opener(path, "wt") as f:
