@@ -197,3 +197,33 @@ def test_energies_corrected_from_atomic_numbers_as_pyace_corrects_them(reference
         compute_corrected_energy(df, esa_dict=reference)
     ours = corrected_energies(numbers, energies, reference)
     assert ours.tobytes() == df["energy_corrected"].to_numpy(dtype=float).tobytes()
+
+
+def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone():
+    """The per-structure force errors, computed on stacks of equal shapes, equal the same numpy
+    operations on each structure alone, bit for bit; per-element errors are keyed by sorted symbol
+    and count each element's atoms (mixed sizes, two elements, an energy-only structure)."""
+    from pace_worker.algorithms.error_metrics import Labels, compute_metrics
+
+    rng = np.random.default_rng(7)
+    sizes = [1, 7, 32, 32, 7, 200, 32, 3]
+    numbers = [rng.choice([29, 13], n) for n in sizes]  # Cu, Al
+    reference = [rng.normal(size=(n, 3)) for n in sizes]
+    predicted = [f + 10.0 ** rng.uniform(-4, 0) * rng.normal(size=f.shape) for f in reference]
+    reference[4] = None  # energy-only
+    energies = rng.normal(size=len(sizes))
+    m = compute_metrics(numbers, ["all"] * len(sizes), Labels(energies, reference, [None] * len(sizes)),
+                        Labels(energies + 0.01, predicted, [None] * len(sizes)))
+    for k, (p, r) in enumerate(zip(predicted, reference)):
+        if r is None:
+            assert np.isnan(m.per_structure.force_rmse[k]) and np.isnan(m.per_structure.force_max_error[k])
+            continue
+        d = p - r
+        assert m.per_structure.force_rmse[k] == 1e3 * np.sqrt(np.mean(d ** 2))
+        assert m.per_structure.force_max_error[k] == 1e3 * np.max(np.linalg.norm(d, axis=1))
+    assert list(m.per_element) == ["Al", "Cu"]
+    with_forces = [k for k, r in enumerate(reference) if r is not None]
+    for symbol, z in (("Al", 13), ("Cu", 29)):
+        assert m.per_element[symbol].n_atoms == sum(int(np.sum(numbers[k] == z)) for k in with_forces)
+        errors = np.concatenate([(predicted[k] - reference[k])[numbers[k] == z] for k in with_forces]) * 1e3
+        assert m.per_element[symbol].force_rmse == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=1e-12)

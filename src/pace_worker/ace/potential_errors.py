@@ -148,7 +148,7 @@ def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[P
     eval_s = time.perf_counter() - t_eval
     ref_energy, reference, scale = reference_energies(rows, b_basis)
     metrics = compute_metrics(
-        [[chemical_symbols[z] for z in r.numbers] for r in rows], [r.group for r in rows],
+        [r.numbers for r in rows], [r.group for r in rows],
         Labels(ref_energy, [r.forces for r in rows], [r.stress for r in rows]),
         Labels(np.array([r.prediction.energy for r in rows]), [r.prediction.forces for r in rows],
                [r.prediction.stress for r in rows]),

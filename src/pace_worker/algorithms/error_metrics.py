@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import numpy as np
+from ase.data import chemical_symbols
 
 EV_PER_A3_TO_GPA = 160.21766208
 
@@ -178,11 +179,33 @@ class PerStructureErrors:
     @classmethod
     def of(cls, n_atoms: np.ndarray, de_per_atom: np.ndarray, dforces: Sequence[Optional[np.ndarray]],
            gamma_max: Optional[np.ndarray]) -> "PerStructureErrors":
-        nan = float("nan")
-        return cls(np.asarray(n_atoms, dtype=int), np.asarray(de_per_atom) * 1e3,
-                   np.array([nan if d is None else 1e3 * np.sqrt(np.mean(d ** 2)) for d in dforces]),
-                   np.array([nan if d is None else 1e3 * np.max(np.linalg.norm(d, axis=1)) for d in dforces]),
+        """Per structure ``1e3 · √mean(ΔF²)`` and ``1e3 · max |ΔF_atom|``, computed on stacks of
+        structures of one shape (one array operation per stack instead of several per structure:
+        0.8 → 0.1 s at 10⁵ structures); each structure's numbers are those of the same operations on
+        it alone, bit for bit (the reductions run over the same contiguous values in the same order)."""
+        force_rmse = np.full(len(dforces), np.nan)
+        force_max_error = np.full(len(dforces), np.nan)
+        for rows, stack in _stacks_of_one_shape(dforces):
+            force_rmse[rows] = 1e3 * np.sqrt(np.mean(stack ** 2, axis=(1, 2)))
+            force_max_error[rows] = 1e3 * np.max(np.linalg.norm(stack, axis=2), axis=1)
+        return cls(np.asarray(n_atoms, dtype=int), np.asarray(de_per_atom) * 1e3, force_rmse, force_max_error,
                    gamma_max)
+
+
+STACK_ROWS = 4096  # structures per stack (bounds the copy: 3 MB for 32-atom cells)
+
+
+def _stacks_of_one_shape(arrays: Sequence[Optional[np.ndarray]]):
+    """``(indices, stacked arrays)`` of the non-None ``arrays``, grouped by shape and dtype, at most
+    :data:`STACK_ROWS` per stack."""
+    groups: dict[tuple, list[int]] = {}
+    for i, a in enumerate(arrays):
+        if a is not None:
+            groups.setdefault((a.shape, a.dtype.str), []).append(i)
+    for indices in groups.values():
+        for start in range(0, len(indices), STACK_ROWS):
+            rows = np.asarray(indices[start:start + STACK_ROWS])
+            yield rows, np.stack([arrays[i] for i in rows])
 
 
 @dataclass(frozen=True)
@@ -290,8 +313,8 @@ class _Differences:
     pred_f: np.ndarray
 
     @classmethod
-    def of(cls, symbols: Sequence[Sequence[str]], reference: Labels, predicted: Labels) -> "_Differences":
-        n_atoms = np.array([len(s) for s in symbols])
+    def of(cls, numbers: Sequence[np.ndarray], reference: Labels, predicted: Labels) -> "_Differences":
+        n_atoms = np.array([len(z) for z in numbers])
         dforces = [None if r is None else np.asarray(p) - np.asarray(r)
                    for p, r in zip(predicted.forces, reference.forces)]
         with_f = [i for i, d in enumerate(dforces) if d is not None]
@@ -312,31 +335,36 @@ class _Differences:
         atoms = np.repeat(np.asarray(structures, dtype=bool)[self.with_forces], self.n_atoms[self.with_forces])
         return EnergyForceErrors.of(self.de[structures], self.all_df[atoms])
 
-    def per_element(self, symbols: Sequence[Sequence[str]]) -> dict[str, ElementForceErrors]:
-        flat_symbols = (np.concatenate([np.asarray(symbols[i]) for i in self.with_forces]) if self.with_forces
-                        else np.zeros(0, dtype=str))
-        return {el: ElementForceErrors(int(np.sum(flat_symbols == el)), _rmse(1e3 * self.all_df[flat_symbols == el]),
-                                       _mae(1e3 * self.all_df[flat_symbols == el]))
-                for el in sorted(set(flat_symbols.tolist()))}
+    def per_element(self, numbers: Sequence[np.ndarray]) -> dict[str, ElementForceErrors]:
+        """Force errors per element (keys: chemical symbols, sorted), of the atoms of the structures
+        with forces (masks by atomic number: comparing 10⁶ symbol strings took ~1 s at 10⁵ cells)."""
+        flat = (np.concatenate([np.asarray(numbers[i], dtype=np.int64) for i in self.with_forces])
+                if self.with_forces else np.zeros(0, dtype=np.int64))
+        result = {}
+        for z in sorted(np.flatnonzero(np.bincount(flat)), key=lambda z: chemical_symbols[z]):
+            mine = flat == z
+            result[chemical_symbols[z]] = ElementForceErrors(int(np.sum(mine)), _rmse(1e3 * self.all_df[mine]),
+                                                             _mae(1e3 * self.all_df[mine]))
+        return result
 
 
 @np.errstate(over="ignore", invalid="ignore")
-def compute_metrics(symbols: Sequence[Sequence[str]], groups: Sequence[str], reference: Labels, predicted: Labels,
+def compute_metrics(numbers: Sequence[np.ndarray], groups: Sequence[str], reference: Labels, predicted: Labels,
                     gamma_max: Optional[np.ndarray] = None, options: MetricOptions = MetricOptions()) -> ErrorMetrics:
-    """All metrics of one set of structures (``symbols``: per structure, per atom).
+    """All metrics of one set of structures (``numbers``: per structure, each atom's atomic number).
 
     ``reference.energy`` must already be on the potential's energy scale (eV, total per
     structure). An energy-only structure (reference forces ``None``) counts in the energy metrics
     only.
     """
-    d = _Differences.of(symbols, reference, predicted)
+    d = _Differences.of(numbers, reference, predicted)
     groups = np.asarray(groups, dtype=object)
     table = PerStructureErrors.of(d.n_atoms, d.de, d.dforces, gamma_max)
     return ErrorMetrics(
         n_atoms=int(d.n_atoms.sum()), n_energy_only=int(len(d.n_atoms) - len(d.with_forces)),
         errors=EnergyForceErrors.of(d.de, d.all_df), energy_r2=_r2(d.pred_epa, d.ref_epa),
         force_r2=_r2(d.pred_f, d.ref_f), stress=StressErrors.of(reference.stress, predicted.stress),
-        per_element=d.per_element(symbols),
+        per_element=d.per_element(numbers),
         per_group={str(g): d.errors(groups == g) for g in sorted(set(groups.tolist()), key=str)},
         low_window=options.low_window, low=d.errors(d.ref_epa <= d.ref_epa.min() + options.low_window),
         worst=WorstStructures.of(table, groups, d.with_forces, options.n_worst),
