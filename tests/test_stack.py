@@ -18,9 +18,10 @@ from pyace import PyACECalculator  # the rest of pyace, run into the same module
 import pyace as again
 print("complete", again is pyace, PyACECalculator.__module__, "pandas" in sys.modules,
       logging.getLogger().handlers == handlers)
-with BackgroundImports("pyace.maxvol", "no_such_module_here").start():
-    pass
-print("background", "pyace.maxvol" in sys.modules, logging.getLogger().handlers == handlers)
+passed = list(BackgroundImports("no_such_module_here").during([1, 2], elsewhere=False))
+print("in place", passed, "pyace.maxvol" in sys.modules)
+passed = list(BackgroundImports("pyace.maxvol", "no_such_module_here").during([1, 2], elsewhere=True))
+print("background", passed, "pyace.maxvol" in sys.modules, logging.getLogger().handlers == handlers)
 """
 
 
@@ -30,4 +31,5 @@ def test_pyace_core_first_then_the_rest_on_first_use():
     lines = proc.stdout.split("\n")
     assert lines[0] == "core False False False False"  # nothing of pyace's Python layer, nor what it imports
     assert lines[1] == "complete True pyace.asecalc True True"
-    assert lines[2] == "background True True"  # a module that cannot be imported is left to its user
+    assert lines[2] == "in place [1, 2] False"  # the work ran here: nothing imported meanwhile
+    assert lines[3] == "background [1, 2] True True"  # a module that cannot be imported is left to its user

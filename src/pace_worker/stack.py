@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import threading
+from typing import Iterable, Iterator
 
 # pyace's compiled modules, in the order its own __init__ imports them
 PYACE_CORE = ("catomicenvironment", "basis", "calculator", "coupling", "evaluator")
@@ -99,10 +100,10 @@ def _completing_getattr(name: str):
 class BackgroundImports:
     """Modules imported on a thread while this process waits for its worker processes, so the work
     after them (a selection, clustering, writing with ASE's ``io``) does not wait for imports that
-    cost tenths of a second to a second. :meth:`start` it once the workers are forked (and only when
-    the work runs outside this process); leaving the ``with`` block joins it, before anything forks
-    again (a fork during an import would leave the child that module's import lock held). A module
-    is imported as it would be where it is used (pyace's Python submodules by
+    cost tenths of a second to a second. :meth:`during` starts it once the workers are forked (and
+    only when the work runs outside this process) and joins it when their results end, before
+    anything forks again (a fork during an import would leave the child that module's import lock
+    held). A module is imported as it would be where it is used (pyace's Python submodules by
     :func:`import_pyace_module`); one that fails to import here fails again there, with its error."""
 
     def __init__(self, *modules: str):
@@ -125,12 +126,22 @@ class BackgroundImports:
             except Exception:  # noqa: BLE001 (the code that needs it imports it again and reports)
                 pass
 
-    def __enter__(self) -> "BackgroundImports":
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def join(self) -> None:
         if self._thread is not None:
             self._thread.join()
+
+    def during(self, results: Iterable, elsewhere: bool) -> Iterator:
+        """``results`` (an executor's, in order) passed through; once the first one is in (the
+        workers are forked then) the imports start, if the work runs ``elsewhere`` than in this
+        process (:meth:`pace_worker.parallel.executor.ChunkExecutor.runs_elsewhere`); joined when the
+        results end or the consumer stops."""
+        try:
+            for result in results:
+                if elsewhere:
+                    self.start()
+                yield result
+        finally:
+            self.join()
 
 
 def stack_versions() -> dict[str, str]:

@@ -144,14 +144,11 @@ def evaluated_structures(potential: Path, asi: Optional[Path], structures: Union
     initargs = (str(potential), str(asi) if asi else None)
     load_potential(*initargs)  # forked workers inherit it
     chunks, total = _chunks(structures, settings, executor.chunk_size)
-    elsewhere = executor.runs_elsewhere(total)
     rows: list[EvaluatedStructure] = []
-    with BackgroundImports(*meanwhile) as later:
-        for _, chunk_rows in executor.map_chunks(evaluate_chunk, chunks, initializer=load_potential,
-                                                 initargs=initargs, description="evaluating", total=total):
-            if elsewhere:  # the workers run (forked already)
-                later.start()
-            rows.extend(chunk_rows)
+    results = executor.map_chunks(evaluate_chunk, chunks, initializer=load_potential, initargs=initargs,
+                                  description="evaluating", total=total)
+    for _, chunk_rows in BackgroundImports(*meanwhile).during(results, executor.runs_elsewhere(total)):
+        rows.extend(chunk_rows)
     if not rows:
         where = structures.path
         raise InputError(f"{getattr(structures, 'what', 'dataset')} '{where}' contains no structures")

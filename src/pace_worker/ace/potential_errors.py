@@ -122,10 +122,10 @@ class Evaluation:
         return self.metrics.n_atoms / self.evaluation_s if self.evaluation_s > 0 else None
 
 
-def reference_energies(rows: Sequence[EvaluatedStructure], b_basis: Optional[Path]) -> tuple[np.ndarray, object, str]:
-    """``(energies on the potential's scale, the potential's reference_energy or None, which scale)``."""
+def reference_energies(rows: Sequence[EvaluatedStructure], reference) -> tuple[np.ndarray, object, str]:
+    """``(energies on the potential's scale, the potential's reference_energy or None, which scale)``;
+    ``reference``: the potential's reference_energy metadata (:func:`potentials.reference_energy`) or None."""
     energies = np.array([r.energy for r in rows], dtype=float)
-    reference = potentials.reference_energy(b_basis) if b_basis is not None else None
     if reference is None:
         return energies, None, "as given (the potential has no reference_energy metadata)"
     return (corrected_energies([r.numbers for r in rows], energies, reference), reference,
@@ -142,11 +142,11 @@ def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[P
     options = options or ValidateOptions()
     cutoffs = potentials.inner_cutoffs(b_basis) if b_basis is not None else {}
     t_eval = time.perf_counter()
-    has_reference = b_basis is not None and potentials.reference_energy(b_basis) is not None
+    reference = potentials.reference_energy(b_basis) if b_basis is not None else None
     rows = evaluated_structures(evaluated, asi, structures, EvaluationSettings(options.group_by, cutoffs), executor,
-                                meanwhile=CORRECTION_IMPORTS if has_reference else ())
+                                meanwhile=CORRECTION_IMPORTS if reference is not None else ())
     eval_s = time.perf_counter() - t_eval
-    ref_energy, reference, scale = reference_energies(rows, b_basis)
+    ref_energy, reference, scale = reference_energies(rows, reference)
     metrics = compute_metrics(
         [r.numbers for r in rows], [r.group for r in rows],
         Labels(ref_energy, [r.forces for r in rows], [r.stress for r in rows]),

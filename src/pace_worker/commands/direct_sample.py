@@ -378,14 +378,12 @@ def encode(request: DirectSampleRequest, pool: _Pool, basis: Path) -> "EncodedPo
     options = {"min_distance": request.config.pacemaker.data.min_distance,
                "color_by": request.config.direct_sample.color_by}
     chunks = pool_chunks(pool.path, request.meta.chunk_size, "input", offsets=pool.offsets, options=lambda: options)
+    results = executor.map_chunks(features_chunk, chunks, initializer=load_basis, initargs=(str(basis),),
+                                  description="descriptors", total=len(pool.offsets))
     elsewhere = executor.runs_elsewhere(len(pool.offsets))
-    with BackgroundImports(*CLUSTERING_IMPORTS) as later:
-        for _, block in executor.map_chunks(features_chunk, chunks, initializer=load_basis, initargs=(str(basis),),
-                                            description="descriptors", total=len(pool.offsets)):
-            if elsewhere:  # the workers run (forked already): this process imports what comes next meanwhile
-                later.start()
-            encoded = encoded or EncodedPool.empty(len(pool.offsets), block.features.shape[1])
-            encoded.fill(block)
+    for _, block in BackgroundImports(*CLUSTERING_IMPORTS).during(results, elsewhere):
+        encoded = encoded or EncodedPool.empty(len(pool.offsets), block.features.shape[1])
+        encoded.fill(block)
     encoded.skipped.warn(f"input '{pool.path}'")
     return encoded
 

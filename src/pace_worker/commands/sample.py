@@ -264,15 +264,13 @@ def score_pool(request: SampleRequest, strategy: SampleStrategy, potential: Gamm
                          lambda: {"send_back_from": strategy.send_back_from(scored.buffer),
                                   "with_projections": strategy.needs_projections, "min_distance": min_distance},
                          offsets=offsets)
-    elsewhere = executor.runs_elsewhere(None if offsets is None else len(offsets))
-    with BackgroundImports(*SELECTION_IMPORTS) as later:
-        for _, rows in executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
-                                           initargs=(str(potential.yaml), str(potential.asi)), description="scoring",
-                                           total=None if offsets is None else len(offsets)):
-            if elsewhere:  # the workers run (forked already): this process imports what comes next meanwhile
-                later.start()
-            for row in rows:
-                scored.take(row, strategy)
+    total = None if offsets is None else len(offsets)
+    results = executor.map_chunks(score_chunk, chunks, initializer=load_scorer,
+                                  initargs=(str(potential.yaml), str(potential.asi)), description="scoring",
+                                  total=total)
+    for _, rows in BackgroundImports(*SELECTION_IMPORTS).during(results, executor.runs_elsewhere(total)):
+        for row in rows:
+            scored.take(row, strategy)
     return scored
 
 

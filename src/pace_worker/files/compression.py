@@ -14,11 +14,12 @@ def is_compressed(path) -> bool:
     return Path(path).suffix in COMPRESSED
 
 
-def open_with_compression(path, mode: str = "r"):
-    """``path`` opened through the (de)compressor its suffix names, or as a plain file: what
+def open_with_compression(path, mode: str = "r", name=None):
+    """``path`` opened through the (de)compressor the suffix of ``name`` (default ``path``; e.g. the
+    final name of a temporary file) names, or as a plain file: what
     ``ase.io.formats.open_with_compression`` does, without importing ASE's ``io``. ``"r"``/``"w"``/``"a"``
     mean text for a compressed file too (its openers default to bytes)."""
-    opener = OPENERS.get(Path(path).suffix)
+    opener = OPENERS.get(Path(name or path).suffix)
     if opener is None:
         return open(path, mode)
     return opener(path, mode + "t" if mode in ("r", "w", "a") else mode)

@@ -34,7 +34,7 @@ from ase.data import chemical_symbols
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.atomic_io import atomic_output
 from pace_worker.files.c_extxyz import parse_frames_c
-from pace_worker.files.compression import OPENERS, is_compressed, open_with_compression
+from pace_worker.files.compression import is_compressed, open_with_compression
 from pace_worker.files.frame_text import file_frame_blocks
 from pace_worker.files.safe_pickle import load_dataframe
 from pace_worker.stack import import_pyace_core
@@ -553,8 +553,7 @@ def write_extxyz(path: Path, atoms: list[Atoms], name: Optional[Path] = None) ->
 
     import ase.io
 
-    opener = OPENERS.get(Path(name or path).suffix) or open
-    with opener(path, "wt") as f:
+    with open_with_compression(path, "w", name) as f:
         if atoms:
             ase.io.write(f, atoms, format="extxyz")
 
