@@ -83,6 +83,23 @@ def test_same_structures_as_ase_and_the_c_path_is_taken(tmp_path):
     assert_same_structures(expected, compressed_text.parse())
 
 
+def test_labels_without_snapshots_are_the_same_labels(tmp_path):
+    """``validate``'s workers parse without the calculator's copy of each structure: the same
+    structures and labels, and the labels still read through ASE's calculator interface."""
+    structures = varied_pool()
+    texts = write_frames(tmp_path / "pool.xyz", structures)
+    with_snapshots = parse_frames_c(texts)
+    without = PoolChunk(0, len(texts), path=str(tmp_path / "pool.xyz")).read(label_snapshots=False)
+    assert_same_structures(with_snapshots, without)
+    labelled = [k for k, atoms in enumerate(without) if atoms.calc is not None]
+    assert len(labelled) == 4  # the EMT-labelled cells
+    for k in labelled:
+        atoms = without[k]
+        assert atoms.calc.atoms is atoms and with_snapshots[k].calc.atoms is not with_snapshots[k]
+        assert atoms.get_potential_energy() == with_snapshots[k].get_potential_energy()
+        assert np.array_equal(atoms.get_forces(), with_snapshots[k].get_forces())
+
+
 @pytest.mark.parametrize("name", ["Si_training.xyz", "Si_test.xyz"])
 def test_bundled_dft_data_read_alike(name):
     path = REPO / "examples" / "si" / "data" / name

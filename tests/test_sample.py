@@ -115,6 +115,26 @@ def test_a_compressed_pool_gives_the_same_picks(cual, tmp_path):
     assert packed.report["pool"]["read"] == plain.report["pool"]["read"]
 
 
+@pytest.mark.parametrize("suffix", [".xyz", ".xyz.gz"])
+def test_picks_are_written_as_the_pool_gave_them(cual, tmp_path, suffix):
+    """The workers send a structure back as its frame's text, parsed again only if picked: the
+    written picks are the pool's structures, labels included, from a plain and a compressed pool."""
+    root, pool = cual
+    labelled = label_with_emt([atoms.copy() for atoms in pool])
+    path = tmp_path / f"labelled{suffix}"
+    ase.io.write(path, labelled, format="extxyz")
+    result = sample(SampleRequest(candidates=path, n_samples=6, output=tmp_path / "sel.xyz",
+                                  potential=root / "output_potential.yaml", meta=MetaConfig(workers=2, chunk_size=4)))
+    written = ase.io.read(tmp_path / "sel.xyz", index=":")
+    assert [a.info["pool_index"] for a in written] == result.picks and len(written) == 6
+    for a in written:
+        source = labelled[a.info["pool_index"]]
+        assert np.array_equal(a.numbers, source.numbers) and np.allclose(a.positions, source.positions, atol=1e-8)
+        assert a.get_potential_energy() == pytest.approx(source.get_potential_energy(), abs=1e-8)
+        assert np.allclose(a.get_forces(), source.get_forces(), atol=1e-8)
+        assert a.info["config_type"] == source.info["config_type"]
+
+
 def test_gamma_window_skips_the_wildest(cual):
     root, pool = cual
     r = sample(SampleRequest(candidates=root / "pool.xyz", n_samples=3, output=root / "w.xyz",

@@ -73,7 +73,7 @@ class ScoredStructure:
     pool_index: int
     fingerprint: Optional[bytes] = None    # structure_key; None for a structure that could not be used
     gamma_max: Optional[float] = None      # None: not scored (unknown elements or a problem)
-    atoms: object = None                   # sent back only if it may still enter the buffer
+    frame: Optional[bytes] = None          # its extxyz text, sent back only if it may still enter the buffer
     gamma: Optional[np.ndarray] = None     # per atom
     projections: Optional[dict] = None
     problem: Optional[str] = None          # "<reason>: <detail>" of a structure that was skipped
@@ -82,15 +82,18 @@ class ScoredStructure:
 def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
     """Worker: a :class:`ScoredStructure` per structure of the chunk. Unusable structures (a frame
     ASE cannot parse, a geometry pyace must not see) carry their problem; ``gamma_max`` is None
-    for them and for structures with elements the potential lacks. Chunk options:
+    for them and for structures with elements the potential lacks. A structure goes back as its
+    frame's text (a few bytes to pickle; an ASE ``Atoms`` cost ~30 µs to pickle and unpickle, and
+    40 % of a 20k pool goes back), parsed again only if picked. Chunk options:
     ``send_back_from`` — structures whose max γ is below it cannot enter the buffer any more, so
-    their atoms, per-atom γ and projections are not sent back (None: all are);
+    their frames, per-atom γ and projections are not sent back (None: all are);
     ``with_projections`` — send projections back at all; ``min_distance`` — closer atoms make a
     structure unusable."""
     send_back_from = chunk.options.get("send_back_from")
     keep_above = send_back_from if chunk.options.get("with_projections", False) else np.inf
     projector, _ = worker_state.loaded(STATE)
     checked, environments = projector.checked_environments(read_checked(chunk), chunk.options.get("min_distance", 0.0))
+    frames = chunk.texts()  # read for the parse already
     rows = []
     for k, ((atoms, problem), env) in enumerate(zip(checked, environments)):
         index = chunk.first_index + k
@@ -106,5 +109,5 @@ def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
         if send_back_from is not None and g < send_back_from:
             rows.append(ScoredStructure(index, fp, g))
         else:
-            rows.append(ScoredStructure(index, fp, g, atoms, gamma, projections))
+            rows.append(ScoredStructure(index, fp, g, frames[k], gamma, projections))
     return rows

@@ -103,8 +103,10 @@ def _checked_and_predicted(chunk: PoolChunk, test_set: TestSetFile) -> tuple[lis
     """``(structures, labels, predictions)`` of a chunk of a test set's file, each structure checked
     as :func:`_checked_labels` checks it, the first problem in that order named. The rule on atoms
     closer than ``min_distance`` reads the evaluation's own neighbour list (one list, not two);
-    only a structure it flags is checked again by the reference check, which names the pair."""
-    structures = chunk.read()
+    only a structure it flags is checked again by the reference check, which names the pair. The
+    structures are dropped after this chunk, so their labels' calculators keep no copy of them
+    (:func:`pace_worker.files.c_extxyz.labels_calculator`)."""
+    structures = chunk.read(label_snapshots=False)
     try:
         labels = [_checked_labels(atoms, chunk, k, test_set, min_distance=0.0) for k, atoms in enumerate(structures)]
     except InputError:

@@ -2,7 +2,7 @@
 many it buffers, what it sends back from workers, and how it selects from its buffer.
 
 Every strategy sees the pool once, structure by structure, as ``(pool index, max γ)`` with the
-atoms, per-atom γ and (if it asks for them) B-projections of the structures that can still
+structure (its frame's text), per-atom γ and (if it asks for them) B-projections of the structures that can still
 enter its buffer. The command (:mod:`pace_worker.commands.sample`) streams the pool through
 :meth:`SampleStrategy.admit` and :class:`CandidateBuffer`, then calls
 :meth:`SampleStrategy.select` once. A new strategy is one subclass registered in
@@ -36,7 +36,7 @@ class BufferedCandidate:
 
     key: tuple
     pool_index: int = field(compare=False)
-    atoms: object = field(compare=False)
+    frame: object = field(compare=False)              # the structure (its extxyz text from the workers)
     gamma: np.ndarray = field(compare=False)          # per atom
     projections: Optional[dict] = field(compare=False, default=None)
 
@@ -66,7 +66,7 @@ class CandidateBuffer:
         if not self.full:
             heapq.heappush(self._heap, entry)
         elif entry > self._heap[0]:
-            assert entry.atoms is not None, "a structure entered the buffer without being sent back"
+            assert entry.frame is not None, "a structure entered the buffer without being sent back"
             heapq.heapreplace(self._heap, entry)
 
     def best_first(self) -> list[BufferedCandidate]:

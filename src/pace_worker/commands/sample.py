@@ -65,7 +65,7 @@ from pace_worker.errors import InputError, check_readable_file
 from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.compression import is_compressed
-from pace_worker.files.frames import frame_offsets, pool_chunks
+from pace_worker.files.frames import frame_offsets, parse_frame_texts, pool_chunks
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import SkippedStructures, write_extxyz
 from pace_worker.parallel.executor import ChunkExecutor
@@ -196,7 +196,7 @@ class _ScoredPool:
             setattr(self.counts, refused, getattr(self.counts, refused) + 1)
             return
         self.counts.usable += 1
-        self.buffer.offer(BufferedCandidate(strategy.key(row.gamma_max, row.pool_index), row.pool_index, row.atoms,
+        self.buffer.offer(BufferedCandidate(strategy.key(row.gamma_max, row.pool_index), row.pool_index, row.frame,
                                             row.gamma, row.projections))
 
 
@@ -306,7 +306,8 @@ def fill_projections(buffered: list[BufferedCandidate], potential: GammaPotentia
     missing = [c for c in buffered if c.projections is None]
     if not missing:
         return
-    computed = [p for chunk in executor.map(projections_chunk, [c.atoms for c in missing], initializer=load_scorer,
+    computed = [p for chunk in executor.map(projections_chunk, parse_frame_texts([c.frame for c in missing]),
+                                            initializer=load_scorer,
                                             initargs=(str(potential.yaml), str(potential.asi)),
                                             description="projections") for p in chunk]
     for c, p in zip(missing, computed):
@@ -314,13 +315,12 @@ def fill_projections(buffered: list[BufferedCandidate], potential: GammaPotentia
 
 
 def picked_structures(picks: list[BufferedCandidate]) -> list:
-    """The picks as written: all their info/arrays, plus ``pool_index``, ``gamma_max`` and per-atom ``gamma``."""
-    structures = []
-    for c in picks:
-        atoms = c.atoms.copy()
-        atoms.calc = c.atoms.calc
+    """The picks as written: all their info/arrays (their frames parsed again, as the workers parsed
+    them: :func:`pace_worker.files.frames.parse_frame_texts`), plus ``pool_index``, ``gamma_max`` and
+    per-atom ``gamma``."""
+    structures = parse_frame_texts([c.frame for c in picks]) if picks else []
+    for c, atoms in zip(picks, structures):
         atoms.info["pool_index"] = int(c.pool_index)
         atoms.info["gamma_max"] = c.gamma_max
         atoms.arrays["gamma"] = np.asarray(c.gamma, dtype=float)
-        structures.append(atoms)
     return structures

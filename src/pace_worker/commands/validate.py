@@ -205,14 +205,17 @@ def write_csv(path: Path, result: Evaluation) -> None:
     table, core = result.metrics.per_structure, result.core_repulsion
     columns = ["index", "n_atoms", result.group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
                "force_max_error_mev_per_A", "gamma_max", "shortest_distance_A", "pairs_inside_r_in"]
+    def formatted(values: np.ndarray, spec: str) -> list[str]:  # Python floats format as numpy's do, faster
+        return [format(x, spec) for x in values.tolist()]
+
+    n = len(result.groups)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
-        for i, group in enumerate(result.groups):
-            gamma = "" if table.gamma_max is None else f"{table.gamma_max[i]:.6g}"
-            writer.writerow([i, int(table.n_atoms[i]), group, f"{table.energy_error[i]:.6g}",
-                             f"{table.force_rmse[i]:.6g}", f"{table.force_max_error[i]:.6g}",
-                             gamma, f"{core.shortest_distance[i]:.4g}", int(core.pairs_inside_r_in[i])])
+        writer.writerows(zip(range(n), table.n_atoms.tolist(), result.groups, formatted(table.energy_error, ".6g"),
+                             formatted(table.force_rmse, ".6g"), formatted(table.force_max_error, ".6g"),
+                             [""] * n if table.gamma_max is None else formatted(table.gamma_max, ".6g"),
+                             formatted(core.shortest_distance, ".4g"), core.pairs_inside_r_in.tolist()))
 
 
 def output_files(output: Path, plots: bool) -> dict[str, Path]:

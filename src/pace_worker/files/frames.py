@@ -67,10 +67,11 @@ def parse_frames(text: bytes) -> list:
     return ase.io.read(io.StringIO(text.decode()), index=":", format="extxyz")
 
 
-def parse_frame_texts(texts: list[bytes]) -> list:
+def parse_frame_texts(texts: list[bytes], label_snapshots: bool = True) -> list:
     """The structures of these frame texts: by the C parser where it reads them as ASE does
-    (:mod:`pace_worker.files.c_extxyz`), else by ASE."""
-    parsed = parse_frames_c(texts)
+    (:mod:`pace_worker.files.c_extxyz`; ``label_snapshots``: see its ``labels_calculator``), else
+    by ASE."""
+    parsed = parse_frames_c(texts, label_snapshots)
     return parsed if parsed is not None else parse_frames(b"".join(texts))
 
 
@@ -94,26 +95,29 @@ class PoolChunk:
     text: Optional[bytes] = None
     what: str = "candidates"
     options: dict = field(default_factory=dict)
+    _texts: Optional[list[bytes]] = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.count
 
-    def parse(self) -> list:
-        """The chunk's structures, parsed here (on the worker); ASE's own errors pass through."""
-        if self.text is not None:
-            return parse_frame_texts(self.texts())
-        return read_frames(self.path, self.offset, self.count, self.first_index, self.what)
+    def parse(self, label_snapshots: bool = True) -> list:
+        """The chunk's structures, parsed here (on the worker); ASE's own errors pass through
+        (``label_snapshots``: see :func:`parse_frame_texts`)."""
+        return parse_frame_texts(self.texts(), label_snapshots)
 
     def texts(self) -> list[bytes]:
-        """The text of each frame of the chunk."""
-        if self.text is not None:
-            return [text for _, text in split_frames(io.BytesIO(self.text), self.path, self.what)]
-        return frame_texts_at(self.path, self.offset, self.count, self.first_index, self.what)
+        """The text of each frame of the chunk (read once, then kept with the chunk)."""
+        if self._texts is None:
+            if self.text is not None:
+                self._texts = [text for _, text in split_frames(io.BytesIO(self.text), self.path, self.what)]
+            else:
+                self._texts = frame_texts_at(self.path, self.offset, self.count, self.first_index, self.what)
+        return self._texts
 
-    def read(self) -> list:
+    def read(self, label_snapshots: bool = True) -> list:
         """The chunk's structures; a frame ASE cannot parse fails the chunk with one InputError."""
         try:
-            return self.parse()
+            return self.parse(label_snapshots)
         except InputError:
             raise
         except Exception as exc:  # ASE raises many kinds for a malformed file
