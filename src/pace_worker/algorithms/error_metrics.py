@@ -32,11 +32,12 @@ def _mae(x: np.ndarray) -> Optional[float]:
     return float(np.mean(np.abs(x))) if x.size else None
 
 
-def _mae_and_max(x: np.ndarray) -> tuple[Optional[float], Optional[float]]:
-    """``(_mae(x), max |x|)`` from one ``|x|`` (at 10⁵ structures each ``|x|`` is a 77 MB array)."""
+def _mae_and_max_overwriting(x: np.ndarray) -> tuple[Optional[float], Optional[float]]:
+    """``(_mae(x), max |x|)`` from one ``|x|``, made in place: ``x`` (a scratch array) is overwritten
+    (at 10⁵ structures each array of all force components is 77 MB of new memory)."""
     if not x.size:
         return None, None
-    magnitude = np.abs(x)
+    magnitude = np.abs(x, out=x)
     return float(np.mean(magnitude)), float(np.max(magnitude))
 
 
@@ -82,16 +83,16 @@ class EnergyForceErrors:
         on two arrays of all components instead of seven (at 10⁵ structures each is 77 MB of new
         memory; the same numbers, bit for bit)."""
         de = np.asarray(de_per_atom) * 1e3
+        energy_rmse = _rmse(de)  # before de is overwritten
+        energy = (energy_rmse, *_mae_and_max_overwriting(de))
         df = np.asarray(dforces).reshape(-1, 3) * 1e3
         if not df.size:
-            return cls(int(len(de)), _rmse(de), *_mae_and_max(de), None, None, None, None)
+            return cls(int(len(de)), *energy, None, None, None, None)
         squared = df * df  # what df ** 2 computes, and the squares np.linalg.norm sums
         force_rmse = float(np.sqrt(np.mean(squared)))
         norms = np.sqrt(np.add.reduce(squared, axis=1))  # np.linalg.norm(df, axis=1)
         del squared
-        magnitude = np.abs(df, out=df)
-        return cls(int(len(de)), _rmse(de), *_mae_and_max(de), force_rmse, float(np.mean(magnitude)),
-                   float(np.max(magnitude)), _rmse(norms))
+        return cls(int(len(de)), *energy, force_rmse, *_mae_and_max_overwriting(df), _rmse(norms))
 
     def errors_json(self) -> dict:
         """The errors under their JSON keys (:data:`ERROR_KEYS`), without the count."""

@@ -205,6 +205,7 @@ def write_csv(path: Path, result: Evaluation) -> None:
     table, core = result.metrics.per_structure, result.core_repulsion
     columns = ["index", "n_atoms", result.group_key, "energy_error_mev_per_atom", "force_rmse_mev_per_A",
                "force_max_error_mev_per_A", "gamma_max", "shortest_distance_A", "pairs_inside_r_in"]
+
     def formatted(values: np.ndarray, spec: str) -> list[str]:  # Python floats format as numpy's do, faster
         return [format(x, spec) for x in values.tolist()]
 
