@@ -73,6 +73,34 @@ def test_slab_is_projected_as_its_periodic_copy_and_foreign_elements_are_refused
         BProjector(three_element_basis)([bulk("Au", "fcc", a=4.1)])
 
 
+def test_environment_from_the_structures_own_arrays_is_pyaces(three_element_basis):
+    """``pyace_environment`` hands pyace's builder the structure's own position and cell arrays
+    (no copies): the environment is the one pyace's ``aseatoms_to_atomicenvironment`` builds from
+    copies — periodic, cluster, a slab's periodic copy, positions stored in Fortran order — and
+    the structure is left as it was."""
+    from pyace.atomicenvironment import aseatoms_to_atomicenvironment
+
+    from pace_worker.files.structures import pyace_environment
+
+    slab = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 2, 2))
+    slab.pbc = (True, True, False)
+    fortran = structures()[1].copy()
+    fortran.arrays["positions"] = np.asfortranarray(fortran.positions)
+    assert not fortran.arrays["positions"].flags.c_contiguous
+    index = {el: i for i, el in enumerate(three_element_basis.elements_name)}
+    cutoff = three_element_basis.cutoffmax
+    for atoms in structures() + [slab, fortran]:
+        before = atoms.positions.copy(), atoms.cell.array.copy()
+        species = np.array([index[s] for s in atoms.get_chemical_symbols()])
+        ours = pyace_environment(atoms, species, cutoff)
+        ref = aseatoms_to_atomicenvironment(fully_periodic_or_not(atoms, cutoff), cutoff, index)
+        assert ours.n_atoms_real == ref.n_atoms_real == len(atoms)
+        assert np.array_equal(ours.x, ref.x) and ours.species_type == ref.species_type
+        assert ours.neighbour_list == ref.neighbour_list and ours.origins == ref.origins
+        assert sum(map(len, ours.neighbour_list)) > 0
+        assert np.array_equal(atoms.positions, before[0]) and np.array_equal(atoms.cell.array, before[1])
+
+
 def close_pair(atoms, distance=0.3):
     """``atoms`` with atom 1 moved to ``distance`` Å from atom 0."""
     atoms = atoms.copy()

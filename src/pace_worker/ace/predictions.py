@@ -123,10 +123,11 @@ def predict_chunk(structures: Sequence[Atoms], refuse_closer_than: float = 0.0) 
             continue
         calc.ace.compute(env, compute_projections=with_gamma)  # γ needs them; energy and forces do not
         stress = None
-        if not made_periodic and atoms.cell.rank == 3:
-            stress = np.array(calc.ace.virial)[[0, 1, 2, 5, 4, 3]] / atoms.get_volume()
+        cell = atoms.cell.array
+        if not made_periodic and cell.any(1).all():  # three lattice vectors: ASE's cell.rank == 3
+            stress = np.array(calc.ace.virial)[[0, 1, 2, 5, 4, 3]] / abs(np.linalg.det(cell))  # ÷ get_volume()
         out.append(Prediction(energy=float(np.array(calc.ace.energy)),
-                              forces=np.array(calc.ace.forces).astype(np.float64), stress=stress,
+                              forces=np.array(calc.ace.forces, dtype=np.float64), stress=stress,
                               gamma=np.array(calc.ace.gamma_grade, dtype=np.float64) if with_gamma else None,
                               shortest_distance=shortest if shortest < reach else float("inf"), reach=reach))
     return out

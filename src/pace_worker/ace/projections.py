@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
 
-from pace_worker.files.structures import fully_periodic_or_not, too_close_problem
+from pace_worker.files.structures import pyace_environment, too_close_problem
 
 
 def species_indices(index_of: dict) -> np.ndarray:
@@ -36,13 +36,10 @@ def atomic_environment(atoms, species_of_number: np.ndarray, cutoff: float):
     """pyace's atomic environment of ``atoms`` (what ``aseatoms_to_atomicenvironment`` builds,
     from the same C++ ``build_atomic_env``, given species indices directly: its per-neighbour
     Python lookups skipped); a slab or wire is made fully periodic first (pyace refuses them)."""
-    from pyace.catomicenvironment import build_atomic_env
-
-    atoms = fully_periodic_or_not(atoms, cutoff)
     species = species_of_number[atoms.numbers]
     if (species < 0).any():
         raise ValueError(f"elements {sorted(set(atoms[species < 0].get_chemical_symbols()))} are not in the basis")
-    return build_atomic_env(atoms.get_positions(), np.array(atoms.get_cell()), species, bool(atoms.pbc.all()), cutoff)
+    return pyace_environment(atoms, species, cutoff)
 
 
 def function_counts(bbasis) -> list[int]:

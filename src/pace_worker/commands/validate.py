@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -154,19 +155,23 @@ def validate(request: ValidateRequest) -> ValidateResult:
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
     group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
-    with group:
+    # the test set's sha256 on a thread while the CSV and plots are written (reading and hashing
+    # release the GIL): ~0.3 s of 10⁵ structures off the single-threaded end of the command
+    with group, ThreadPoolExecutor(1, thread_name_prefix="test set sha256") as hashing:
+        test_set_sha256 = hashing.submit(file_sha256, inputs.test_set.path)
         write_csv(group.stage(files["csv"]), result)
         if request.plots:
             make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, result,
                        inputs.given.name)
-        metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start)
+        metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start,
+                                 test_set_sha256.result())
         write_json(group.stage(files["json"]), metrics)
         group.publish()
     return validate_result(inputs.test_set, result, files, metrics)
 
 
 def metrics_report(inputs: _Inputs, result: Evaluation, executor: ChunkExecutor, files: dict[str, Path],
-                   wall_time_s: float) -> dict:
+                   wall_time_s: float, test_set_sha256: str) -> dict:
     """The metrics JSON (schema :data:`SCHEMA`)."""
     return {
         "schema": SCHEMA,
@@ -175,7 +180,7 @@ def metrics_report(inputs: _Inputs, result: Evaluation, executor: ChunkExecutor,
                       "asi": str(Path(inputs.asi).resolve()) if inputs.asi else None,
                       "sha256": file_sha256(inputs.given), "elements": inputs.elements},
         "test_set": {"path": str(inputs.test_set.path.resolve()), "found_by": inputs.test_set.source,
-                     "sha256": file_sha256(inputs.test_set.path), "n_structures": result.metrics.n_structures,
+                     "sha256": test_set_sha256, "n_structures": result.metrics.n_structures,
                      "n_atoms": result.metrics.n_atoms, "group_by": result.group_key},
         "energy_scale": result.energy_scale,
         "reference_energy": result.reference,
