@@ -14,7 +14,9 @@ polling for its peak memory (PSS summed over its processes, :func:`measure.run_m
 
 Prints per pool size the limit, the command's wall time and their ratio, and beside them how much
 slower pyace's own loop runs when a copy runs on every core at once (the limit assumes it does
-not). It also prints a floor that no command reading the pool's text on this stack can go under
+not) and the wall time's ratio to the limit at that pace (``wall/(limit x busy)``: on this VM the
+pace of two busy cores moves between runs more than the commands do, so this ratio is the steadier
+of the two when comparing runs; the goals are on ``wall/limit``). It also prints a floor that no command reading the pool's text on this stack can go under
 (:func:`floor_seconds`): a Python process importing pyace's compiled modules (timed here, best of
 three; pyace's work can start only after it; importing all of pyace, ``import pyace``, costs ~10×
 more, and the commands do not) plus the work of all cores after it — pyace's per structure, and
@@ -236,11 +238,12 @@ def main() -> None:
     print(f"floor = Python importing pyace's compiled modules ({start_up:.2f} s; all of pyace: {whole_pyace:.2f} s) "
           "+ (pyace + C parse) per structure × structures ÷ cores (less what the other cores parse during the import)")
     print(f"{'command':14s} {'pool':>7s} {'pyace ms/str':>12s} {'limit s':>8s} {'floor/limit':>11s} {'wall s':>8s} "
-          f"{'wall/limit':>10s}  {'goal':29s} pyace, all cores busy")
+          f"{'wall/limit':>10s}  {'goal':29s} pyace, all cores busy  wall/(limit x busy)")
     goals = {"sample": "<= 1.3", "direct_sample": "<= 1.3", "validate": "<= 1.11 (throughput >= 0.9x)"}
     for command, size, per_ms, limit, wall, busy, floor in rows:
         print(f"{command:14s} {size:>7d} {per_ms:>12.3f} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
-              f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone")
+              f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
+              f"{wall / (limit * busy):.2f}")
     if len(memory) > 1:
         small, large = min(memory), max(memory)
         print(f"sample peak memory (PSS, MiB): {small}: {memory[small][0]:.0f}, {large}: {memory[large][0]:.0f}, "
