@@ -12,20 +12,20 @@ Python start-up. The commands run as the orchestrator runs them (``python src/ma
 workers, no progress bars, no plots), timed without memory polling; ``sample`` runs once more with
 polling for its peak memory (PSS summed over its processes, :func:`measure.run_measured`).
 
-Prints per pool size the limit, the command's wall time and their ratio, and beside them how much
-slower pyace's own loop runs when a copy runs on every core at once (the limit assumes it does
-not) and the wall time's ratio to the limit at that pace (``wall/(limit x busy)``: on this VM the
-pace of two busy cores moves between runs more than the commands do, so this ratio is the steadier
-of the two when comparing runs; the goals are on ``wall/limit``). It also prints a floor that no command reading the pool's text on this stack can go under
-(:func:`floor_seconds`): a Python process importing pyace's compiled modules (timed here, best of
-three; pyace's work can start only after it; importing all of pyace, ``import pyace``, costs ~10×
-more, and the commands do not) plus the work of all cores after it — pyace's per structure, and
-libAtoms' C parser reading each frame into its dictionaries (no ASE ``Atoms``, no checks) less what
-the other cores could parse during the import. Where the floor's ratio to the limit is above a goal, a
-program that reads the pool with Python and calls pyace as the limit does cannot meet the goal on
-this machine (feeding pyace its environments more cheaply saves a few per cent: the commands build
-them from species indices, ~4 % of pyace's work here); below it, the gap is all that is left for
-everything else (building ``Atoms``, checks, selection, metrics, writing).
+Prints per pool size the limit, the command's wall time and their ratio, and beside them how much slower
+pyace's own loop runs when a copy runs on every core at once (the limit assumes it does not) and the
+wall time's ratio to the limit at that pace (``wall/(limit x busy)``: on this VM the pace of two busy
+cores moves between runs more than the commands do, so this ratio is the steadier of the two when
+comparing runs; the goals are on ``wall/limit``). It also prints a floor that no command reading the
+pool's text on this stack can go under (:func:`floor_seconds`): a Python process importing pyace's
+compiled modules (timed here, best of three; pyace's work can start only after it; importing all of
+pyace, ``import pyace``, costs ~10× more, and the commands do not) plus the work of all cores after it —
+pyace's per structure, and libAtoms' C parser reading each frame into its dictionaries (no ASE
+``Atoms``, no checks) less what the other cores could parse during the import. Where the floor's ratio
+to the limit is above a goal, a program that reads the pool with Python and calls pyace as the limit
+does cannot meet the goal on this machine (feeding pyace its environments more cheaply saves a few per
+cent: the commands build them from species indices, ~4 % of pyace's work here); below it, the gap is all
+that is left for everything else (building ``Atoms``, checks, selection, metrics, writing).
 The goals (issue 24): ``sample`` ≤ 1.3× its limit at 20k and 100k; ``direct_sample`` at 100k ≤ 1.3×;
 ``validate`` throughput ≥ 0.9× the limit's (i.e. wall ≤ 1.11× the limit); ``sample``'s peak memory at 100k
 ≤ 1.2× its 20k figure. Without ``--potential`` a Si potential of the bundled example's basis (40

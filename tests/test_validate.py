@@ -227,3 +227,18 @@ def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone(
         assert m.per_element[symbol].n_atoms == sum(int(np.sum(numbers[k] == z)) for k in with_forces)
         errors = np.concatenate([(predicted[k] - reference[k])[numbers[k] == z] for k in with_forces]) * 1e3
         assert m.per_element[symbol].force_rmse == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=1e-12)
+
+
+def test_the_test_sets_sha256_on_a_thread_is_the_files_and_raises_its_error(tmp_path):
+    """validate hashes the test set on a thread while it writes (``file_sha256_meanwhile``): the
+    same digest as hashing the bytes here, over several read blocks; a file that cannot be read
+    raises its error where the digest is asked for."""
+    import hashlib
+
+    from pace_worker.files.structures import file_sha256_meanwhile
+
+    data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)
+    (tmp_path / "test_set.xyz").write_bytes(data)
+    assert file_sha256_meanwhile(tmp_path / "test_set.xyz")() == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError):
+        file_sha256_meanwhile(tmp_path / "gone.xyz")()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Union
@@ -43,6 +42,7 @@ from pace_worker.files.structures import (
     LabelKeys,
     LabelledStructures,
     file_sha256,
+    file_sha256_meanwhile,
     is_pickle,
     read_labelled_structures,
     readable_labelled_file,
@@ -155,16 +155,16 @@ def validate(request: ValidateRequest) -> ValidateResult:
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
     group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
-    # the test set's sha256 on a thread while the CSV and plots are written (reading and hashing
-    # release the GIL): ~0.3 s of 10⁵ structures off the single-threaded end of the command
-    with group, ThreadPoolExecutor(1, thread_name_prefix="test set sha256") as hashing:
-        test_set_sha256 = hashing.submit(file_sha256, inputs.test_set.path)
+    # the test set's sha256 while the CSV and plots are written: ~0.3 s of 10⁵ structures off the
+    # single-threaded end of the command (the workers are done: nothing forks any more)
+    test_set_sha256 = file_sha256_meanwhile(inputs.test_set.path)
+    with group:
         write_csv(group.stage(files["csv"]), result)
         if request.plots:
             make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, result,
                        inputs.given.name)
         metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start,
-                                 test_set_sha256.result())
+                                 test_set_sha256())
         write_json(group.stage(files["json"]), metrics)
         group.publish()
     return validate_result(inputs.test_set, result, files, metrics)

@@ -21,10 +21,11 @@ import hashlib
 import io
 import logging
 import math
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -135,6 +136,31 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def file_sha256_meanwhile(path: Path) -> Callable[[], str]:
+    """:func:`file_sha256` of ``path`` on a daemon thread (reading and hashing release the GIL, so
+    it runs beside this thread's work); the returned function waits for it and returns it, or
+    raises its error. A command that stops before asking (an error, a signal) does not wait for
+    the hash. Start it only where nothing forks any more."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["sha256"] = file_sha256(path)
+        except BaseException as exc:  # noqa: BLE001 (raised where the result is asked for)
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="sha256", daemon=True)
+    thread.start()
+
+    def result() -> str:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["sha256"]
+
+    return result
 
 
 # ----------------------------------------------------------------------------- reading
