@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from pace_worker.algorithms.streaming_least_squares import StreamingLeastSquares, triangular_factor
-from pace_worker.files.structures import fully_periodic_or_not, pyace_environment
+from pace_worker.files.structures import pyace_environment
 from pace_worker.parallel import worker_state
 from pace_worker.stack import import_pyace
 
@@ -198,10 +198,9 @@ def structure_rows(task: DesignTask, atoms, energy: float, forces: Optional[np.n
     bbasis, _, calculator, shifts = _load(task)
     layout = task.layout
     index = {el: i for i, el in enumerate(bbasis.elements_name)}
-    periodic = fully_periodic_or_not(atoms, bbasis.cutoffmax)
-    symbols = periodic.get_chemical_symbols()
+    symbols = atoms.get_chemical_symbols()
     species = np.array([index[s] for s in symbols], dtype=int)
-    env = pyace_environment(periodic, species, bbasis.cutoffmax)
+    env = pyace_environment(atoms, species, bbasis.cutoffmax)  # a slab or wire made fully periodic there
     calculator.compute(env, compute_projections=True, compute_b_grad=True)
     shortest = {tuple(sorted(bond)): float(d) for bond, d in env.get_minimal_nn_distance_per_bond().items()}
     n_atoms = len(symbols)

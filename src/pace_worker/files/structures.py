@@ -23,6 +23,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -143,24 +144,16 @@ def file_sha256_meanwhile(path: Path) -> Callable[[], str]:
     it runs beside this thread's work); the returned function waits for it and returns it, or
     raises its error. A command that stops before asking (an error, a signal) does not wait for
     the hash. Start it only where nothing forks any more."""
-    outcome: dict = {}
+    digest: Future = Future()
 
     def run() -> None:
         try:
-            outcome["sha256"] = file_sha256(path)
+            digest.set_result(file_sha256(path))
         except BaseException as exc:  # noqa: BLE001 (raised where the result is asked for)
-            outcome["error"] = exc
+            digest.set_exception(exc)
 
-    thread = threading.Thread(target=run, name="sha256", daemon=True)
-    thread.start()
-
-    def result() -> str:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["sha256"]
-
-    return result
+    threading.Thread(target=run, name="sha256", daemon=True).start()
+    return digest.result
 
 
 # ----------------------------------------------------------------------------- reading
