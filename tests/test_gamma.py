@@ -1,13 +1,15 @@
-"""γ: our one definition (used by sample, train's active-set check and DIRECT's γ column) equals
-pyace's PyACECalculator γ, per atom, on real structures and a real active set."""
+"""γ: sample's workers read pyace's own (bit for bit PyACECalculator's), and our numpy definition on
+projections in memory (train's active-set check, DIRECT's γ column) equals it, per atom, on real
+structures and a real active set."""
 import numpy as np
 import pytest
 from ase.build import bulk
 
 from pace_worker.ace import gamma as gamma_scorer
-from pace_worker.ace.activeset import compute_active_set, load_active_set, structure_gammas
+from pace_worker.ace.activeset import compute_active_set, load_active_set, load_bbasis, structure_gammas
 from pace_worker.ace.descriptors import write_unfitted_basis
 from pace_worker.ace.predictions import make_calculator
+from pace_worker.ace.projections import BProjector
 from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.config import DescriptorSettings
 from pace_worker.toy_data import fcc_cells
@@ -50,15 +52,47 @@ def probes():
 
 
 def test_per_atom_gamma_equals_pyace_calculator(potential_with_active_set):
+    """sample's γ is PyACECalculator's bit for bit, and the numpy definition on the same atoms'
+    projections agrees with it to rounding; the projections kept beside γ are the ones computed
+    without an active set."""
     yaml, asi = potential_with_active_set
     gamma_scorer.load_scorer(str(yaml), str(asi))
     structures = probes()
-    ours = [g for g, _ in gamma_scorer.score_structures(structures)]
+    scored = gamma_scorer.score_structures(structures)
     reference = [pyace_gamma(yaml, asi, a) for a in structures]
-    for mine, ref in zip(ours, reference):
-        np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-12)
+    inverse = load_active_set(asi, yaml).inverse
+    plain = gamma_scorer.projections_chunk(structures)
+    projector = BProjector(load_bbasis(yaml))
+    for atoms, (gamma, projections), ref, kept in zip(structures, scored, reference, plain):
+        np.testing.assert_array_equal(gamma, ref)
+        assert projections.keys() == kept.keys() == set(atoms.get_chemical_symbols())
+        for element, block in projections.items():
+            np.testing.assert_array_equal(block, kept[element])
+            mask = np.array(atoms.get_chemical_symbols()) == element
+            np.testing.assert_allclose(extrapolation_grades(block, inverse[element]), ref[mask], rtol=1e-9,
+                                       atol=1e-12)
+        unscored = projector.blocks(projector.environment(atoms))  # no active set loaded
+        names = projector.bbasis.elements_name
+        assert {names[st]: b.tolist() for st, b in unscored.items()} == {e: b.tolist() for e, b in kept.items()}
     all_gammas = np.concatenate(reference)
     assert all_gammas.min() < 1 < all_gammas.max()  # both regimes are compared, not only one
+
+
+def test_projections_come_back_only_from_the_threshold_up(potential_with_active_set):
+    """score_structures keeps a structure's projections when its max γ reaches the threshold, and
+    its γ either way; a projector without an active set refuses to grade."""
+    yaml, asi = potential_with_active_set
+    gamma_scorer.load_scorer(str(yaml), str(asi))
+    structures = probes()
+    gamma_max = np.array([g.max() for g, _ in gamma_scorer.score_structures(structures)])
+    threshold = float(np.median(gamma_max))
+    scored = gamma_scorer.score_structures(structures, keep_projections_above=threshold)
+    assert [p is not None for _, p in scored] == list(gamma_max >= threshold)
+    assert 0 < sum(p is None for _, p in scored) < len(structures)
+    np.testing.assert_array_equal([g.max() for g, _ in scored], gamma_max)
+    projector = BProjector(load_bbasis(yaml))
+    with pytest.raises(ValueError, match="active set"):
+        projector.graded_blocks(projector.environment(structures[0]))
 
 
 def test_structure_max_gamma_equals_pyace_calculator(potential_with_active_set):

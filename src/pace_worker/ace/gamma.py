@@ -3,7 +3,9 @@
 :func:`load_scorer` (the worker initializer) reads the B-basis and the active set once per
 process; :func:`score_chunk` turns a chunk of the pool into one :class:`ScoredStructure` per
 structure; :func:`projections_chunk` gives the projections of given structures only.
-γ of an atom: :func:`pace_worker.algorithms.extrapolation_grade.extrapolation_grades`.
+γ of an atom is pyace's own, graded in the same ``compute`` as its projections
+(:meth:`pace_worker.ace.projections.BProjector.graded_blocks`): bit for bit ``PyACECalculator``'s,
+max |b A⁻¹| of :func:`pace_worker.algorithms.extrapolation_grade.extrapolation_grades`.
 """
 from __future__ import annotations
 
@@ -16,26 +18,25 @@ from ase import Atoms
 
 from pace_worker.ace.activeset import load_active_set, load_bbasis
 from pace_worker.ace.projections import BProjector
-from pace_worker.algorithms.extrapolation_grade import extrapolation_grades
 from pace_worker.files.frames import PoolChunk, read_checked
 from pace_worker.fingerprint import structure_key
 from pace_worker.parallel import worker_state
 
-STATE = "γ scorer"  # (BProjector, {element: A⁻¹}) of this process
+STATE = "γ scorer"  # the BProjector of this process, with the active set loaded
 
 
 def load_scorer(potential_yaml: str, asi: str) -> None:
     """Worker initializer: the B-basis and its checked active set, once per process."""
     def build():
         bbasis = load_bbasis(Path(potential_yaml))
-        return BProjector(bbasis), load_active_set(Path(asi), Path(potential_yaml), bbasis).inverse
+        return BProjector(bbasis, load_active_set(Path(asi), Path(potential_yaml), bbasis).inverse)
 
     worker_state.load(STATE, (str(potential_yaml), str(asi)), build)
 
 
 def _projections(structures: Sequence[Atoms]):
     """Per structure: {element: [atoms of that element in order, n_funcs]}."""
-    projector, _ = worker_state.loaded(STATE)
+    projector = worker_state.loaded(STATE)
     names = projector.bbasis.elements_name
     return [{names[st]: block for st, block in projector.blocks(projector.environment(atoms)).items()}
             for atoms in structures]
@@ -46,23 +47,19 @@ def projections_chunk(structures: Sequence[Atoms]) -> list[dict[str, np.ndarray]
 
 
 def _graded(atoms: Atoms, env, keep_projections_above: Optional[float]):
-    """``(per-atom γ, projections or None)`` of one structure from its pyace environment."""
-    projector, inverse = worker_state.loaded(STATE)
+    """``(per-atom γ, projections or None)`` of one structure from its pyace environment: the
+    projections (``{element: [its atoms, n_funcs]}``) when its max γ is at least
+    ``keep_projections_above`` (None: always)."""
+    projector = worker_state.loaded(STATE)
     names = projector.bbasis.elements_name
-    species = projector.species(atoms)
-    gamma = np.zeros(len(atoms))
-    blocks = {}
-    for st, block in projector.blocks(env, species).items():
-        blocks[names[st]] = block
-        gamma[species == st] = extrapolation_grades(block, inverse[names[st]])
-    keep = keep_projections_above is None or gamma.max() >= keep_projections_above
-    return gamma, blocks if keep else None
+    gamma, blocks = projector.graded_blocks(env, keep_projections_above, projector.species(atoms))
+    return gamma, None if blocks is None else {names[st]: block for st, block in blocks.items()}
 
 
 def score_structures(structures: Sequence[Atoms], keep_projections_above: Optional[float] = None):
     """``(per-atom γ, projections or None)`` per structure; the projections (computed anyway for
     γ) are kept for structures whose max γ is at least ``keep_projections_above`` (None: all)."""
-    projector, _ = worker_state.loaded(STATE)
+    projector = worker_state.loaded(STATE)
     return [_graded(atoms, projector.environment(atoms), keep_projections_above) for atoms in structures]
 
 
@@ -91,7 +88,7 @@ def score_chunk(chunk: PoolChunk) -> list[ScoredStructure]:
     structure unusable."""
     send_back_from = chunk.options.get("send_back_from")
     keep_above = send_back_from if chunk.options.get("with_projections", False) else np.inf
-    projector, _ = worker_state.loaded(STATE)
+    projector = worker_state.loaded(STATE)
     checked, environments = projector.checked_environments(read_checked(chunk), chunk.options.get("min_distance", 0.0))
     frames = chunk.texts()  # read for the parse already
     rows = []

@@ -9,6 +9,8 @@ rows are taken per species in one array operation (pyace's copies every atom's r
 the atomic environment is pyace's ``build_atomic_env`` given species indices directly, which
 skips ``aseatoms_to_atomicenvironment``'s per-neighbour symbol lookup. Results are identical
 (tested); ``bench/sample_vs_pace_select.py`` measures the whole command against pyace's tools.
+Given an active set, the same ``compute`` also grades each atom's γ (pyace's own, as
+``PyACECalculator`` reports it), and the projections need to be read out only where they are kept.
 A slab or wire (mixed ``pbc``, which pyace refuses) is scored as the same structure made fully
 periodic with at least a cutoff of vacuum (:func:`pace_worker.files.structures.fully_periodic_or_not`):
 the same atomic environments.
@@ -52,12 +54,18 @@ def function_counts(bbasis) -> list[int]:
 class BProjector:
     """``projector(structures) -> (projections, owner)`` for one B-basis (``ACEBBasisSet``)."""
 
-    def __init__(self, bbasis):
+    def __init__(self, bbasis, active_set_inverse: Optional[dict] = None):
+        """``active_set_inverse``: ``{element: A⁻¹}`` of an active set (an ``.asi`` as loaded by
+        :func:`pace_worker.ace.activeset.load_active_set`); with it, each computation also grades
+        every atom (:meth:`graded_blocks`)."""
         from pyace.calculator import ACECalculator
         from pyace.evaluator import ACEBEvaluator
 
         self.bbasis = bbasis
         self._evaluator = ACEBEvaluator(bbasis)  # the calculator keeps a reference to it
+        self._grading = active_set_inverse is not None
+        if self._grading:  # the matrices PyACECalculator.set_active_set loads from the .asi, from our reading of it
+            self._evaluator.set_active_set([active_set_inverse[name] for name in bbasis.elements_name])
         self._calculator = ACECalculator(self._evaluator)
         self._n_functions = function_counts(bbasis)
         self._species_of_number = species_indices(bbasis.elements_to_index_map)
@@ -75,6 +83,27 @@ class BProjector:
         species in increasing order; ``species``: its atoms' species indices if known
         (:meth:`species`; else read from the environment)."""
         self._calculator.compute(env, compute_projections=True)
+        return self._computed_blocks(env, species)
+
+    def graded_blocks(self, env, keep_above: Optional[float] = None,
+                      species: Optional[np.ndarray] = None) -> tuple[np.ndarray, Optional[dict[int, np.ndarray]]]:
+        """``(per-atom γ, blocks or None)`` of one environment, from one ``compute`` (given an active
+        set): γ is pyace's own, ``ACECalculator.gamma_grade`` (bit for bit what ``PyACECalculator``
+        reports as ``results["gamma"]``; its value is
+        :func:`pace_worker.algorithms.extrapolation_grade.extrapolation_grades`' max |b A⁻¹|); the
+        :meth:`blocks` are read out only when the max γ is at least ``keep_above`` (None: always).
+        Reading them is a tenth of pyace's time per structure (its list of lists of Python floats)
+        and most structures of a pool need only γ."""
+        if not self._grading:
+            raise ValueError("γ needs an active set: BProjector(bbasis, active_set_inverse)")
+        self._calculator.compute(env, compute_projections=True)  # γ is graded on the projections
+        gamma = np.array(self._calculator.gamma_grade, dtype=np.float64)
+        if keep_above is not None and not gamma.max() >= keep_above:
+            return gamma, None
+        return gamma, self._computed_blocks(env, species)
+
+    def _computed_blocks(self, env, species: Optional[np.ndarray]) -> dict[int, np.ndarray]:
+        """:meth:`blocks` of the environment ``compute`` was last called with."""
         rows = self._calculator.projections
         if species is None:
             species = np.asarray(env.species_type[:env.n_atoms_real])
