@@ -38,6 +38,10 @@ fi
 "$py" -m pip install -q --upgrade pip
 "$py" -m pip install -q -c constraints.txt -e ".${extras:+[$extras]}"
 "$py" -m pip install -q -c constraints.txt --no-deps "tensorpotential==0.6.2.1"
+# pip compiles the libraries' bytecode, not an editable package's: compiled here, a command does not
+# compile its ~12k lines again at every start (Python cannot cache them where PYTHONDONTWRITEBYTECODE
+# is set, as in many containers); an edited file is compiled anew, as always
+"$py" -m compileall -q src >/dev/null || echo "install.sh: could not precompile src/ (read-only?); it runs as it is"
 "$py" - <<'PY'
 import importlib.metadata as md
 for name in ("python-ace", "tensorpotential", "tensorflow", "tf_keras", "numpy", "pandas"):
