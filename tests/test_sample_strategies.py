@@ -36,12 +36,16 @@ def test_buffer_sizes_follow_the_strategy():
 
 
 def _stream(strategy, gammas):
+    """The pool streamed as the command streams it: a structure below the threshold of its time
+    comes back without its frame (the buffer refuses to take one of those: AssertionError)."""
     buffer = CandidateBuffer(strategy.buffer_limit())
     thresholds = []
     for index, g in enumerate(gammas):
-        thresholds.append(strategy.send_back_from(buffer))
+        threshold = strategy.send_back_from(buffer)
+        thresholds.append(threshold)
+        frame = None if threshold is not None and g < threshold else object()
         if strategy.admit(g) is None:
-            buffer.offer(BufferedCandidate(strategy.key(g, index), index, object(), np.array([g])))
+            buffer.offer(BufferedCandidate(strategy.key(g, index), index, frame, np.array([g])))
     return buffer, thresholds
 
 
@@ -52,8 +56,32 @@ def test_max_gamma_keeps_the_largest_and_ties_go_to_the_earlier_structure():
     best = buffer.best_first()
     assert [c.pool_index for c in best] == [1, 3, 6]
     assert [c.pool_index for c in strategy.select(best, {}).picks] == [1, 3, 6]
-    # nothing is asked back whole before the buffer is full; then only what beats its lowest γ
-    assert thresholds[:3] == [None, None, None] and thresholds[3] == 1.5 and thresholds[-1] == 4.0
+    # before the buffer is full, whole structures from the γ floor on; then only what beats its lowest γ
+    assert thresholds[:3] == [1.01, 1.01, 1.01] and thresholds[3] == 1.5 and thresholds[-1] == 4.0
+
+
+def test_structures_below_the_admission_floor_are_not_sent_back_while_the_buffer_fills():
+    """What admit refuses for its γ alone never comes back whole; every strategy's picks are the
+    same as with everything sent back until the buffer is full."""
+    options = SampleOptions(gamma_min=1.2, gamma_lo=2.0, gamma_hi=8.0, buffer_size=60)
+    gammas = list(np.random.default_rng(3).lognormal(0.5, 0.8, 400))
+    floors = {"maxvol": 1.2, "max_gamma": 1.2, "gamma_window": 2.0, "random": None}
+    for name, floor in floors.items():
+        strategy = make_strategy(name, 30, options, 0)
+        assert strategy.admitted_from() == floor
+        assert all(strategy.admit(g) is not None for g in gammas if floor is not None and g < floor)
+        buffer, thresholds = _stream(strategy, gammas)
+        assert thresholds[0] == floor and len(buffer) == strategy.buffer_limit()  # it filled up
+        held_back = sum(t is not None and g < t for g, t in zip(gammas, thresholds))
+        assert held_back > 100 if floor is not None else held_back == 0
+        reference = CandidateBuffer(strategy.buffer_limit())
+        again = make_strategy(name, 30, options, 0)
+        for index, g in enumerate(gammas):  # everything sent back: the buffer's contents must not change
+            if again.admit(g) is None:
+                reference.offer(BufferedCandidate(again.key(g, index), index, object(), np.array([g])))
+        assert [c.pool_index for c in buffer.best_first()] == [c.pool_index for c in reference.best_first()]
+        assert all(c.frame is not None for c in buffer.best_first())  # each came back whole
+    assert GammaWindow(5, SampleOptions(gamma_min=3.0, gamma_lo=2.0, gamma_hi=8.0), 0).admitted_from() == 3.0
 
 
 def test_random_is_a_seeded_uniform_reservoir():

@@ -124,10 +124,15 @@ class SampleStrategy:
         """Buffer order: larger γ first, the earlier structure of equal γ."""
         return (gamma_max, -pool_index)
 
+    def admitted_from(self) -> Optional[float]:
+        """The max γ below which :meth:`admit` refuses every structure (None: no γ is too low)."""
+        return self.gamma_min
+
     def send_back_from(self, buffer: CandidateBuffer) -> Optional[float]:
         """Workers send whole structures back only from this max γ on (None: all): a structure
-        below the full buffer's lowest γ can never enter it (that γ only grows)."""
-        return buffer.lowest_key()[0] if buffer.full else None
+        below the full buffer's lowest γ can never enter it (that γ only grows), nor, while the
+        buffer fills, one that :meth:`admit` refuses for its low γ (:meth:`admitted_from`)."""
+        return buffer.lowest_key()[0] if buffer.full else self.admitted_from()
 
     def select(self, buffered: list[BufferedCandidate], inverse: dict[str, np.ndarray]) -> Selected:
         raise NotImplementedError
@@ -195,6 +200,9 @@ class GammaWindow(MaxVol):
         if refused is None and gamma_max < self.options.gamma_lo:
             return "outside_window"
         return refused
+
+    def admitted_from(self) -> Optional[float]:
+        return self.options.gamma_lo if self.gamma_min is None else max(self.gamma_min, self.options.gamma_lo)
 
     def report_fields(self) -> dict:
         return {"buffer_size": self.buffer_limit(), "gamma_window": [self.options.gamma_lo, self.options.gamma_hi]}
