@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 
@@ -29,6 +30,8 @@ def test_default_call_finds_the_test_set_and_matches_pacemaker(cold_run, tmp_pat
     assert m["schema"] == "pace-worker/validation_metrics/1"
     assert m["test_set"]["found_by"] == "train_metrics.json"
     assert m["test_set"]["n_structures"] == train_metrics["test"]["n_structures"]
+    # hashed on a thread beside the errors and the outputs (started once the workers were done)
+    assert m["test_set"]["sha256"] == hashlib.sha256(open(m["test_set"]["path"], "rb").read()).hexdigest()
     # same numbers as pacemaker's own test predictions (tensorpot), on the energy_corrected scale
     assert m["energy_rmse_mev_per_atom"] == pytest.approx(train_metrics["test"]["energy_rmse_mev_per_atom"], rel=1e-6)
     assert m["force_rmse_mev_per_A"] == pytest.approx(train_metrics["test"]["force_rmse_mev_per_A"], rel=1e-6)
@@ -230,10 +233,9 @@ def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone(
 
 
 def test_the_test_sets_sha256_on_a_thread_is_the_files_and_raises_its_error(tmp_path):
-    """validate hashes the test set on a thread while it writes (``file_sha256_meanwhile``): the
+    """validate hashes the test set on a thread while it computes the errors and writes (``file_sha256_meanwhile``): the
     same digest as hashing the bytes here, over several read blocks; a file that cannot be read
     raises its error where the digest is asked for."""
-    import hashlib
 
     from pace_worker.files.structures import file_sha256_meanwhile
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from ase.data import atomic_numbers, chemical_symbols
@@ -134,11 +134,13 @@ def reference_energies(rows: Sequence[EvaluatedStructure], reference) -> tuple[n
 
 def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[Path],
                        structures: Union[LabelledStructures, TestSetFile], executor: ChunkExecutor,
-                       options: Optional[ValidateOptions] = None) -> Evaluation:
+                       options: Optional[ValidateOptions] = None,
+                       when_evaluated: Optional[Callable[[], None]] = None) -> Evaluation:
     """Energies, forces (and γ with ``asi``) of ``evaluated`` on ``structures`` (in memory, or a
     test set's file the workers read and check), compared with their labels on the potential's
     energy scale (see the module docstring). ``train`` reports its published potential's errors
-    with this same function."""
+    with this same function. ``when_evaluated``: called once the workers are done, before the
+    errors are computed (nothing forks after it: ``validate`` starts hashing the test set there)."""
     options = options or ValidateOptions()
     cutoffs = potentials.inner_cutoffs(b_basis) if b_basis is not None else {}
     t_eval = time.perf_counter()
@@ -146,6 +148,8 @@ def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[P
     rows = evaluated_structures(evaluated, asi, structures, EvaluationSettings(options.group_by, cutoffs), executor,
                                 meanwhile=CORRECTION_IMPORTS if reference is not None else ())
     eval_s = time.perf_counter() - t_eval
+    if when_evaluated is not None:
+        when_evaluated()
     ref_energy, reference, scale = reference_energies(rows, reference)
     metrics = compute_metrics(
         [r.numbers for r in rows], [r.group for r in rows],

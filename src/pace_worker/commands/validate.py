@@ -149,15 +149,17 @@ def validate(request: ValidateRequest) -> ValidateResult:
     inputs = find_inputs(request, files)
     test_set = test_set_of(inputs.test_set, request, inputs.elements)
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
+    hashing = []  # the test set's sha256 while the errors, CSV and plots are computed and written: ~0.3 s
+    # of 10⁵ structures off the single-threaded end of the command (started once the workers are done:
+    # nothing forks any more)
     result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, test_set, executor,
-                                request.config.validate_)
+                                request.config.validate_,
+                                when_evaluated=lambda: hashing.append(file_sha256_meanwhile(inputs.test_set.path)))
+    test_set_sha256 = hashing[0]
     check_forces_given(test_set.path, result)
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
     group = OutputGroup()  # the JSON, CSV and plots are published together, or none of them
-    # the test set's sha256 while the CSV and plots are written: ~0.3 s of 10⁵ structures off the
-    # single-threaded end of the command (the workers are done: nothing forks any more)
-    test_set_sha256 = file_sha256_meanwhile(inputs.test_set.path)
     with group:
         write_csv(group.stage(files["csv"]), result)
         if request.plots:
