@@ -233,9 +233,9 @@ def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone(
 
 
 def test_the_test_sets_sha256_on_a_thread_is_the_files_and_raises_its_error(tmp_path):
-    """validate hashes the test set on a thread while it computes the errors and writes (``file_sha256_meanwhile``): the
-    same digest as hashing the bytes here, over several read blocks; a file that cannot be read
-    raises its error where the digest is asked for."""
+    """validate hashes the test set on a thread while it computes the errors and writes
+    (``file_sha256_meanwhile``): the same digest as hashing the bytes here, over several read
+    blocks; a file that cannot be read raises its error where the digest is asked for."""
 
     from pace_worker.files.structures import file_sha256_meanwhile
 
