@@ -234,13 +234,15 @@ def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone(
 
 def test_the_test_sets_sha256_on_a_thread_is_the_files_and_raises_its_error(tmp_path):
     """validate hashes the test set on a thread while it computes the errors and writes
-    (``file_sha256_meanwhile``): the same digest as hashing the bytes here, over several read
+    (``FileSha256Meanwhile``): the same digest as hashing the bytes here, over several read
     blocks; a file that cannot be read raises its error where the digest is asked for."""
 
-    from pace_worker.files.structures import file_sha256_meanwhile
+    from pace_worker.files.structures import FileSha256Meanwhile
 
     data = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)
     (tmp_path / "test_set.xyz").write_bytes(data)
-    assert file_sha256_meanwhile(tmp_path / "test_set.xyz")() == hashlib.sha256(data).hexdigest()
+    hashing = FileSha256Meanwhile(tmp_path / "test_set.xyz")
+    hashing.start()
+    assert hashing.result() == hashlib.sha256(data).hexdigest()
     with pytest.raises(FileNotFoundError):
-        file_sha256_meanwhile(tmp_path / "gone.xyz")()
+        FileSha256Meanwhile(tmp_path / "gone.xyz").result()

@@ -39,10 +39,10 @@ from pace_worker.files import discovery
 from pace_worker.files.atomic_io import OutputGroup, companion_path, write_json
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import (
+    FileSha256Meanwhile,
     LabelKeys,
     LabelledStructures,
     file_sha256,
-    file_sha256_meanwhile,
     is_pickle,
     read_labelled_structures,
     readable_labelled_file,
@@ -149,13 +149,12 @@ def validate(request: ValidateRequest) -> ValidateResult:
     inputs = find_inputs(request, files)
     test_set = test_set_of(inputs.test_set, request, inputs.elements)
     executor = ChunkExecutor.from_meta(request.meta, request.show_progress)
-    hashing = []  # the test set's sha256 while the errors, CSV and plots are computed and written: ~0.3 s
-    # of 10⁵ structures off the single-threaded end of the command (started once the workers are done:
+    # the test set's sha256 while the errors, CSV and plots are computed and written: ~0.3 s of 10⁵
+    # structures off the single-threaded end of the command (started once the workers are done:
     # nothing forks any more)
+    test_set_sha256 = FileSha256Meanwhile(inputs.test_set.path)
     result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, test_set, executor,
-                                request.config.validate_,
-                                when_evaluated=lambda: hashing.append(file_sha256_meanwhile(inputs.test_set.path)))
-    test_set_sha256 = hashing[0]
+                                request.config.validate_, when_evaluated=test_set_sha256.start)
     check_forces_given(test_set.path, result)
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
@@ -166,7 +165,7 @@ def validate(request: ValidateRequest) -> ValidateResult:
             make_plots({k: group.stage(v) for k, v in files.items() if k not in ("json", "csv")}, result,
                        inputs.given.name)
         metrics = metrics_report(inputs, result, executor, files, time.perf_counter() - t_start,
-                                 test_set_sha256())
+                                 test_set_sha256.result())
         write_json(group.stage(files["json"]), metrics)
         group.publish()
     return validate_result(inputs.test_set, result, files, metrics)

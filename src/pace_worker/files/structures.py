@@ -26,7 +26,7 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -139,21 +139,30 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def file_sha256_meanwhile(path: Path) -> Callable[[], str]:
-    """:func:`file_sha256` of ``path`` on a daemon thread (reading and hashing release the GIL, so
-    it runs beside this thread's work); the returned function waits for it and returns it, or
-    raises its error. A command that stops before asking (an error, a signal) does not wait for
-    the hash. Start it only where nothing forks any more."""
-    digest: Future = Future()
+class FileSha256Meanwhile:
+    """:func:`file_sha256` of ``path`` on a daemon thread from :meth:`start` on (reading and hashing
+    release the GIL, so it runs beside this thread's work); :meth:`result` waits for it and returns
+    it, or raises its error (it starts the hash if nothing did). A command that stops before asking
+    (an error, a signal) does not wait for the hash. Start it only where nothing forks any more."""
 
-    def run() -> None:
+    def __init__(self, path: Path):
+        self.path = path
+        self._digest: Optional[Future] = None
+
+    def start(self) -> None:
+        if self._digest is None:
+            self._digest = Future()
+            threading.Thread(target=self._run, name="sha256", daemon=True).start()
+
+    def _run(self) -> None:
         try:
-            digest.set_result(file_sha256(path))
+            self._digest.set_result(file_sha256(self.path))
         except BaseException as exc:  # noqa: BLE001 (raised where the result is asked for)
-            digest.set_exception(exc)
+            self._digest.set_exception(exc)
 
-    threading.Thread(target=run, name="sha256", daemon=True).start()
-    return digest.result
+    def result(self) -> str:
+        self.start()
+        return self._digest.result()
 
 
 # ----------------------------------------------------------------------------- reading
