@@ -227,12 +227,13 @@ def main() -> None:
                                                   "--output", work / f"selm_{size}.xyz", "--potential", potential,
                                                   "--no-progress"), work, memory=True)
                 memory[size] = (pss, rss)
+                before = pyace_seconds_per_structure(potential, probed, projections=True)  # after the memory run
                 wall, _, _, _ = run_measured(cli("direct_sample", *common, "--input", pool_path, "--output",
                                                  work / f"div_{size}.xyz", "--n_clusters", args.n_clusters,
                                                  "--potential", potential, "--no-plots", "--no-progress"),
                                              work, memory=False)
-                after_direct = pyace_seconds_per_structure(potential, probed, projections=True)
-                rows.append(limit_row("direct_sample", size, cores, wall, after, after_direct, busy, start_up, parse))
+                after = pyace_seconds_per_structure(potential, probed, projections=True)
+                rows.append(limit_row("direct_sample", size, cores, wall, before, after, busy, start_up, parse))
                 del probed
                 pool_path.unlink()
             if size in args.validate_sizes:
