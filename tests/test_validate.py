@@ -186,7 +186,7 @@ def test_energies_corrected_from_atomic_numbers_as_pyace_corrects_them(reference
     from ase import Atoms
     from pyace.process_df import compute_corrected_energy
 
-    from pace_worker.ace.potential_errors import corrected_energies
+    from pace_worker.ace.potential_errors import corrected_energies, element_counts
 
     rng = np.random.default_rng(5)
     numbers = [rng.choice([13, 29, 28], int(rng.integers(1, 40))) for _ in range(300)]
@@ -198,38 +198,108 @@ def test_energies_corrected_from_atomic_numbers_as_pyace_corrects_them(reference
         compute_corrected_energy(df, calculator_name=reference)
     else:
         compute_corrected_energy(df, esa_dict=reference)
-    ours = corrected_energies(numbers, energies, reference)
+    ours = corrected_energies(element_counts(numbers), energies, reference)
     assert ours.tobytes() == df["energy_corrected"].to_numpy(dtype=float).tobytes()
 
 
-def test_per_structure_and_per_element_errors_are_those_of_each_structure_alone():
-    """The per-structure force errors, computed on stacks of equal shapes, equal the same numpy
-    operations on each structure alone, bit for bit; per-element errors are keyed by sorted symbol
-    and count each element's atoms (mixed sizes, two elements, an energy-only structure)."""
-    from pace_worker.algorithms.error_metrics import Labels, compute_metrics
+def test_metrics_from_per_structure_sums_equal_the_definitions_on_all_components():
+    """The metrics come from per-structure columns made chunk by chunk (the workers') and joined:
+    per-structure force errors equal the same numpy operations on each structure alone, bit for
+    bit; the set's errors (RMSE, MAE, max, norm RMSE, R², per element, per group, stress) equal the
+    definitions on all components at once to 1e-12, however the structures are chunked (mixed
+    sizes, two elements, an energy-only structure, stresses of 6 and 9 values)."""
+    from pace_worker.algorithms.error_metrics import EV_PER_A3_TO_GPA, StructureErrorColumns, compute_metrics
 
     rng = np.random.default_rng(7)
     sizes = [1, 7, 32, 32, 7, 200, 32, 3]
     numbers = [rng.choice([29, 13], n) for n in sizes]  # Cu, Al
-    reference = [rng.normal(size=(n, 3)) for n in sizes]
+    reference = [rng.normal(size=(n, 3)) + 0.3 for n in sizes]
     predicted = [f + 10.0 ** rng.uniform(-4, 0) * rng.normal(size=f.shape) for f in reference]
     reference[4] = None  # energy-only
-    energies = rng.normal(size=len(sizes))
-    m = compute_metrics(numbers, ["all"] * len(sizes), Labels(energies, reference, [None] * len(sizes)),
-                        Labels(energies + 0.01, predicted, [None] * len(sizes)))
-    for k, (p, r) in enumerate(zip(predicted, reference)):
-        if r is None:
-            assert np.isnan(m.per_structure.force_rmse[k]) and np.isnan(m.per_structure.force_max_error[k])
-            continue
-        d = p - r
-        assert m.per_structure.force_rmse[k] == 1e3 * np.sqrt(np.mean(d ** 2))
-        assert m.per_structure.force_max_error[k] == 1e3 * np.max(np.linalg.norm(d, axis=1))
-    assert list(m.per_element) == ["Al", "Cu"]
-    with_forces = [k for k, r in enumerate(reference) if r is not None]
-    for symbol, z in (("Al", 13), ("Cu", 29)):
-        assert m.per_element[symbol].n_atoms == sum(int(np.sum(numbers[k] == z)) for k in with_forces)
-        errors = np.concatenate([(predicted[k] - reference[k])[numbers[k] == z] for k in with_forces]) * 1e3
-        assert m.per_element[symbol].force_rmse == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=1e-12)
+    energies = rng.normal(size=len(sizes)) * sizes
+    predicted_energies = energies + rng.normal(size=len(sizes)) * 0.01
+    ref_stress = [rng.normal(size=6), None, rng.normal(size=9), rng.normal(size=6), None, None, None, None]
+    pred_stress = [rng.normal(size=6), rng.normal(size=6), rng.normal(size=6), None, None, None, None, None]
+    groups = ["a", "b", "a", "b", "a", "b", "a", "a"]
+
+    def columns(rows):
+        return StructureErrorColumns.of((29, 13), [numbers[k] for k in rows], predicted_energies[rows],
+                                        [reference[k] for k in rows], [predicted[k] for k in rows],
+                                        [ref_stress[k] for k in rows], [pred_stress[k] for k in rows])
+
+    whole = compute_metrics(columns(np.arange(8)), energies, groups)
+    chunked = compute_metrics(StructureErrorColumns.joined([columns(np.arange(3)), columns(np.arange(3, 8))]),
+                              energies, groups)
+    for m in (whole, chunked):
+        for k, (p, r) in enumerate(zip(predicted, reference)):
+            if r is None:
+                assert np.isnan(m.per_structure.force_rmse[k]) and np.isnan(m.per_structure.force_max_error[k])
+                continue
+            d = p - r
+            assert m.per_structure.force_rmse[k] == 1e3 * np.sqrt(np.mean(d ** 2))
+            assert m.per_structure.force_max_error[k] == 1e3 * np.max(np.linalg.norm(d, axis=1))
+        with_forces = [k for k, r in enumerate(reference) if r is not None]
+        df = np.concatenate([predicted[k] - reference[k] for k in with_forces]) * 1e3
+        ref = np.concatenate([reference[k] for k in with_forces]).ravel()
+        expected = {"force_rmse": np.sqrt(np.mean(df ** 2)), "force_mae": np.mean(np.abs(df)),
+                    "force_max_abs": np.max(np.abs(df)), "force_norm_rmse": np.sqrt(np.mean(np.sum(df ** 2, axis=1)))}
+        for name, value in expected.items():
+            assert getattr(m.errors, name) == pytest.approx(value, rel=1e-12), name
+        assert m.force_r2 == pytest.approx(1 - np.sum((df / 1e3) ** 2) / np.sum((ref - ref.mean()) ** 2), rel=1e-12)
+        assert m.n_energy_only == 1 and m.n_atoms == sum(sizes)
+        assert list(m.per_element) == ["Al", "Cu"]
+        for symbol, z in (("Al", 13), ("Cu", 29)):
+            assert m.per_element[symbol].n_atoms == sum(int(np.sum(numbers[k] == z)) for k in with_forces)
+            errors = np.concatenate([(predicted[k] - reference[k])[numbers[k] == z] for k in with_forces]) * 1e3
+            assert m.per_element[symbol].force_rmse == pytest.approx(np.sqrt(np.mean(errors ** 2)), rel=1e-12)
+            assert m.per_element[symbol].force_mae == pytest.approx(np.mean(np.abs(errors)), rel=1e-12)
+        in_a = [k for k in with_forces if groups[k] == "a"]
+        df_a = np.concatenate([predicted[k] - reference[k] for k in in_a]) * 1e3
+        assert m.per_group["a"].force_mae == pytest.approx(np.mean(np.abs(df_a)), rel=1e-12)
+        assert m.per_group["a"].n_structures == groups.count("a")
+        ds = np.array([pred_stress[0] - ref_stress[0], pred_stress[2] - ref_stress[2][[0, 4, 8, 5, 2, 1]]])
+        assert m.stress.n_structures == 2
+        assert m.stress.rmse == pytest.approx(np.sqrt(np.mean((ds * EV_PER_A3_TO_GPA) ** 2)), rel=1e-12)
+    assert whole.per_structure.force_rmse.tobytes() == chunked.per_structure.force_rmse.tobytes()
+
+
+def test_force_sample_is_evenly_spaced_bounded_and_the_structures_own_forces(cold_run, monkeypatch):
+    """The forces that come back for the parity plot: those of every n-th structure with forces
+    (n from the test set's size, doubled while the sample holds too many atoms), each structure's
+    reference forces as the file gives them and pyace's predicted forces, whatever the chunks."""
+    import ase.io
+
+    from pace_worker.ace import labelled_evaluation
+    from pace_worker.ace.labelled_evaluation import TestSetFile
+    from pace_worker.ace.potential_errors import evaluate_potential
+    from pace_worker.ace.predictions import make_calculator
+    from pace_worker.files.structures import LabelKeys
+    from pace_worker.parallel.executor import ChunkExecutor
+
+    root = cold_run["root"]
+    potential = root / "output_potential.yaml"
+    structures = ase.io.read(root / "train.xyz", index=":")  # 14 cells, structure 3 energy-only
+    monkeypatch.setattr(labelled_evaluation, "FORCE_SAMPLE_STRUCTURES", 7)  # every 2nd
+    test_set = TestSetFile(root / "train.xyz", LabelKeys(), 0.1, ("Cu",))
+    calc = make_calculator(potential)
+    samples = {}
+    for atoms_cap in (10 ** 6, 2 * len(structures[0]) + 1):
+        monkeypatch.setattr(labelled_evaluation, "FORCE_SAMPLE_ATOMS", atoms_cap)
+        result = evaluate_potential(potential, None, potential, test_set, ChunkExecutor(workers=2, chunk_size=3),
+                                    force_sample=True)
+        sample = samples[atoms_cap] = result.evaluated.force_sample
+        assert int(sample.atoms.sum()) <= atoms_cap or len(sample) == 1
+        starts = np.concatenate([[0], np.cumsum(sample.atoms)])
+        for k, index in enumerate(sample.structures):
+            atoms = structures[index]
+            mine = slice(starts[k], starts[k + 1])
+            assert sample.reference[mine].tobytes() == atoms.get_forces().tobytes()
+            assert sample.numbers[mine].tolist() == atoms.numbers.tolist()
+            np.testing.assert_allclose(sample.predicted[mine], calc.get_forces(atoms), rtol=0, atol=1e-12)
+    assert samples[10 ** 6].structures.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert samples[2 * len(structures[0]) + 1].structures.tolist() == [0, 8]
+    no_sample = evaluate_potential(potential, None, potential, test_set, ChunkExecutor(workers=1, chunk_size=5))
+    assert len(no_sample.evaluated.force_sample) == 0
 
 
 def test_the_test_sets_sha256_on_a_thread_is_the_files_and_raises_its_error(tmp_path):

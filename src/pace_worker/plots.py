@@ -16,8 +16,9 @@ def _figure():
     return plt
 
 
-def _parity_axes(ax, ref, pred, label, unit):
-    lo, hi = float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max()))
+def _parity_axes(ax, ref, pred, label, unit, span: Optional[tuple[float, float]] = None):
+    """Axes from the lowest to the highest value of ``ref`` and ``pred`` (or ``span``), a diagonal."""
+    lo, hi = span if span is not None else (float(min(ref.min(), pred.min())), float(max(ref.max(), pred.max())))
     pad = 0.03 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", lw=1, ls="--", zorder=0)
     ax.set_xlim(lo - pad, hi + pad)
@@ -45,16 +46,21 @@ def energy_parity(path: Path, ref_epa: np.ndarray, pred_epa: np.ndarray, groups:
 
 
 def force_parity(path: Path, ref: np.ndarray, pred: np.ndarray, symbols: np.ndarray, rmse_by_element: dict,
-                 title: str) -> None:
-    """Force components, one colour per element; ``ref``/``pred`` shape [n_atoms, 3]."""
+                 title: str, span: Optional[tuple[float, float]] = None,
+                 structures: Optional[tuple[int, int]] = None) -> None:
+    """Force components, one colour per element; ``ref``/``pred`` shape [n_atoms, 3]. ``span``: the
+    axes' range (default: these components'); ``structures``: (drawn, all) when the components
+    drawn are those of a sample of the structures."""
     plt = _figure()
     fig, ax = plt.subplots(figsize=(5.5, 5.2), dpi=130)
     for el in sorted(set(symbols.tolist())):
         m = symbols == el
         rmse = rmse_by_element[el]["force_rmse_mev_per_A"]
         ax.scatter(ref[m].ravel(), pred[m].ravel(), s=4, alpha=0.5, label=f"{el}: RMSE {rmse:.0f} meV/Å")
-    _parity_axes(ax, ref.ravel(), pred.ravel(), "force component", "eV/Å")
-    ax.set_title(f"{title}\nforces (all Cartesian components)", fontsize=10)
+    _parity_axes(ax, ref.ravel(), pred.ravel(), "force component", "eV/Å", span)
+    drawn = ("all Cartesian components" if structures is None or structures[0] == structures[1]
+             else f"components of {structures[0]} of {structures[1]} structures, evenly spaced")
+    ax.set_title(f"{title}\nforces ({drawn})", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", markerscale=3)
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -18,13 +18,12 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from pace_worker.ace import potentials
 from pace_worker.ace.labelled_evaluation import (
-    EvaluatedStructure,
+    EvaluatedStructures,
     EvaluationSettings,
     TestSetFile,
     evaluated_structures,
 )
-from pace_worker.ace.predictions import Prediction
-from pace_worker.algorithms.error_metrics import ErrorMetrics, Labels, MetricOptions, compute_metrics
+from pace_worker.algorithms.error_metrics import ErrorMetrics, MetricOptions, compute_metrics
 from pace_worker.config import ValidateOptions
 from pace_worker.files.structures import LabelledStructures
 from pace_worker.parallel.executor import ChunkExecutor
@@ -36,22 +35,27 @@ SHOWN_INSIDE = 20  # structures inside the core repulsion named in the JSON
 CORRECTION_IMPORTS = ("pandas", "pyace.process_df")
 
 
-def corrected_energies(numbers: Sequence[np.ndarray], energies: np.ndarray, reference) -> np.ndarray:
+def element_counts(numbers: Sequence[np.ndarray]) -> np.ndarray:
+    """Atoms of each atomic number per structure ([structures, len(chemical_symbols)])."""
+    counts = [np.bincount(np.asarray(z, dtype=np.int64), minlength=len(chemical_symbols)) for z in numbers]
+    return np.array(counts, dtype=np.int64).reshape(len(counts), len(chemical_symbols))
+
+
+def corrected_energies(counts: np.ndarray, energies: np.ndarray, reference) -> np.ndarray:
     """Test energies on the potential's scale: pyace's reference-energy correction
     (``pyace.process_df.compute_corrected_energy``: minus each element's single-atom energy per
     atom, plus ``shift`` per atom), with its pandas operations on the same columns, so the same
     numbers bit for bit (``tests/test_validate.py`` compares them). pyace's function works the
-    compositions out from an ASE structure per row; here they come from the atomic numbers
-    (``numbers``: per structure), which costs a few per cent of that at 10⁴–10⁵ structures."""
+    compositions out from an ASE structure per row; here they are given: ``counts`` of each atomic
+    number per structure (:func:`element_counts`), a few per cent of that time at 10⁴–10⁵ structures."""
     import pandas as pd
     from pyace.process_df import SINGLE_ATOM_ENERGY_DICT
 
-    counts = [np.bincount(np.asarray(z, dtype=np.int64), minlength=len(chemical_symbols)) for z in numbers]
-    table = np.array(counts, dtype=np.int64).reshape(len(counts), len(chemical_symbols))
+    table = np.asarray(counts, dtype=np.int64)
     present = np.flatnonzero(table.any(axis=0))
     elements = sorted(chemical_symbols[z] for z in present)  # pyace's order: sorted symbols
     df = pd.DataFrame({"energy": np.asarray(energies, dtype=float),
-                       "NUMBER_OF_ATOMS": [len(z) for z in numbers],
+                       "NUMBER_OF_ATOMS": table.sum(axis=1),
                        **{"n_" + el: table[:, atomic_numbers[el]] for el in elements}})
     esa_dict = reference if not isinstance(reference, str) else {
         e: SINGLE_ATOM_ENERGY_DICT[reference][e] for e in elements}
@@ -74,11 +78,10 @@ class CoreRepulsion:
     pairs_inside_r_in: np.ndarray     # per structure
 
     @classmethod
-    def of(cls, rows: Sequence[EvaluatedStructure], cutoffs: dict[tuple[str, str], float]) -> "CoreRepulsion":
+    def of(cls, evaluated: EvaluatedStructures, cutoffs: dict[tuple[str, str], float]) -> "CoreRepulsion":
         """From the shortest distances and pairs the workers found (:mod:`pace_worker.ace.labelled_evaluation`)."""
         return cls({f"{a}-{b}": r for (a, b), r in sorted(cutoffs.items()) if a <= b} if cutoffs else None,
-                   np.array([np.nan if r.shortest_distance is None else r.shortest_distance for r in rows]),
-                   np.array([r.pairs_inside_r_in for r in rows], dtype=int))
+                   evaluated.shortest_distance, evaluated.pairs_inside_r_in.astype(int))
 
     @property
     def inside(self) -> list[int]:
@@ -98,7 +101,7 @@ class Evaluation:
     metrics: ErrorMetrics    # energy/force/stress errors, per element/group, worst, γ, per structure
     core_repulsion: CoreRepulsion
     group_key: str
-    structures: list[EvaluatedStructure]  # labels and predictions per structure, in order
+    evaluated: EvaluatedStructures  # per structure, as columns, in order; the force sample
     ref_energy: np.ndarray   # reference energies on the potential's scale
     reference: object        # the potential's reference_energy metadata (or None)
     energy_scale: str
@@ -106,11 +109,7 @@ class Evaluation:
 
     @property
     def groups(self) -> list[str]:
-        return [s.group for s in self.structures]
-
-    @property
-    def predictions(self) -> list[Prediction]:
-        return [s.prediction for s in self.structures]
+        return self.evaluated.groups
 
     @property
     def summary(self) -> dict:
@@ -122,42 +121,44 @@ class Evaluation:
         return self.metrics.n_atoms / self.evaluation_s if self.evaluation_s > 0 else None
 
 
-def reference_energies(rows: Sequence[EvaluatedStructure], reference) -> tuple[np.ndarray, object, str]:
+def reference_energies(evaluated: EvaluatedStructures, reference) -> tuple[np.ndarray, object, str]:
     """``(energies on the potential's scale, the potential's reference_energy or None, which scale)``;
     ``reference``: the potential's reference_energy metadata (:func:`potentials.reference_energy`) or None."""
-    energies = np.array([r.energy for r in rows], dtype=float)
+    energies = evaluated.energy
     if reference is None:
         return energies, None, "as given (the potential has no reference_energy metadata)"
-    return (corrected_energies([r.numbers for r in rows], energies, reference), reference,
+    columns = evaluated.errors
+    counts = np.zeros((len(columns), len(chemical_symbols)), dtype=np.int64)
+    counts[:, list(columns.elements)] = columns.element_atoms
+    return (corrected_energies(counts, energies, reference), reference,
             "energy_corrected (reference_energy of the potential removed)")
 
 
 def evaluate_potential(evaluated: Path, asi: Optional[Path], b_basis: Optional[Path],
                        structures: Union[LabelledStructures, TestSetFile], executor: ChunkExecutor,
                        options: Optional[ValidateOptions] = None,
-                       when_evaluated: Optional[Callable[[], None]] = None) -> Evaluation:
+                       when_evaluated: Optional[Callable[[], None]] = None, force_sample: bool = False) -> Evaluation:
     """Energies, forces (and γ with ``asi``) of ``evaluated`` on ``structures`` (in memory, or a
     test set's file the workers read and check), compared with their labels on the potential's
     energy scale (see the module docstring). ``train`` reports its published potential's errors
     with this same function. ``when_evaluated``: called once the workers are done, before the
-    errors are computed (nothing forks after it: ``validate`` starts hashing the test set there)."""
+    errors are computed (nothing forks after it: ``validate`` starts hashing the test set there).
+    ``force_sample``: the forces of evenly spaced structures come back too, for a parity plot
+    (:class:`~pace_worker.ace.labelled_evaluation.ForceSample`)."""
     options = options or ValidateOptions()
     cutoffs = potentials.inner_cutoffs(b_basis) if b_basis is not None else {}
     t_eval = time.perf_counter()
     reference = potentials.reference_energy(b_basis) if b_basis is not None else None
-    rows = evaluated_structures(evaluated, asi, structures, EvaluationSettings(options.group_by, cutoffs), executor,
+    settings = EvaluationSettings(options.group_by, cutoffs, force_sample_every=int(force_sample))
+    rows = evaluated_structures(evaluated, asi, structures, settings, executor,
                                 meanwhile=CORRECTION_IMPORTS if reference is not None else ())
     eval_s = time.perf_counter() - t_eval
     if when_evaluated is not None:
         when_evaluated()
     ref_energy, reference, scale = reference_energies(rows, reference)
-    metrics = compute_metrics(
-        [r.numbers for r in rows], [r.group for r in rows],
-        Labels(ref_energy, [r.forces for r in rows], [r.stress for r in rows]),
-        Labels(np.array([r.prediction.energy for r in rows]), [r.prediction.forces for r in rows],
-               [r.prediction.stress for r in rows]),
-        gamma_max=np.array([r.prediction.gamma.max() for r in rows]) if asi is not None else None,
-        options=MetricOptions(options.low_window_ev_per_atom, options.n_worst))
+    metrics = compute_metrics(rows.errors, ref_energy, rows.groups,
+                              gamma_max=rows.gamma_max if asi is not None else None,
+                              options=MetricOptions(options.low_window_ev_per_atom, options.n_worst))
     return Evaluation(metrics=metrics, core_repulsion=CoreRepulsion.of(rows, cutoffs), group_key=options.group_by,
-                      structures=rows, ref_energy=np.asarray(ref_energy), reference=reference, energy_scale=scale,
+                      evaluated=rows, ref_energy=np.asarray(ref_energy), reference=reference, energy_scale=scale,
                       evaluation_s=eval_s)

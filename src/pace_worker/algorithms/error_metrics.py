@@ -9,12 +9,17 @@ Conventions (the same as pacemaker's metrics):
 * the "low" subset: structures whose reference energy per atom is within ``low_window`` eV/atom
   (default 1) of the lowest one, as in pacemaker's "low" columns.
 
+Every force error is computed from sums over the components (:class:`ForceSums`): the structures'
+are summed per structure and element where they are evaluated (:class:`StructureErrorColumns`, on
+the workers, chunk by chunk), so the metrics of 10⁵–10⁶ structures need a few numbers per structure
+in one process, not every force array. Sums in another order than one pass over all components
+differ in the last digits only (~1e-15 relative).
+
 :func:`compute_metrics` returns typed values (:class:`ErrorMetrics`) whose fields carry no units in
 their names; their ``to_json()`` is the one place that names the JSON keys (units in the names).
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
@@ -33,8 +38,7 @@ def _mae(x: np.ndarray) -> Optional[float]:
 
 
 def _mae_and_max_overwriting(x: np.ndarray) -> tuple[Optional[float], Optional[float]]:
-    """``(_mae(x), max |x|)`` from one ``|x|``, made in place: ``x`` (a scratch array) is overwritten
-    (at 10⁵ structures each array of all force components is 77 MB of new memory)."""
+    """``(_mae(x), max |x|)`` from one ``|x|``, made in place: ``x`` (a scratch array) is overwritten."""
     if not x.size:
         return None, None
     magnitude = np.abs(x, out=x)
@@ -61,6 +65,27 @@ COUNT_KEYS = ("n_structures", "n_atoms", "n_energy_only")
 
 
 @dataclass(frozen=True)
+class ForceSums:
+    """Sums over the force errors ΔF (eV/Å) of a set of atoms: what every force error of
+    :class:`EnergyForceErrors` is computed from."""
+
+    atoms: int
+    squared: float   # Σ ΔF² over the components
+    absolute: float  # Σ |ΔF|
+    max_abs: float   # max |ΔF| (0 without atoms)
+
+    @classmethod
+    @np.errstate(over="ignore", invalid="ignore")
+    def of(cls, dforces: np.ndarray) -> "ForceSums":
+        """Of force errors of shape [atoms, 3]."""
+        df = np.asarray(dforces, dtype=float).reshape(-1, 3)
+        if not df.size:
+            return cls(0, 0.0, 0.0, 0.0)
+        magnitude = np.abs(df)
+        return cls(len(df), float(np.sum(df * df)), float(np.sum(magnitude)), float(np.max(magnitude)))
+
+
+@dataclass(frozen=True)
 class EnergyForceErrors:
     """RMSE / MAE / max |error| of the energies per atom (meV/atom) and of the force components
     (meV/Å) of a set of structures; ``force_norm_rmse``: RMSE of the error vectors' lengths (meV/Å).
@@ -77,22 +102,18 @@ class EnergyForceErrors:
 
     @classmethod
     @np.errstate(over="ignore", invalid="ignore")  # an absurd label gives inf, written as null (see atomic_io)
-    def of(cls, de_per_atom: np.ndarray, dforces: np.ndarray) -> "EnergyForceErrors":
-        """From energy errors (eV/atom) and force component errors (eV/Å, shape [n, 3]). The force
-        errors take the steps of ``_rmse``, ``_mae``, ``max |ΔF|`` and ``np.linalg.norm(ΔF, axis=1)``
-        on two arrays of all components instead of seven (at 10⁵ structures each is 77 MB of new
-        memory; the same numbers, bit for bit)."""
+    def of(cls, de_per_atom: np.ndarray, forces: ForceSums) -> "EnergyForceErrors":
+        """From energy errors (eV/atom) and the sums of the force errors (``√(ΣΔF²/atoms)`` is the
+        RMSE of the error vectors' lengths)."""
         de = np.asarray(de_per_atom) * 1e3
         energy_rmse = _rmse(de)  # before de is overwritten
         energy = (energy_rmse, *_mae_and_max_overwriting(de))
-        df = np.asarray(dforces).reshape(-1, 3) * 1e3
-        if not df.size:
+        if not forces.atoms:
             return cls(int(len(de)), *energy, None, None, None, None)
-        squared = df * df  # what df ** 2 computes, and the squares np.linalg.norm sums
-        force_rmse = float(np.sqrt(np.mean(squared)))
-        norms = np.sqrt(np.add.reduce(squared, axis=1))  # np.linalg.norm(df, axis=1)
-        del squared
-        return cls(int(len(de)), *energy, force_rmse, *_mae_and_max_overwriting(df), _rmse(norms))
+        components = 3 * forces.atoms
+        return cls(int(len(de)), *energy, 1e3 * float(np.sqrt(forces.squared / components)),
+                   1e3 * forces.absolute / components, 1e3 * forces.max_abs,
+                   1e3 * float(np.sqrt(forces.squared / forces.atoms)))
 
     def errors_json(self) -> dict:
         """The errors under their JSON keys (:data:`ERROR_KEYS`), without the count."""
@@ -103,8 +124,9 @@ class EnergyForceErrors:
 
 
 def energy_force_errors(de_per_atom: np.ndarray, dforces: np.ndarray) -> dict:
-    """The JSON of :meth:`EnergyForceErrors.of`."""
-    return EnergyForceErrors.of(de_per_atom, dforces).to_json()
+    """The JSON of :meth:`EnergyForceErrors.of` of energy errors (eV/atom) and force errors
+    ([atoms, 3], eV/Å)."""
+    return EnergyForceErrors.of(de_per_atom, ForceSums.of(dforces)).to_json()
 
 
 @dataclass(frozen=True)
@@ -134,16 +156,6 @@ def headline_errors(summary: dict) -> dict:
 
 
 @dataclass(frozen=True)
-class Labels:
-    """Labels of structures, in order: total energies (eV), forces (eV/Å, [n_atoms, 3]; ``None``
-    marks an energy-only structure) and stresses (eV/Å³, 6 Voigt or 9 values; ``None``: none)."""
-
-    energy: np.ndarray
-    forces: Sequence[Optional[np.ndarray]]
-    stress: Sequence[Optional[np.ndarray]]
-
-
-@dataclass(frozen=True)
 class MetricOptions:
     low_window: float = 1.0  # eV/atom above the lowest reference energy per atom: the "low" subset
     n_worst: int = 10        # structures in each list of the worst
@@ -158,14 +170,13 @@ class StressErrors:
     mae: Optional[float]
 
     @classmethod
-    def of(cls, reference: Sequence[Optional[np.ndarray]],
-           predicted: Sequence[Optional[np.ndarray]]) -> Optional["StressErrors"]:
-        """None when no structure has both."""
-        pairs = [(p, r) for p, r in zip(predicted, reference) if p is not None and r is not None]
-        if not pairs:
+    def of(cls, stress_error: np.ndarray, has_stress: np.ndarray) -> Optional["StressErrors"]:
+        """From per-structure errors (:attr:`StructureErrorColumns.stress_error`); None when no
+        structure has both a reference and a predicted stress."""
+        if not has_stress.any():
             return None
-        ds = np.array([(np.asarray(p).reshape(-1)[:6] - _voigt(r)) for p, r in pairs]) * EV_PER_A3_TO_GPA
-        return cls(len(pairs), _rmse(ds), _mae(ds))
+        ds = stress_error[has_stress]
+        return cls(int(len(ds)), _rmse(ds), _mae(ds))
 
     def to_json(self) -> dict:
         return {"n_structures": self.n_structures, "rmse_gpa": self.rmse, "mae_gpa": self.mae}
@@ -195,21 +206,6 @@ class PerStructureErrors:
     force_max_error: np.ndarray
     gamma_max: Optional[np.ndarray]
 
-    @classmethod
-    def of(cls, n_atoms: np.ndarray, de_per_atom: np.ndarray, dforces: Sequence[Optional[np.ndarray]],
-           gamma_max: Optional[np.ndarray]) -> "PerStructureErrors":
-        """Per structure ``1e3 · √mean(ΔF²)`` and ``1e3 · max |ΔF_atom|``, computed on stacks of
-        structures of one shape (one array operation per stack instead of several per structure:
-        0.8 → 0.1 s at 10⁵ structures); each structure's numbers are those of the same operations on
-        it alone, bit for bit (the reductions run over the same contiguous values in the same order)."""
-        force_rmse = np.full(len(dforces), np.nan)
-        force_max_error = np.full(len(dforces), np.nan)
-        for rows, stack in _stacks_of_one_shape(dforces):
-            force_rmse[rows] = 1e3 * np.sqrt(np.mean(stack ** 2, axis=(1, 2)))
-            force_max_error[rows] = 1e3 * np.max(np.linalg.norm(stack, axis=2), axis=1)
-        return cls(np.asarray(n_atoms, dtype=int), np.asarray(de_per_atom) * 1e3, force_rmse, force_max_error,
-                   gamma_max)
-
 
 STACK_ROWS = 4096  # structures per stack (bounds the copy: 3 MB for 32-atom cells)
 
@@ -225,6 +221,132 @@ def _stacks_of_one_shape(arrays: Sequence[Optional[np.ndarray]]):
         for start in range(0, len(indices), STACK_ROWS):
             rows = np.asarray(indices[start:start + STACK_ROWS])
             yield rows, np.stack([arrays[i] for i in rows])
+
+
+@dataclass
+class StructureErrorColumns:
+    """Per structure, in order, the numbers every error metric is computed from, as columns (one
+    row per structure): made where the structures are evaluated (:meth:`of`, on the workers, chunk
+    by chunk) and joined in order (:meth:`joined`), so the main process holds a few numbers per
+    structure, not its force arrays. The force columns of an energy-only structure are NaN (its
+    sums 0)."""
+
+    elements: tuple[int, ...]         # atomic numbers of the per-element columns
+    n_atoms: np.ndarray               # [n]
+    element_atoms: np.ndarray         # [n, elements]: atoms of each element
+    predicted_energy: np.ndarray      # [n] total energy (eV)
+    has_forces: np.ndarray            # [n] bool: a reference force is given
+    force_squared: np.ndarray         # [n, elements]: Σ ΔF² over each element's components (eV²/Å²)
+    force_absolute: np.ndarray        # [n, elements]: Σ |ΔF|
+    force_max_abs: np.ndarray         # [n] max |ΔF| component (eV/Å)
+    force_rmse: np.ndarray            # [n] 1e3 · √mean(ΔF²) (meV/Å)
+    force_max_error: np.ndarray       # [n] 1e3 · max |ΔF_atom| (meV/Å)
+    reference_force_mean: np.ndarray  # [n] mean of the reference force components
+    reference_force_m2: np.ndarray    # [n] Σ (reference component − that mean)²
+    force_range: np.ndarray           # [n, 2] lowest and highest component, reference or predicted (eV/Å)
+    has_stress: np.ndarray            # [n] bool: a reference and a predicted stress
+    stress_error: np.ndarray          # [n, 6] predicted − reference (GPa, Voigt); NaN without
+
+    def __len__(self) -> int:
+        return len(self.n_atoms)
+
+    @classmethod
+    @np.errstate(over="ignore", invalid="ignore")
+    def of(cls, elements: Sequence[int], numbers: Sequence[np.ndarray], predicted_energy: Sequence[float],
+           reference_forces: Sequence[Optional[np.ndarray]], predicted_forces: Sequence[np.ndarray],
+           reference_stress: Sequence[Optional[np.ndarray]] = (),
+           predicted_stress: Sequence[Optional[np.ndarray]] = ()) -> "StructureErrorColumns":
+        """The columns of structures given by their atomic numbers (each in ``elements``), predicted
+        energies, reference forces (None: energy-only) and predicted forces ([atoms, 3], eV/Å), and
+        stresses (eV/Å³; reference 6 Voigt or 9 values; None or left out: none). The per-structure
+        force RMSE and max |ΔF_atom| are computed on stacks of structures of one shape; each
+        structure's are those of the same numpy operations on it alone, bit for bit."""
+        n, width = len(numbers), len(elements)
+        column_of = np.full(max(max(elements, default=0), *(int(z.max(initial=0)) for z in numbers), 0) + 1, -1)
+        column_of[list(elements)] = np.arange(width)
+        species = [column_of[np.asarray(z, dtype=np.int64)] for z in numbers]
+        if any((s < 0).any() for s in species):
+            raise ValueError(f"structures with elements not among {sorted(elements)}")
+        nan = np.full(n, np.nan)
+        columns = cls(tuple(int(z) for z in elements), np.array([len(z) for z in numbers], dtype=np.int64),
+                      np.array([np.bincount(s, minlength=width) for s in species], dtype=np.int64).reshape(n, width),
+                      np.asarray(predicted_energy, dtype=float).reshape(n),
+                      np.array([f is not None for f in reference_forces], dtype=bool).reshape(n),
+                      np.zeros((n, width)), np.zeros((n, width)), nan.copy(), nan.copy(), nan.copy(), nan.copy(),
+                      nan.copy(), np.full((n, 2), np.nan), np.zeros(n, dtype=bool), np.full((n, 6), np.nan))
+        dforces = [None if r is None else np.asarray(p) - np.asarray(r)
+                   for p, r in zip(predicted_forces, reference_forces)]
+        for rows, stack in _stacks_of_one_shape(dforces):
+            columns._add_forces(rows, stack, np.stack([species[i] for i in rows]),
+                                np.stack([np.asarray(reference_forces[i], dtype=float) for i in rows]),
+                                np.stack([np.asarray(predicted_forces[i], dtype=float) for i in rows]))
+        for i, (p, r) in enumerate(zip(predicted_stress, reference_stress)):
+            if p is not None and r is not None:
+                columns.has_stress[i] = True
+                columns.stress_error[i] = (np.asarray(p).reshape(-1)[:6] - _voigt(r)) * EV_PER_A3_TO_GPA
+        return columns
+
+    def _add_forces(self, rows: np.ndarray, df: np.ndarray, species: np.ndarray, reference: np.ndarray,
+                    predicted: np.ndarray) -> None:
+        """The force columns of the structures ``rows`` from stacks of one shape ([k, atoms, 3])."""
+        squared = df ** 2
+        self.force_rmse[rows] = 1e3 * np.sqrt(np.mean(squared, axis=(1, 2)))
+        self.force_max_error[rows] = 1e3 * np.max(np.linalg.norm(df, axis=2), axis=1)
+        magnitude = np.abs(df)
+        self.force_max_abs[rows] = np.max(magnitude, axis=(1, 2))
+        per_atom_squared, per_atom_absolute = squared.sum(axis=2), magnitude.sum(axis=2)
+        for e in range(len(self.elements)):
+            mine = species == e
+            self.force_squared[rows, e] = np.sum(per_atom_squared * mine, axis=1)
+            self.force_absolute[rows, e] = np.sum(per_atom_absolute * mine, axis=1)
+        mean = np.mean(reference, axis=(1, 2))
+        self.reference_force_mean[rows] = mean
+        self.reference_force_m2[rows] = np.sum((reference - mean[:, None, None]) ** 2, axis=(1, 2))
+        self.force_range[rows, 0] = np.minimum(reference.min(axis=(1, 2)), predicted.min(axis=(1, 2)))
+        self.force_range[rows, 1] = np.maximum(reference.max(axis=(1, 2)), predicted.max(axis=(1, 2)))
+
+    @classmethod
+    def joined(cls, parts: Sequence["StructureErrorColumns"]) -> "StructureErrorColumns":
+        """The columns of consecutive parts (of one element list), in order."""
+        if len({part.elements for part in parts}) > 1:
+            raise ValueError("columns of different element lists")
+        arrays = {f.name: np.concatenate([getattr(part, f.name) for part in parts])
+                  for f in fields(cls) if f.name != "elements"}
+        return cls(parts[0].elements, **arrays)
+
+    @np.errstate(over="ignore", invalid="ignore")
+    def force_sums(self, structures: np.ndarray) -> ForceSums:
+        """The sums over all force components of the structures in the boolean mask ``structures``."""
+        rows = structures & self.has_forces
+        if not rows.any():
+            return ForceSums(0, 0.0, 0.0, 0.0)
+        return ForceSums(int(self.n_atoms[rows].sum()), float(self.force_squared[rows].sum()),
+                         float(self.force_absolute[rows].sum()), float(self.force_max_abs[rows].max()))
+
+    def per_element(self) -> dict[str, "ElementForceErrors"]:
+        """Force errors per element (keys: chemical symbols, sorted) of the atoms of the structures
+        with forces."""
+        rows = self.has_forces
+        atoms = self.element_atoms[rows].sum(axis=0)
+        squared, absolute = self.force_squared[rows].sum(axis=0), self.force_absolute[rows].sum(axis=0)
+        result = {}
+        for e in sorted(np.flatnonzero(atoms), key=lambda e: chemical_symbols[self.elements[e]]):
+            components = 3 * int(atoms[e])
+            result[chemical_symbols[self.elements[e]]] = ElementForceErrors(
+                int(atoms[e]), 1e3 * float(np.sqrt(squared[e] / components)), 1e3 * float(absolute[e]) / components)
+        return result
+
+    def force_r2(self) -> Optional[float]:
+        """R² of the predicted force components: 1 − ΣΔF² / Σ(F_ref − mean)², the latter from the
+        structures' means and sums of squares (the law of total variance)."""
+        rows = self.has_forces
+        count = 3 * self.n_atoms[rows]
+        if count.sum() < 2:
+            return None
+        means = self.reference_force_mean[rows]
+        mean = float(np.sum(count * means) / count.sum())
+        ss_tot = float(np.sum(self.reference_force_m2[rows]) + np.sum(count * (means - mean) ** 2))
+        return float(1 - np.sum(self.force_squared[rows]) / ss_tot) if ss_tot > 0 else None
 
 
 @dataclass(frozen=True)
@@ -318,86 +440,30 @@ class ErrorMetrics:
                 "worst": self.worst.to_json(), "gamma": self.gamma.to_json() if self.gamma else None}
 
 
-@dataclass(frozen=True)
-class _Differences:
-    """Predicted minus reference labels, per structure and per atom of the structures with forces."""
-
-    n_atoms: np.ndarray
-    ref_epa: np.ndarray           # reference energy per atom (eV/atom)
-    pred_epa: np.ndarray
-    dforces: list                 # per structure: [n_atoms, 3] (eV/Å), None for an energy-only one
-    with_forces: list[int]
-    all_df: np.ndarray            # [atoms of the structures with forces, 3]
-    ref_f: np.ndarray             # their reference force components, flat
-
-    @classmethod
-    def of(cls, numbers: Sequence[np.ndarray], reference: Labels, predicted: Labels) -> "_Differences":
-        n_atoms = np.array([len(z) for z in numbers])
-        dforces = [None if r is None else np.asarray(p) - np.asarray(r)
-                   for p, r in zip(predicted.forces, reference.forces)]
-        with_f = [i for i, d in enumerate(dforces) if d is not None]
-
-        ref_f = np.concatenate([np.asarray(reference.forces[i]) for i in with_f]).ravel() if with_f else np.zeros(0)
-        return cls(n_atoms, np.asarray(reference.energy) / n_atoms, np.asarray(predicted.energy) / n_atoms,
-                   dforces, with_f, np.concatenate([dforces[i] for i in with_f]) if with_f else np.zeros((0, 3)),
-                   ref_f)
-
-    @property
-    def de(self) -> np.ndarray:
-        return self.pred_epa - self.ref_epa
-
-    @functools.cached_property
-    def all_errors(self) -> EnergyForceErrors:
-        """Errors of all structures."""
-        return EnergyForceErrors.of(self.de, self.all_df)
-
-    def errors(self, structures: np.ndarray) -> EnergyForceErrors:
-        """Errors of the structures in the boolean mask ``structures`` (all of them: the same
-        numbers as :attr:`all_errors`, which are reused; one group, or a "low" window holding every
-        structure, is common, and each pass over 10⁶ force components costs tenths of a second)."""
-        structures = np.asarray(structures, dtype=bool)
-        if structures.all():
-            return self.all_errors
-        atoms = np.repeat(structures[self.with_forces], self.n_atoms[self.with_forces])
-        return EnergyForceErrors.of(self.de[structures], self.all_df[atoms])
-
-    def per_element(self, numbers: Sequence[np.ndarray]) -> dict[str, ElementForceErrors]:
-        """Force errors per element (keys: chemical symbols, sorted), of the atoms of the structures
-        with forces (masks by atomic number: comparing 10⁶ symbol strings took ~1 s at 10⁵ cells)."""
-        flat = (np.concatenate([np.asarray(numbers[i], dtype=np.int64) for i in self.with_forces])
-                if self.with_forces else np.zeros(0, dtype=np.int64))
-        result = {}
-        for z in sorted(np.flatnonzero(np.bincount(flat)), key=lambda z: chemical_symbols[z]):
-            mine = flat == z
-            if mine.all():  # one element: the errors of all atoms, computed once (the same numbers)
-                errors = self.all_errors
-                result[chemical_symbols[z]] = ElementForceErrors(len(mine), errors.force_rmse, errors.force_mae)
-                continue
-            result[chemical_symbols[z]] = ElementForceErrors(int(np.sum(mine)), _rmse(1e3 * self.all_df[mine]),
-                                                             _mae(1e3 * self.all_df[mine]))
-        return result
-
-
 @np.errstate(over="ignore", invalid="ignore")
-def compute_metrics(numbers: Sequence[np.ndarray], groups: Sequence[str], reference: Labels, predicted: Labels,
+def compute_metrics(columns: StructureErrorColumns, reference_energy: np.ndarray, groups: Sequence[str],
                     gamma_max: Optional[np.ndarray] = None, options: MetricOptions = MetricOptions()) -> ErrorMetrics:
-    """All metrics of one set of structures (``numbers``: per structure, each atom's atomic number).
-
-    ``reference.energy`` must already be on the potential's energy scale (eV, total per
-    structure). An energy-only structure (reference forces ``None``) counts in the energy metrics
-    only.
-    """
-    d = _Differences.of(numbers, reference, predicted)
+    """All metrics of one set of structures, from their columns (:class:`StructureErrorColumns`)
+    and reference total energies (eV), which must already be on the potential's energy scale. An
+    energy-only structure counts in the energy metrics only."""
+    n_atoms = columns.n_atoms
+    ref_epa = np.asarray(reference_energy, dtype=float) / n_atoms
+    de = columns.predicted_energy / n_atoms - ref_epa
     groups = np.asarray(groups, dtype=object)
-    table = PerStructureErrors.of(d.n_atoms, d.de, d.dforces, gamma_max)
+    table = PerStructureErrors(n_atoms.astype(int), de * 1e3, columns.force_rmse, columns.force_max_error, gamma_max)
+
+    def errors(structures: np.ndarray) -> EnergyForceErrors:
+        return EnergyForceErrors.of(de[structures], columns.force_sums(structures))
+
+    everything = np.ones(len(de), dtype=bool)
     return ErrorMetrics(
-        n_atoms=int(d.n_atoms.sum()), n_energy_only=int(len(d.n_atoms) - len(d.with_forces)),
-        errors=d.all_errors, energy_r2=_r2(d.de, d.ref_epa),
-        force_r2=_r2(d.all_df.ravel(), d.ref_f), stress=StressErrors.of(reference.stress, predicted.stress),
-        per_element=d.per_element(numbers),
-        per_group={str(g): d.errors(groups == g) for g in sorted(set(groups.tolist()), key=str)},
-        low_window=options.low_window, low=d.errors(d.ref_epa <= d.ref_epa.min() + options.low_window),
-        worst=WorstStructures.of(table, groups, d.with_forces, options.n_worst),
+        n_atoms=int(n_atoms.sum()), n_energy_only=int(len(de) - columns.has_forces.sum()),
+        errors=errors(everything), energy_r2=_r2(de, ref_epa), force_r2=columns.force_r2(),
+        stress=StressErrors.of(columns.stress_error, columns.has_stress),
+        per_element=columns.per_element(),
+        per_group={str(g): errors(groups == g) for g in sorted(set(groups.tolist()), key=str)},
+        low_window=options.low_window, low=errors(ref_epa <= ref_epa.min() + options.low_window),
+        worst=WorstStructures.of(table, groups, list(np.flatnonzero(columns.has_forces)), options.n_worst),
         gamma=GammaStatistics.of(gamma_max, table.force_rmse) if gamma_max is not None else None,
         per_structure=table)
 

@@ -137,7 +137,7 @@ def test_set_of(found: discovery.Found, request: ValidateRequest,
 
 
 def check_forces_given(path: Path, result: Evaluation) -> None:
-    if all(s.forces is None for s in result.structures):
+    if not result.evaluated.errors.has_forces.any():
         raise InputError(f"test set '{path}' has no forces in any structure (structure 0 has none); validation "
                          "needs forces: name their key with data.forces_key in config.yaml")
 
@@ -154,7 +154,8 @@ def validate(request: ValidateRequest) -> ValidateResult:
     # nothing forks any more)
     test_set_sha256 = FileSha256Meanwhile(inputs.test_set.path)
     result = evaluate_potential(inputs.evaluated, inputs.asi, inputs.b_basis, test_set, executor,
-                                request.config.validate_, when_evaluated=test_set_sha256.start)
+                                request.config.validate_, when_evaluated=test_set_sha256.start,
+                                force_sample=request.plots)
     check_forces_given(test_set.path, result)
     if result.metrics.gamma is None:
         files.pop("force_error_vs_gamma", None)
@@ -236,18 +237,21 @@ def output_files(output: Path, plots: bool) -> dict[str, Path]:
 
 
 def make_plots(files: dict, result: Evaluation, title: str) -> None:
-    """The parity plots (and γ plot) into the paths ``files`` gives (the staged names)."""
-    metrics, structures = result.metrics, result.structures
-    table = metrics.per_structure
-    n = np.array([len(s.numbers) for s in structures])
-    plots.energy_parity(files["energy_parity"], np.asarray(result.ref_energy) / n,
-                        np.array([s.prediction.energy for s in structures]) / n, result.groups,
-                        metrics.errors.energy_rmse, title)
-    with_f = [i for i, s in enumerate(structures) if s.forces is not None]
-    symbols = np.array(chemical_symbols)[np.concatenate([structures[i].numbers for i in with_f])]
-    plots.force_parity(files["force_parity"], np.concatenate([structures[i].forces for i in with_f]),
-                       np.concatenate([structures[i].prediction.forces for i in with_f]), symbols,
-                       {el: e.to_json() for el, e in metrics.per_element.items()}, title)
+    """The parity plots (and γ plot) into the paths ``files`` gives (the staged names). The force
+    parity plot draws the components of the evenly spaced structures whose forces came back
+    (:class:`~pace_worker.ace.labelled_evaluation.ForceSample`: all of a test set of up to ~4,000
+    structures), on axes that span every structure's."""
+    metrics, evaluated = result.metrics, result.evaluated
+    table, columns, sample = metrics.per_structure, evaluated.errors, evaluated.force_sample
+    n = columns.n_atoms
+    plots.energy_parity(files["energy_parity"], np.asarray(result.ref_energy) / n, columns.predicted_energy / n,
+                        result.groups, metrics.errors.energy_rmse, title)
+    with_f = np.flatnonzero(columns.has_forces)
+    span = (float(np.min(columns.force_range[with_f, 0])), float(np.max(columns.force_range[with_f, 1])))
+    plots.force_parity(files["force_parity"], sample.reference, sample.predicted,
+                       np.array(chemical_symbols)[sample.numbers],
+                       {el: e.to_json() for el, e in metrics.per_element.items()}, title, span=span,
+                       structures=(len(sample), len(with_f)))
     if metrics.gamma is not None:
         plots.error_vs_gamma(files["force_error_vs_gamma"], table.gamma_max[with_f], table.force_rmse[with_f],
                              metrics.gamma.spearman_gamma_vs_force_rmse, title)
