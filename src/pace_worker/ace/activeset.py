@@ -135,18 +135,24 @@ def compute_active_set(potential_yaml: Path, structures: list[Atoms], gamma_tole
                      gamma_max_of_source=gamma_max)
 
 
+def read_inverse_matrices(asi_path: Path) -> dict[str, np.ndarray]:
+    """The ``{element: A⁻¹}`` matrices of an ``.asi`` (NumPy's ``.npz``, read without unpickling
+    anything), unchecked: :func:`load_active_set` checks them against the potential."""
+    try:
+        data = np.load(asi_path)
+        return {k: np.asarray(data[k]) for k in data.keys()}
+    except Exception as exc:
+        raise InputError(f"active set '{asi_path}' is not a readable .asi file ({type(exc).__name__}); "
+                         "recompute it with pace_activeset or pace-worker train")
+
+
 def load_active_set(asi_path: Path, potential_yaml: Path, bbasis=None) -> ActiveSet:
     """Read an ``.asi`` and check it belongs to the potential (elements and matrix shapes)."""
     asi_path = Path(asi_path)
     if not asi_path.is_file():
         reason = missing_reason(asi_path) if not asi_path.exists() else "is not a file"
         raise InputError(f"active set '{asi_path}' {reason}; give the .asi written with the potential")
-    try:
-        data = np.load(asi_path)
-        inverse = {k: np.asarray(data[k]) for k in data.keys()}
-    except Exception as exc:
-        raise InputError(f"active set '{asi_path}' is not a readable .asi file ({type(exc).__name__}); "
-                         "recompute it with pace_activeset or pace-worker train")
+    inverse = read_inverse_matrices(asi_path)
     bbasis = bbasis or load_bbasis(potential_yaml)
     nfuncs = basis_function_counts(bbasis)
     if set(inverse) != set(nfuncs):

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 from ase import Atoms
 
-from pace_worker.ace.projections import atomic_environment, species_indices
+from pace_worker.ace.projections import atomic_environment, give_active_set, species_indices
 from pace_worker.files.structures import fully_periodic_or_not, has_pair_closer_than
 from pace_worker.parallel import worker_state
 from pace_worker.parallel.executor import ChunkExecutor
@@ -36,7 +36,8 @@ class Prediction:
 
 @dataclass
 class LoadedPotential:
-    """What ``PyACECalculator(path)`` (and its ``set_active_set``) builds and ``predict_chunk`` uses,
+    """What ``PyACECalculator(path)`` (and its ``set_active_set``: here the matrices of our reading of
+    the ``.asi``, :func:`pace_worker.ace.projections.give_active_set`) builds and ``predict_chunk`` uses,
     from pyace's compiled modules only (pyace's Python layer is not imported: ~0.6 s less before
     the workers start): the basis (``ACEBBasisSet`` of a .yaml, ``ACECTildeBasisSet`` of a
     .yace/.ace), the calculator's default evaluator for it (``ACEBEvaluator``, ``ACECTildeEvaluator``)
@@ -69,7 +70,9 @@ class LoadedPotential:
         if asi is not None:
             if not isinstance(evaluator, ACEBEvaluator):
                 raise ValueError("an active set works only with a B-basis potential (.yaml)")
-            evaluator.load_active_set(str(asi))
+            from pace_worker.ace.activeset import read_inverse_matrices  # (activeset imports this module)
+
+            give_active_set(evaluator, basis, read_inverse_matrices(Path(asi)))
             loaded.with_gamma = True
         return loaded
 

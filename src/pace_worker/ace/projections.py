@@ -44,6 +44,15 @@ def atomic_environment(atoms, species_of_number: np.ndarray, cutoff: float):
     return pyace_environment(atoms, species, cutoff)
 
 
+def give_active_set(evaluator, bbasis, inverse: dict) -> None:
+    """Give pyace's ``ACEBEvaluator`` of ``bbasis`` an active set: its ``{element: A⁻¹}`` matrices
+    (our reading of the ``.asi``, :func:`pace_worker.ace.activeset.read_inverse_matrices`), in the
+    basis's element order — the matrices ``PyACECalculator.set_active_set`` has pyace read from the
+    file, which give the same γ bit for bit (``tests/test_gamma.py``). Every γ of the worker is
+    graded by an evaluator given its active set this way."""
+    evaluator.set_active_set([inverse[name] for name in bbasis.elements_name])
+
+
 def function_counts(bbasis) -> list[int]:
     """The number of B-functions of each species of a loaded B-basis (``ACEBBasisSet``), in species
     order: what ``pyace.activelearning.compute_number_of_functions`` returns for it (its rank-1 and
@@ -64,8 +73,8 @@ class BProjector:
         self.bbasis = bbasis
         self._evaluator = ACEBEvaluator(bbasis)  # the calculator keeps a reference to it
         self._grading = active_set_inverse is not None
-        if self._grading:  # the matrices PyACECalculator.set_active_set loads from the .asi, from our reading of it
-            self._evaluator.set_active_set([active_set_inverse[name] for name in bbasis.elements_name])
+        if self._grading:
+            give_active_set(self._evaluator, bbasis, active_set_inverse)
         self._calculator = ACECalculator(self._evaluator)
         self._n_functions = function_counts(bbasis)
         self._species_of_number = species_indices(bbasis.elements_to_index_map)
