@@ -54,6 +54,12 @@ _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
 _INTEGER = re.compile(r"[-+]?\d{1,9}")
 _TRUTH = {"t", "f", "true", "false"}
 _LONG_INTEGER = re.compile(rb"(?<![\w.+-])[-+]?\d{10,}(?![\w.])")  # a token beyond 32 bits (or near)
+# each byte's class for has_long_integer: d a digit, w another word character or ".", s a sign, " " anything else
+_CLASSES = bytes.maketrans(
+    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.+-"
+    + bytes(c for c in range(256) if c not in b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.+-"),
+    b"d" * 10 + b"w" * 54 + b"s" * 2 + b" " * 190)
+_DIGITS = re.compile(rb"d+")
 
 
 class _NotForC(Exception):
@@ -75,7 +81,7 @@ def parse_frames_c(texts: Sequence[bytes], label_snapshots: bool = True) -> Opti
     if not all(plain_comment(line) for line in comments):
         return None
     data = b"".join(texts)
-    if any(":I:" in line for line in comments) and _LONG_INTEGER.search(data):  # 32-bit integers in C
+    if any(":I:" in line for line in comments) and has_long_integer(data):  # 32-bit integers in C
         return None
     try:
         fd = os.memfd_create("pace-worker-frames")  # the C parser reads a FILE*: the frames as an in-memory file
@@ -96,6 +102,26 @@ def parse_frames_c(texts: Sequence[bytes], label_snapshots: bool = True) -> Opti
         return None
     finally:
         os.close(fd)
+
+
+def has_long_integer(data: bytes) -> bool:
+    """Whether ``data`` holds an integer token of ten digits or more (``_LONG_INTEGER``: an optional
+    sign, not after a word character, ``.``, ``+`` or ``-``; not followed by a word character or
+    ``.``). The same answer as ``_LONG_INTEGER.search``, which tries its look-behind at every byte
+    (~80 µs per 32-atom frame, an eighth of pyace's work on it): here each byte is mapped to its
+    class and only the runs of ten digits or more are looked at (~5 µs)."""
+    classes = data.translate(_CLASSES)
+    at = classes.find(b"dddddddddd")
+    while at >= 0:
+        end = _DIGITS.match(classes, at).end()
+        if end == len(classes) or classes[end] in b" s":
+            before = at - 1
+            if before >= 0 and classes[before] == ord("s"):
+                before -= 1
+            if before < 0 or classes[before] == ord(" "):
+                return True
+        at = classes.find(b"dddddddddd", end)
+    return False
 
 
 def _comment_line(text: bytes) -> str:
