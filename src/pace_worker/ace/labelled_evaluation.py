@@ -166,7 +166,8 @@ def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> EvaluatedStructure
     else:
         settings, structures, labels = chunk.settings, chunk.atoms, chunk.labels
         predictions = predict_chunk(structures)
-    elements = [atomic_numbers[el] for el in worker_state.loaded(STATE).basis.elements_name]
+    potential = worker_state.loaded(STATE)
+    elements = [atomic_numbers[el] for el in potential.basis.elements_name]
     numbers = [atoms.numbers for atoms in structures]
     reference_forces = [forces for _, forces, _ in labels]
     predicted_forces = [p.forces for p in predictions]
@@ -178,7 +179,7 @@ def evaluate_chunk(chunk: Union[PoolChunk, LabelledChunk]) -> EvaluatedStructure
         StructureErrorColumns.of(elements, numbers, [p.energy for p in predictions], reference_forces,
                                  predicted_forces, [stress for _, _, stress in labels],
                                  [p.stress for p in predictions]),
-        np.array([p.gamma.max() for p in predictions]) if predictions and predictions[0].gamma is not None else None,
+        np.array([p.gamma.max() for p in predictions]) if potential.with_gamma else None,
         np.array([np.nan if shortest is None else shortest for shortest, _ in core], dtype=float),
         np.array([pairs for _, pairs in core], dtype=np.int64),
         ForceSample.of(settings.force_sample_every, chunk.first_index, numbers, reference_forces, predicted_forces))

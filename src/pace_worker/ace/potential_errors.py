@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import chemical_symbols
 
 from pace_worker.ace import potentials
 from pace_worker.ace.labelled_evaluation import (
@@ -35,28 +35,30 @@ SHOWN_INSIDE = 20  # structures inside the core repulsion named in the JSON
 CORRECTION_IMPORTS = ("pandas", "pyace.process_df")
 
 
-def element_counts(numbers: Sequence[np.ndarray]) -> np.ndarray:
-    """Atoms of each atomic number per structure ([structures, len(chemical_symbols)])."""
-    counts = [np.bincount(np.asarray(z, dtype=np.int64), minlength=len(chemical_symbols)) for z in numbers]
-    return np.array(counts, dtype=np.int64).reshape(len(counts), len(chemical_symbols))
+def element_counts(numbers: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """``{symbol: atoms of that element per structure}`` of the elements the structures hold
+    (``numbers``: each structure's atomic numbers)."""
+    table = np.array([np.bincount(np.asarray(z, dtype=np.int64), minlength=len(chemical_symbols)) for z in numbers],
+                     dtype=np.int64).reshape(len(numbers), len(chemical_symbols))
+    return {chemical_symbols[z]: table[:, z] for z in np.flatnonzero(table.any(axis=0))}
 
 
-def corrected_energies(counts: np.ndarray, energies: np.ndarray, reference) -> np.ndarray:
+def corrected_energies(counts: dict[str, np.ndarray], energies: np.ndarray, reference) -> np.ndarray:
     """Test energies on the potential's scale: pyace's reference-energy correction
     (``pyace.process_df.compute_corrected_energy``: minus each element's single-atom energy per
     atom, plus ``shift`` per atom), with its pandas operations on the same columns, so the same
     numbers bit for bit (``tests/test_validate.py`` compares them). pyace's function works the
-    compositions out from an ASE structure per row; here they are given: ``counts`` of each atomic
-    number per structure (:func:`element_counts`), a few per cent of that time at 10⁴–10⁵ structures."""
+    compositions out from an ASE structure per row; here they are given: ``counts``,
+    ``{symbol: atoms of that element per structure}`` covering every atom (elements absent from
+    all structures may be left out or be zeros), a few per cent of that time at 10⁴–10⁵ structures."""
     import pandas as pd
     from pyace.process_df import SINGLE_ATOM_ENERGY_DICT
 
-    table = np.asarray(counts, dtype=np.int64)
-    present = np.flatnonzero(table.any(axis=0))
-    elements = sorted(chemical_symbols[z] for z in present)  # pyace's order: sorted symbols
+    counts = {el: np.asarray(column, dtype=np.int64) for el, column in counts.items()}
+    elements = sorted(el for el, column in counts.items() if column.any())  # pyace's order: sorted symbols
     df = pd.DataFrame({"energy": np.asarray(energies, dtype=float),
-                       "NUMBER_OF_ATOMS": table.sum(axis=1),
-                       **{"n_" + el: table[:, atomic_numbers[el]] for el in elements}})
+                       "NUMBER_OF_ATOMS": sum(counts.values(), np.zeros(len(energies), dtype=np.int64)),
+                       **{"n_" + el: counts[el] for el in elements}})
     esa_dict = reference if not isinstance(reference, str) else {
         e: SINGLE_ATOM_ENERGY_DICT[reference][e] for e in elements}
     n_elements = ["n_" + e for e in elements]
@@ -128,8 +130,7 @@ def reference_energies(evaluated: EvaluatedStructures, reference) -> tuple[np.nd
     if reference is None:
         return energies, None, "as given (the potential has no reference_energy metadata)"
     columns = evaluated.errors
-    counts = np.zeros((len(columns), len(chemical_symbols)), dtype=np.int64)
-    counts[:, list(columns.elements)] = columns.element_atoms
+    counts = {chemical_symbols[z]: columns.element_atoms[:, e] for e, z in enumerate(columns.elements)}
     return (corrected_energies(counts, energies, reference), reference,
             "energy_corrected (reference_energy of the potential removed)")
 

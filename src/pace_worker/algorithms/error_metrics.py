@@ -20,6 +20,7 @@ their names; their ``to_json()`` is the one place that names the JSON keys (unit
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
@@ -232,8 +233,7 @@ class StructureErrorColumns:
     sums 0)."""
 
     elements: tuple[int, ...]         # atomic numbers of the per-element columns
-    n_atoms: np.ndarray               # [n]
-    element_atoms: np.ndarray         # [n, elements]: atoms of each element
+    element_atoms: np.ndarray         # [n, elements]: atoms of each element (every atom is of one)
     predicted_energy: np.ndarray      # [n] total energy (eV)
     has_forces: np.ndarray            # [n] bool: a reference force is given
     force_squared: np.ndarray         # [n, elements]: Σ ΔF² over each element's components (eV²/Å²)
@@ -248,7 +248,12 @@ class StructureErrorColumns:
     stress_error: np.ndarray          # [n, 6] predicted − reference (GPa, Voigt); NaN without
 
     def __len__(self) -> int:
-        return len(self.n_atoms)
+        return len(self.element_atoms)
+
+    @functools.cached_property
+    def n_atoms(self) -> np.ndarray:
+        """[n] atoms of each structure."""
+        return self.element_atoms.sum(axis=1)
 
     @classmethod
     @np.errstate(over="ignore", invalid="ignore")
@@ -268,7 +273,7 @@ class StructureErrorColumns:
         if any((s < 0).any() for s in species):
             raise ValueError(f"structures with elements not among {sorted(elements)}")
         nan = np.full(n, np.nan)
-        columns = cls(tuple(int(z) for z in elements), np.array([len(z) for z in numbers], dtype=np.int64),
+        columns = cls(tuple(int(z) for z in elements),
                       np.array([np.bincount(s, minlength=width) for s in species], dtype=np.int64).reshape(n, width),
                       np.asarray(predicted_energy, dtype=float).reshape(n),
                       np.array([f is not None for f in reference_forces], dtype=bool).reshape(n),
