@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from typing import Optional, Sequence
 
 import numpy as np
@@ -54,11 +55,19 @@ _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
 _INTEGER = re.compile(r"[-+]?\d{1,9}")
 _TRUTH = {"t", "f", "true", "false"}
 _LONG_INTEGER = re.compile(rb"(?<![\w.+-])[-+]?\d{10,}(?![\w.])")  # a token beyond 32 bits (or near)
-# each byte's class for has_long_integer: d a digit, w another word character or ".", s a sign, " " anything else
-_CLASSES = bytes.maketrans(
-    b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.+-"
-    + bytes(c for c in range(256) if c not in b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.+-"),
-    b"d" * 10 + b"w" * 54 + b"s" * 2 + b" " * 190)
+
+
+def _byte_classes() -> bytes:
+    """Each byte's class for :func:`has_long_integer` (a ``bytes.translate`` table): ``d`` a digit,
+    ``w`` another word character or ``.``, ``s`` a sign, a space anything else."""
+    classes = bytearray(b" " * 256)
+    for label, members in ((b"d", string.digits), (b"w", string.ascii_letters + "_."), (b"s", "+-")):
+        for byte in members.encode():
+            classes[byte] = label[0]
+    return bytes(classes)
+
+
+_CLASSES = _byte_classes()
 _DIGITS = re.compile(rb"d+")
 
 
@@ -109,7 +118,7 @@ def has_long_integer(data: bytes) -> bool:
     sign, not after a word character, ``.``, ``+`` or ``-``; not followed by a word character or
     ``.``). The same answer as ``_LONG_INTEGER.search``, which tries its look-behind at every byte
     (~80 µs per 32-atom frame, an eighth of pyace's work on it): here each byte is mapped to its
-    class and only the runs of ten digits or more are looked at (~5 µs)."""
+    class and only the runs of ten digits or more are looked at (~13 µs)."""
     classes = data.translate(_CLASSES)
     at = classes.find(b"dddddddddd")
     while at >= 0:
