@@ -54,6 +54,15 @@ def test_a_fork_that_cannot_start_is_forked_call_failed_and_leaves_no_pipe_open(
         call.result()
 
 
+def test_a_forked_call_not_started_is_forked_call_failed():
+    call = ForkedCall(sum, [1, 2], start=False)
+    assert not call.started
+    with pytest.raises(ForkedCallFailed):
+        call.result()
+    with ForkedCall(sum, [1, 2]) as started:
+        assert started.started and started.result() == 3 and not started.started
+
+
 def _birch_labels_in_a_pool_worker(X) -> np.ndarray:
     return BirchClustering(100, random_state=0, n_jobs=2).fit(X).labels_
 

@@ -1,5 +1,6 @@
 """The strategies of ``sample`` as objects: what each admits, buffers and selects (no potential
 needed: γ values are given). The whole command with real potentials is in test_sample.py."""
+import os
 from typing import get_args
 
 import numpy as np
@@ -102,3 +103,42 @@ def test_buffer_refuses_a_structure_that_was_not_sent_back():
     buffer.offer(BufferedCandidate((2.0, 0), 0, object(), np.array([2.0])))
     with pytest.raises(AssertionError):
         buffer.offer(BufferedCandidate((3.0, -1), 1, None, np.array([3.0])))
+
+
+def _recording_greedy_run(original, log_path):
+    def run(*args, **kwargs):
+        with open(log_path, "a") as log:
+            log.write(f"{os.getpid()}\n")
+        return original(*args, **kwargs)
+    return run
+
+
+def test_maxvol_runs_its_plain_greedy_run_in_a_forked_process_with_the_same_selection(tmp_path, monkeypatch):
+    """With n_jobs 2 the greedy run without the joint MaxVol owners goes to a forked process; the
+    selection and its report equal those of both runs here, bit for bit (two elements, 120
+    candidates of 3-9 atoms beyond an active set of random projections)."""
+    from pace_worker.ace.activeset import maxvol_routine
+    from pace_worker.algorithms import sample_strategies
+
+    rng = np.random.default_rng(5)
+    inverse = {el: np.linalg.inv(rng.normal(size=(12, 12))) for el in ("Cu", "Ni")}
+    buffered = []
+    for index in range(120):
+        projections = {el: rng.normal(size=(int(rng.integers(3, 10)), 12)) * rng.uniform(0.5, 3.0)
+                       for el in ("Cu", "Ni") if rng.random() < 0.8 or el == "Cu"}
+        gamma = np.concatenate([np.abs(p @ inverse[el]).max(axis=1) for el, p in projections.items()])
+        buffered.append(BufferedCandidate((float(gamma.max()), -index), index, object(), gamma, projections))
+    buffered.sort(reverse=True)
+    log_path = tmp_path / "runs.txt"
+    monkeypatch.setattr(sample_strategies, "greedy_run", _recording_greedy_run(sample_strategies.greedy_run, log_path))
+    selections = {}
+    for jobs in (None, 2):
+        log_path.write_text("")
+        selected = MaxVol(15, SampleOptions(), 0, maxvol_routine(), n_jobs=jobs).select(buffered, inverse)
+        selections[jobs] = ([c.pool_index for c in selected.picks], selected.report, selected.logdet)
+        pids = [int(line) for line in log_path.read_text().split()]
+        assert len(pids) == 2 and (pids.count(os.getpid()) == 2 if jobs is None else pids.count(os.getpid()) == 1)
+    assert len(selections[2][0]) == 15
+    assert selections[2] == selections[None]
+    assert {selections[2][1]["maxvol_method"]} <= {"greedy", "joint MaxVol owners first, then greedy"}
+

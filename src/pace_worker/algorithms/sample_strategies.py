@@ -22,12 +22,14 @@ import numpy as np
 
 from pace_worker.algorithms.d_optimal import (
     Candidate,
+    DOptimalResult,
     greedy_d_optimal,
     joint_maxvol_order,
     log_abs_det_of_inverse,
     picks_logdet_gain,
     top_by_gamma,
 )
+from pace_worker.parallel.forked_call import ForkedCall, ForkedCallFailed, one_blas_thread
 
 
 @dataclass(order=True)
@@ -101,14 +103,17 @@ class SampleStrategy:
     name: ClassVar[str]
     needs_projections: ClassVar[bool] = False  # B-projections of buffered candidates (MaxVol)
 
-    def __init__(self, n: int, options, seed: int, maxvol=None):
+    def __init__(self, n: int, options, seed: int, maxvol=None, n_jobs: Optional[int] = None):
         """``options``: the ``sample:`` settings (``gamma_min``, ``gamma_lo``, ``gamma_hi``,
         ``buffer_size``), e.g. :class:`pace_worker.config.SampleOptions`; ``maxvol``: the MaxVol
-        routine the MaxVol strategies need (:func:`pace_worker.algorithms.d_optimal.joint_maxvol_order`)."""
+        routine the MaxVol strategies need (:func:`pace_worker.algorithms.d_optimal.joint_maxvol_order`);
+        ``n_jobs`` (processes, None: 1): with two or more, a selection's independent runs go side
+        by side (:meth:`MaxVol.select`)."""
         self.n = n
         self.options = options
         self.seed = seed
         self.maxvol = maxvol
+        self.n_jobs = n_jobs
         self.gamma_min: Optional[float] = options.gamma_min
 
     def buffer_limit(self) -> int:
@@ -155,7 +160,10 @@ class MaxVol(SampleStrategy):
     """Batch D-optimal selection from the active set over a buffer of the most extrapolative
     candidates (:mod:`pace_worker.algorithms.d_optimal`): the better, by the log|det| gain of the
     set of picks, of greedy rank-1 MaxVol updates with and without first taking the owners of rows
-    of the joint MaxVol active set (as ``pace_select``)."""
+    of the joint MaxVol active set (as ``pace_select``). With ``n_jobs`` ≥ 2 the plain greedy run
+    goes in a forked process (:class:`pace_worker.parallel.forked_call.ForkedCall`) while this one
+    runs the joint MaxVol and the other greedy run, each on one BLAS thread (two BLAS threads made
+    neither faster): the same runs, side by side instead of one after the other."""
 
     name = "maxvol"
     needs_projections = True
@@ -167,13 +175,18 @@ class MaxVol(SampleStrategy):
         candidates = [Candidate(c.pool_index, c.projections) for c in buffered]
         if self.maxvol is None:
             raise ValueError(f"strategy '{self.name}' needs a MaxVol routine: pass maxvol= (pyace.maxvol.maxvol)")
-        first = joint_maxvol_order(candidates, inverse, self.maxvol)[:self.n]
-        runs = {"joint MaxVol owners first, then greedy": greedy_d_optimal(candidates, inverse, self.n, first=first),
-                "greedy": greedy_d_optimal(candidates, inverse, self.n)}
-        set_gain = {m: picks_logdet_gain([candidates[i] for i in r.order], inverse) for m, r in runs.items()}
-        method = max(runs, key=lambda m: sum(set_gain[m].values()))
-        result = runs[method]
-        logdet = {el: logdet_change(inverse[el], set_gain[method][el]) for el in sorted(inverse)}
+        with ForkedCall(greedy_run, candidates, inverse, self.n, start=(self.n_jobs or 1) > 1) as plain, \
+                one_blas_thread(plain.started):
+            first = joint_maxvol_order(candidates, inverse, self.maxvol)[:self.n]
+            with_first = greedy_run(candidates, inverse, self.n, first)
+            try:
+                without = plain.result()
+            except ForkedCallFailed:  # no fork here, or it failed: the same run here
+                without = greedy_run(candidates, inverse, self.n)
+        runs = {"joint MaxVol owners first, then greedy": with_first, "greedy": without}
+        method = max(runs, key=lambda m: sum(runs[m][1].values()))
+        result, set_gain = runs[method]
+        logdet = {el: logdet_change(inverse[el], set_gain[el]) for el in sorted(inverse)}
         return Selected([buffered[i] for i in result.order], {
             "maxvol_method": method,
             "n_from_joint_maxvol": len(first) if method.startswith("joint") else 0,
@@ -185,6 +198,14 @@ class MaxVol(SampleStrategy):
 
     def report_fields(self) -> dict:
         return {"buffer_size": self.buffer_limit(), "gamma_window": None}
+
+
+def greedy_run(candidates: list[Candidate], inverse: dict[str, np.ndarray], n: int,
+               first=()) -> tuple[DOptimalResult, dict[str, float]]:
+    """One greedy D-optimal run (:func:`pace_worker.algorithms.d_optimal.greedy_d_optimal`) and the
+    log|det| gain of its set of picks per element (:func:`picks_logdet_gain`)."""
+    run = greedy_d_optimal(candidates, inverse, n, first=first)
+    return run, picks_logdet_gain([candidates[i] for i in run.order], inverse)
 
 
 class GammaWindow(MaxVol):
@@ -214,8 +235,8 @@ class RandomPick(SampleStrategy):
 
     name = "random"
 
-    def __init__(self, n: int, options, seed: int, maxvol=None):
-        super().__init__(n, options, seed, maxvol)
+    def __init__(self, n: int, options, seed: int, maxvol=None, n_jobs: Optional[int] = None):
+        super().__init__(n, options, seed, maxvol, n_jobs)
         self.gamma_min = None
         self._rng = np.random.default_rng(seed)
 
@@ -232,8 +253,8 @@ class RandomPick(SampleStrategy):
 STRATEGIES: dict[str, type[SampleStrategy]] = {cls.name: cls for cls in (MaxVol, MaxGamma, GammaWindow, RandomPick)}
 
 
-def make_strategy(name: str, n: int, options, seed: int, maxvol=None) -> SampleStrategy:
-    return STRATEGIES[name](n, options, seed, maxvol)
+def make_strategy(name: str, n: int, options, seed: int, maxvol=None, n_jobs: Optional[int] = None) -> SampleStrategy:
+    return STRATEGIES[name](n, options, seed, maxvol, n_jobs)
 
 
 def logdet_change(inverse: np.ndarray, gain: float) -> LogDetChange:

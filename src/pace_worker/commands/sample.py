@@ -68,7 +68,7 @@ from pace_worker.files.compression import is_compressed
 from pace_worker.files.frames import frame_offsets, parse_frame_texts, pool_chunks
 from pace_worker.files.output_paths import check_outputs
 from pace_worker.files.structures import SkippedStructures, write_extxyz
-from pace_worker.parallel.executor import ChunkExecutor
+from pace_worker.parallel.executor import ChunkExecutor, default_workers
 from pace_worker.stack import BackgroundImports
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,8 @@ def strategy_of(request: SampleRequest) -> SampleStrategy:
     n = int(request.n_samples)
     if n <= 0:
         raise InputError(f"--n_samples {n}: must be a positive number of structures")
-    return make_strategy(name, n, opts, int(request.seed if request.seed is not None else opts.seed), maxvol_routine())
+    return make_strategy(name, n, opts, int(request.seed if request.seed is not None else opts.seed), maxvol_routine(),
+                         n_jobs=min(default_workers(), request.meta.workers or default_workers()))
 
 
 def score_pool(request: SampleRequest, strategy: SampleStrategy, potential: GammaPotential,

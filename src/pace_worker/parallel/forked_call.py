@@ -19,10 +19,11 @@ worker), or the child fails or dies, :meth:`ForkedCall.result` raises
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pace_worker import interrupts
 
@@ -44,23 +45,45 @@ def _run_in_child(send, parent_pid: int, function: Callable, args: tuple) -> Non
         send.close()
 
 
-def _one_thread() -> None:
-    """BLAS and OpenMP on one thread in this (forked) process, for as long as it lives."""
+def _threadpool_limits():
+    """threadpoolctl's ``threadpool_limits`` (scikit-learn's dependency), or None without it
+    (then nothing here started BLAS or OpenMP threads either)."""
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency; without it nothing here started OpenMP threads either
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
+def _one_thread() -> None:
+    """BLAS and OpenMP on one thread in this (forked) process, for as long as it lives."""
+    limits = _threadpool_limits()
+    if limits is not None:
+        limits(1)
+
+
+@contextlib.contextmanager
+def one_blas_thread(active: bool = True) -> Iterator[None]:
+    """BLAS and OpenMP on one thread in this process inside the block (if ``active``): while a
+    forked child works beside it, so the two do not compete for the cores with more threads."""
+    limits = _threadpool_limits() if active else None
+    if limits is None:
+        yield
         return
-    threadpool_limits(1)
+    with limits(1):
+        yield
 
 
 class ForkedCall:
-    """``function(*args)`` started now in a forked child process."""
+    """``function(*args)`` started now in a forked child process (``start=False``: not started,
+    as where no fork is possible: :meth:`result` raises :class:`ForkedCallFailed`)."""
 
-    def __init__(self, function: Callable, *args: Any):
+    def __init__(self, function: Callable, *args: Any, start: bool = True):
         self._process = None
         self._receive = None
-        if "fork" not in multiprocessing.get_all_start_methods() or multiprocessing.current_process().daemon:
-            return  # no fork here, or this is a daemonic process (a pool's worker), which may not have children
+        if not start or "fork" not in multiprocessing.get_all_start_methods() \
+                or multiprocessing.current_process().daemon:
+            return  # not wanted, no fork here, or a daemonic process (a pool's worker), which may not have children
         context = multiprocessing.get_context("fork")
         self._receive, send = context.Pipe(duplex=False)
         self._process = context.Process(target=_run_in_child, args=(send, os.getpid(), function, args), daemon=True)
@@ -71,6 +94,11 @@ class ForkedCall:
             self._receive.close()
         finally:
             send.close()
+
+    @property
+    def started(self) -> bool:
+        """Whether a child process computes the call (until its result is taken or it is cancelled)."""
+        return self._process is not None
 
     def result(self) -> Any:
         """The function's return value (waits for it)."""
