@@ -102,3 +102,80 @@ def test_the_elements_scan_finds_each_lines_first_token_as_split_does():
             lines.append(lead + token + tail + (b"" if rng.random() < 0.1 else b"\n"))
         expected = {fields[0] for fields in (line.split(None, 1) for line in lines) if fields}
         assert _first_tokens(lines) == expected, lines
+
+
+def _random_pool_text(rng) -> tuple[bytes, bool, bool]:
+    """An extxyz-like text of random frames, whether every frame is regular (count lines of
+    digits, no blank line between frames, nothing cut short, a line end after the last line), and
+    whether an atom line's first token may go on past its first 8 bytes. Runs of frames share an
+    atom count, as MD pools do; atom lines have every shape of first token."""
+    blanks = [b" ", b"\t", b"\r"]
+    chunks, regular, long_heads = [], True, False
+    n_atoms = int(rng.integers(0, 5))
+    for _ in range(int(rng.integers(1, 40))):
+        if rng.random() < 0.3:
+            n_atoms = int(rng.integers(0, 5))
+        count = str(n_atoms).encode()
+        if rng.random() < 0.1:
+            count = b" " + count + b"  "  # int() reads it: still regular
+        lines = [count + b"\n", b'Lattice="1 0 0 0 1 0 0 0 1" pbc="T T T"\n']
+        for _ in range(n_atoms):
+            lead = b"".join(rng.choice(blanks) for _ in range(int(rng.integers(0, 4) if rng.random() < 0.3 else 0)))
+            token = rng.choice(list(b"SiCuAl"), int(rng.integers(1, 12 if rng.random() < 0.01 else 3))).astype(np.uint8)
+            token = token.tobytes()
+            long_heads |= len(lead + token) >= 8
+            lines.append(lead + token + rng.choice([b" 1.0 2.0 3.0", b"\t0 0 0", b"", b"  7"]) + b"\n")
+        if rng.random() < 0.005:
+            lines.insert(0, b"\n")  # a blank line between frames: the splitter skips it
+            regular = False
+        chunks.extend(lines)
+    text = b"".join(chunks)
+    if rng.random() < 0.1:
+        text = text[:-1]  # no line end after the last line
+        regular = False
+    elif rng.random() < 0.1:
+        text = text[:int(rng.integers(0, len(text)))]  # cut anywhere
+        regular = False
+    elif rng.random() < 0.05:
+        text += b"garbage\n"
+        regular = False
+    return text, regular, long_heads
+
+
+def test_the_numpy_scan_finds_the_frames_and_elements_the_splitter_finds(tmp_path):
+    """``regular_frame_offsets`` (NumPy over blocks of the file) gives the offsets and elements of
+    ``split_frames`` on 1,500 random files, with blocks of a few bytes to thousands (frames and
+    lines across block ends); on a file the splitter refuses, or reads past an irregularity, it
+    gives None, never other offsets; ``frame_offsets`` equals the splitter on every file."""
+    from pace_worker.files.frame_text import regular_frame_offsets, split_frames
+
+    rng = np.random.default_rng(7)
+    path = tmp_path / "pool.xyz"
+    fast = fast_with_elements = 0
+    for _ in range(1500):
+        text, regular, long_heads = _random_pool_text(rng)
+        path.write_bytes(text)
+        expected_elements: set = set()
+        try:
+            with open(path, "rb") as f:
+                expected = [o for o, _ in split_frames(f, path, "pool", keep_text=False, elements=expected_elements)]
+        except InputError:
+            expected = None
+        block = int(rng.choice([5, 13, 64, 4096]))
+        without_elements = regular_frame_offsets(path, block=block)
+        if without_elements is not None:  # (an irregular file cut at a frame's end is regular)
+            fast += 1
+            assert expected is not None and list(without_elements) == expected, text
+        else:
+            assert not regular, text
+        elements: set = set()
+        got = regular_frame_offsets(path, elements, block=block)
+        if got is not None:
+            fast_with_elements += 1
+            assert expected is not None and list(got) == expected and elements == expected_elements, text
+        else:
+            assert not regular or long_heads, text
+            assert not elements
+        if expected is not None:
+            assert list(frame_offsets(path, "pool")) == expected
+    assert fast > 900 and fast_with_elements > 750

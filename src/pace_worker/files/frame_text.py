@@ -1,13 +1,18 @@
 """Frame texts of an extxyz file, split without parsing: the atom-count line, the comment line and
 one line per atom. :func:`split_frames` is the one splitter; :func:`frame_texts_at` reads
 ``count`` frames from a byte offset; :func:`file_frame_blocks` all frames of a plain file, in blocks.
+:func:`regular_frame_offsets` finds a plain file's frame offsets (and elements) as
+:func:`split_frames` would, with NumPy over blocks of the file, when every frame is regular.
 """
 from __future__ import annotations
 
 import itertools
 import operator
+from array import array
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
+
+import numpy as np
 
 from pace_worker.errors import InputError
 
@@ -81,3 +86,106 @@ def file_frame_blocks(path: Path, what: str = "dataset", block: int = 1000) -> I
             if not texts:
                 return
             yield texts
+
+
+SCAN_BLOCK = 1 << 24  # bytes of a file read, and searched for line ends, at once (16 MiB)
+_NEWLINE = ord("\n")
+
+
+def regular_frame_offsets(path, elements: Optional[set] = None, block: int = SCAN_BLOCK) -> Optional[array]:
+    """The byte offset of every frame of a plain extxyz file, as :func:`split_frames` gives them
+    (with ``elements``: the chemical symbols of all atoms added to it), or None when a frame is
+    not regular — a line between frames that is not an atom count (a blank line, text), a frame
+    cut short, a last line without its line end — and :func:`split_frames` must read the file (it
+    then also names the problem). The file is read ``block`` bytes at a time; NumPy finds their
+    line ends, and frames are counted off them a run of one atom count at a time (a run's count
+    lines are compared as bytes with its first: equal bytes, the same count), so a pool of MD
+    snapshots costs a few NumPy calls per block, not a Python loop over its lines (at 10⁵
+    32-atom frames ~0.2 s where reading every line took 0.5-0.9 s). With ``elements``, the first 8
+    bytes of every atom line of a block are gathered and only the distinct ones are read
+    (:func:`_first_tokens`' rule). Memory: one block (and a frame that does not fit in one)."""
+    found: Optional[set] = set() if elements is not None else None
+    with open(path, "rb") as f:
+        offsets = _counted_off(f, found, block)
+    if offsets is not None and elements is not None:
+        elements.update(found)
+    return offsets
+
+
+def _counted_off(f: BinaryIO, found: Optional[set], block: int) -> Optional[array]:
+    """:func:`regular_frame_offsets` of an open file."""
+    offsets = array("q")
+    held, base = b"", 0                 # bytes of the file from position base on, not yet counted off
+    ends = np.zeros(0, dtype=np.int64)  # their line ends (positions in held)
+    run = 1                             # frames of one count tried at once (doubles while they are)
+    while True:
+        new = f.read(block)
+        if not new:
+            break
+        held += new
+        text = np.frombuffer(held, dtype=np.uint8)
+        ends = np.concatenate([ends, np.flatnonzero(text[len(held) - len(new):] == _NEWLINE) + len(held) - len(new)])
+        start, line, count_lines = 0, 0, []  # the next frame's first byte and count line (index into ends)
+        while line < len(ends):
+            try:
+                n_atoms = int(held[start:ends[line]])
+            except ValueError:
+                return None  # not an atom count (a blank line, text): the splitter decides
+            if n_atoms < 0:
+                return None
+            step = n_atoms + 2  # lines of a frame
+            tried = min(run, (len(ends) - line) // step)
+            if tried == 0:
+                break
+            heads = line + step * np.arange(tried)
+            starts = np.empty(tried, dtype=np.int64)
+            starts[0] = start
+            starts[1:] = ends[heads[1:] - 1] + 1
+            width = int(ends[line]) - start
+            same = ends[heads] - starts == width
+            if width and tried > 1:
+                columns = np.arange(width)
+                same &= (text[starts[:, None] + columns] == text[start + columns]).all(axis=1)
+            kept = tried if same.all() else int(np.argmin(same))
+            offsets.extend((starts[:kept] + base).tolist())
+            count_lines.append(heads[:kept])
+            line = int(heads[kept - 1]) + step
+            start = int(ends[line - 1]) + 1
+            run = 2 * run if kept == tried else 1
+        if found is not None and count_lines and not _add_first_tokens(text, ends[:line], np.concatenate(count_lines),
+                                                                       found):
+            return None
+        del text  # held is replaced: no view of it may be left
+        held, base, ends = held[start:], base + start, ends[line:] - start
+    if held.strip():
+        return None  # a frame cut short, or a last line without its line end
+    return offsets
+
+
+def _add_first_tokens(text: np.ndarray, ends: np.ndarray, count_lines: np.ndarray, found: set) -> bool:
+    """Add the first token of each atom line to ``found``: the lines ending at ``ends`` (whole
+    frames) but the count and comment lines (the line indices ``count_lines`` and the next ones),
+    read from their distinct 8-byte heads by :func:`_first_tokens`' rule (a head holds the line up
+    to its line end, which then fills the rest); False when a head's token may go on past it,
+    and whole lines must be read (the splitter does)."""
+    atom_line = np.ones(len(ends), dtype=bool)
+    atom_line[count_lines] = False
+    atom_line[count_lines + 1] = False
+    atom_lines = np.flatnonzero(atom_line)
+    starts = ends[atom_lines - 1] + 1  # an atom line follows another line
+    lengths = ends[atom_lines] - starts  # up to its line end
+    heads = np.empty((len(starts), 8), dtype=np.uint8)
+    for k in range(8):  # a byte past the line's end reads as a line end
+        heads[:, k] = np.where(k > lengths, _NEWLINE, text[np.minimum(starts + k, len(text) - 1)])
+    keys = heads.view(np.uint64).ravel()  # a head as one number
+    first_of_run = np.ones(len(keys), dtype=bool)  # runs of one head (one species): their first only
+    first_of_run[1:] = keys[1:] != keys[:-1]
+    keys = keys[first_of_run]
+    for head in map(bytes, np.unique(keys).view(np.uint8).reshape(-1, 8)):
+        stripped = head.lstrip()
+        fields = stripped.split(None, 1)
+        if fields and len(fields[0]) < len(stripped):
+            found.add(fields[0].decode(errors="replace"))
+        elif fields or _NEWLINE not in head:
+            return False
+    return True

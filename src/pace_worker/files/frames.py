@@ -24,7 +24,7 @@ from typing import Iterator, Optional, Sequence
 from pace_worker.errors import InputError, check_readable_file, first_line
 from pace_worker.files.c_extxyz import parse_frames_c
 from pace_worker.files.compression import is_compressed, open_with_compression
-from pace_worker.files.frame_text import frame_texts_at, split_frames
+from pace_worker.files.frame_text import frame_texts_at, regular_frame_offsets, split_frames
 from pace_worker.files.structures import shape_problem
 
 UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element, bad number, bad bytes)
@@ -33,9 +33,16 @@ UNREADABLE = "unreadable"  # reason of a frame ASE cannot parse (unknown element
 def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] = None) -> Sequence[int]:
     """Byte offset of each frame, as 64-bit integers (8 bytes a frame: a pool of 10⁶ frames costs
     8 MB, where a list of Python ints cost ~36 MB). With ``elements`` (a set), the chemical symbols
-    of all atoms are added to it. A compressed file is scanned too (its offsets are then only
-    counts, not seekable)."""
+    of all atoms are added to it. A plain file of regular frames is scanned with NumPy
+    (:func:`pace_worker.files.frame_text.regular_frame_offsets`: at 10⁵ 32-atom frames ~0.2 s
+    where reading it line by line took 0.5-0.9 s, before any worker could start); anything else
+    line by line. A compressed file is scanned too (its offsets are then only counts, not
+    seekable)."""
 
+    if not is_compressed(path):
+        offsets = regular_frame_offsets(path, elements)
+        if offsets is not None:
+            return offsets
     with open_with_compression(path, "rb") as f, damaged_file(path, what):
         return array("q", (offset for offset, _ in split_frames(f, path, what, keep_text=False, elements=elements)))
 
