@@ -34,9 +34,9 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     """Byte offset of each frame, as 64-bit integers (8 bytes a frame: a pool of 10⁶ frames costs
     8 MB, where a list of Python ints cost ~36 MB). With ``elements`` (a set), the chemical symbols
     of all atoms are added to it. A plain file of regular frames is scanned with NumPy
-    (:func:`pace_worker.files.frame_text.regular_frame_offsets`: at 10⁵ 32-atom frames ~0.2 s
-    where reading it line by line took 0.5-0.9 s, before any worker could start); anything else
-    line by line. A compressed file is scanned too (its offsets are then only counts, not
+    (:func:`pace_worker.files.frame_text.regular_frame_offsets`: with elements at 10⁵ 32-atom
+    frames 0.5 s where reading it line by line took 1.2 s, before any worker could start);
+    anything else line by line. A compressed file is scanned too (its offsets are then only counts, not
     seekable)."""
 
     if not is_compressed(path):
