@@ -136,7 +136,7 @@ def _counted_off(f: BinaryIO, found: Optional[set], block: int) -> Optional[arra
         text = np.frombuffer(held, dtype=np.uint8)
         ends = np.concatenate([ends, np.flatnonzero(text[len(held) - len(new):] == _NEWLINE) + len(held) - len(new)])
         start, line = 0, 0            # the next frame's first byte and count line (index into ends)
-        count_lines: list = []        # the frames' count lines (indices into ends), single or in arrays
+        count_lines: list = []        # with elements: the frames' count lines (indices into ends), as arrays
         while line < len(ends):
             count_line = held[start:ends[line]]
             try:
@@ -152,7 +152,8 @@ def _counted_off(f: BinaryIO, found: Optional[set], block: int) -> Optional[arra
                 same_in_a_row = same_in_a_row + 1 if count_line == previous else 0
                 previous = count_line
                 offsets.append(base + start)
-                count_lines.append(np.array([line]))
+                if found is not None:
+                    count_lines.append(np.array([line]))
                 line += step
                 start = int(ends[line - 1]) + 1
                 run = 2 * RUN_AFTER if same_in_a_row >= RUN_AFTER else 0
@@ -171,11 +172,12 @@ def _counted_off(f: BinaryIO, found: Optional[set], block: int) -> Optional[arra
                 same &= (text[starts[:, None] + columns] == text[start + columns]).all(axis=1)
             kept = tried if same.all() else int(np.argmin(same))
             offsets.extend((starts[:kept] + base).tolist())
-            count_lines.append(heads[:kept])
+            if found is not None:
+                count_lines.append(heads[:kept])
             line = int(heads[kept - 1]) + step
             start = int(ends[line - 1]) + 1
             run, same_in_a_row = (2 * run, same_in_a_row) if kept == tried else (0, 0)
-        if found is not None and count_lines and not _add_first_tokens(text, ends[:line], np.concatenate(count_lines),
+        if count_lines and not _add_first_tokens(text, ends[:line], np.concatenate(count_lines),
                                                                        found):
             return None
         del text  # held is replaced: no view of it may be left
