@@ -28,6 +28,10 @@ to the limit is above a goal, a program that reads the pool with Python and call
 does cannot meet the goal on this machine (feeding pyace its environments more cheaply saves a few per
 cent: the commands build them from species indices, ~4 % of pyace's work here); below it, the gap is all
 that is left for everything else (building ``Atoms``, checks, selection, metrics, writing).
+Beside each command it prints what its workers cost per structure against the limit's loop on one core
+(``bench/worker_overhead.py``: chunk after chunk in turn in this process, on the first pool's first
+``--probe`` frames; steady to about ±5 % on this VM where single command runs move by ±15 %): the part
+of ``wall/limit`` that reading, checking and sending back each structure causes, whatever the VM's pace.
 The goals (issue 24): ``sample`` ≤ 1.3× its limit at 20k and 100k; ``direct_sample`` at 100k ≤ 1.3×;
 ``validate`` throughput ≥ 0.9× the limit's (i.e. wall ≤ 1.11× the limit); ``sample``'s peak memory at 100k
 ≤ 1.2× its 20k figure. Without ``--potential`` a Si potential of the bundled example's basis (40
@@ -57,6 +61,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from measure import run_measured  # noqa: E402
 from sample_vs_pace_select import make_pool  # noqa: E402
+from worker_overhead import worker_and_pyace_seconds  # noqa: E402
 
 QUICK_CONFIG = """\
 seed: 42
@@ -196,7 +201,7 @@ def main() -> None:
     parser.add_argument("--n-clusters", type=int, default=500, help="clusters of direct_sample")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    rows, memory = [], {}
+    rows, memory, overhead = [], {}, {}
     start_up = python_with_pyace_seconds()
     whole_pyace = python_with_pyace_seconds("import pyace")
     with tempfile.TemporaryDirectory(prefix="pace-limit-") as tmp:
@@ -216,6 +221,10 @@ def main() -> None:
                 before = pyace_seconds_per_structure(potential, probed, projections=True)
                 busy = pyace_seconds_all_cores(potential, probed, True, cores) / before
                 parse = c_parse_seconds_per_structure(pool_path, args.probe)
+                for command in ("sample", "direct_sample"):
+                    if command not in overhead:
+                        ours, pyace = worker_and_pyace_seconds(command, potential, pool_path, args.probe)
+                        overhead[command] = ours / pyace
                 common = ("--config", work / "config_run.yaml", "--meta-config", work / "meta_run.yaml")
                 (work / "config_run.yaml").write_text("sample: {}\n")
                 wall, _, _, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
@@ -244,6 +253,9 @@ def main() -> None:
                 before = pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
                 busy = pyace_seconds_all_cores(yace_only / "p.yace", probed, False, cores) / before
                 parse = c_parse_seconds_per_structure(test_path, args.probe)
+                if "validate" not in overhead:
+                    ours, pyace = worker_and_pyace_seconds("validate", yace_only / "p.yace", test_path, args.probe)
+                    overhead["validate"] = ours / pyace
                 wall, _, _, _ = run_measured(cli("validate", "--meta-config", work / "meta_run.yaml", "--potential",
                                                  yace_only / "p.yace", "--test-set", test_path, "--output",
                                                  work / f"m_{size}.json", "--no-plots", "--no-progress"),
@@ -256,13 +268,14 @@ def main() -> None:
     print(f"floor = Python importing pyace's compiled modules ({start_up:.2f} s; all of pyace: {whole_pyace:.2f} s) "
           "+ (pyace + C parse) per structure × structures ÷ cores (less what the other cores parse during the import)")
     print(f"{'command':14s} {'pool':>7s} {'pyace ms/str (before-after)':>27s} {'limit s':>8s} {'floor/limit':>11s} "
-          f"{'wall s':>8s} {'wall/limit':>10s}  {'goal':29s} pyace, all cores busy  wall/(limit x busy)")
+          f"{'wall s':>8s} {'wall/limit':>10s}  {'goal':29s} pyace, all cores busy  wall/(limit x busy)  "
+          "worker/pyace (1 core)")
     goals = {"sample": "<= 1.3", "direct_sample": "<= 1.3", "validate": "<= 1.11 (throughput >= 0.9x)"}
     for command, size, per_ms, limit, wall, busy, floor, before_ms, after_ms in rows:
         pace = f"{per_ms:.3f} ({before_ms:.3f}-{after_ms:.3f})"
         print(f"{command:14s} {size:>7d} {pace:>27s} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
               f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
-              f"{wall / (limit * busy):.2f}")
+              f"{wall / (limit * busy):.2f}                 {overhead[command]:.2f}")
     if len(memory) > 1:
         small, large = min(memory), max(memory)
         print(f"sample peak memory (PSS, MiB): {small}: {memory[small][0]:.0f}, {large}: {memory[large][0]:.0f}, "
@@ -271,7 +284,8 @@ def main() -> None:
                       "rows": [dict(zip(("command", "pool", "pyace_ms_per_structure", "limit_s", "wall_s",
                                          "pyace_all_cores_busy_ratio", "floor_s", "pyace_ms_before",
                                          "pyace_ms_after"), r)) for r in rows],
-                      "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()}}))
+                      "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()},
+                      "worker_over_pyace_one_core": overhead}))
 
 
 if __name__ == "__main__":

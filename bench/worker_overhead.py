@@ -1,0 +1,125 @@
+"""What a command's worker adds per structure to pyace's own work, on one core, free of the VM's drift.
+
+    .venv/bin/python bench/worker_overhead.py --potential P.yaml --pool pool.xyz --test-set test.xyz [--probe 1280]
+
+For each command, the function its workers run on a chunk of the file (``sample``:
+:func:`pace_worker.ace.gamma.score_chunk`; ``direct_sample``: :func:`pace_worker.ace.descriptors.features_chunk`
+on the potential's basis; ``validate``: :func:`pace_worker.ace.labelled_evaluation.evaluate_chunk` of the
+``.yace``), given the chunk as the command gives it (a byte range of the file: reading, parsing, checks,
+what is sent back), against the limit's loop (``bench/limit.py``: pyace's environment and ``compute`` on
+the same chunk's structures already in memory). Both run in this process, chunk after chunk in turn, each
+chunk timed ``--repeats`` times and its best kept: the pace the VM drifts by over minutes (up to ~40 %
+here) meets both alike, so their ratio is steady to about ±2 % where single command runs move by ±15 %.
+
+The ratio is the part of a command's ``wall / limit`` that its workers cause per structure; the rest is the
+main process (start-up, the scan, selection, clustering, writing), the last chunks' imbalance and how much
+slower pyace runs when every core is busy (``bench/limit.py`` prints that as its busy factor). The
+commands' defaults: min_distance 0.5 Å, chunks of 64, ``sample`` sending every structure back (its first
+chunks; later ones send back fewer), ``validate`` without plots (no force sample) and without an active set.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+CHUNK = 64  # meta_config's default chunk_size
+
+
+def pyace_loop(potential: Path, projections: bool):
+    """The limit's per-structure work (``bench/limit.py``'s ``pyace_seconds_per_structure``) as a function of a
+    list of structures."""
+    from pace_worker.stack import import_pyace
+
+    import_pyace()
+    from pyace import PyACECalculator
+
+    calc = PyACECalculator(str(potential))
+
+    def run(structures: list) -> None:
+        for atoms in structures:
+            calc.get_atomic_env(atoms)
+            calc.ace.compute(calc.ae, compute_projections=projections)
+            if projections:
+                np.asarray(calc.ace.projections)
+            else:
+                np.array(calc.ace.energy), np.array(calc.ace.forces)
+    return run
+
+
+def command_worker(command: str, potential: Path, path: Path):
+    """``(worker, chunk options)``: the worker function of ``command`` loaded as its workers load it."""
+    from pace_worker.config import WorkerConfig
+
+    min_distance = WorkerConfig().pacemaker.data.min_distance
+    if command == "sample":
+        from pace_worker.ace.gamma import load_scorer, score_chunk
+
+        load_scorer(str(potential), str(potential.with_suffix(".asi")))
+        return score_chunk, {"send_back_from": None, "with_projections": True, "min_distance": min_distance}
+    if command == "direct_sample":
+        from pace_worker.ace.descriptors import features_chunk, load_basis
+
+        load_basis(str(potential))
+        return features_chunk, {"min_distance": min_distance, "color_by": None}
+    from pace_worker.ace.labelled_evaluation import EvaluationSettings, LabelKeys, TestSetFile, evaluate_chunk
+    from pace_worker.ace.predictions import load_potential
+    from pace_worker.commands.validate import SAME_POSITION_A
+
+    elements = tuple(load_potential(str(potential)).basis.elements_name)
+    data = WorkerConfig().pacemaker.data
+    test_set = TestSetFile(path, LabelKeys(data.energy_key, data.forces_key, data.stress_key),
+                           min_distance=SAME_POSITION_A, elements=elements)
+    return evaluate_chunk, {"settings": EvaluationSettings(), "test_set": test_set}
+
+
+def worker_and_pyace_seconds(command: str, potential: Path, path: Path, probe: int, repeats: int = 5) \
+        -> tuple[float, float]:
+    """``(worker, pyace)`` seconds per structure on the first ``probe`` frames of ``path`` (whole chunks),
+    chunk after chunk in turn, best of ``repeats`` per chunk. ``potential``: the B-basis ``.yaml`` for
+    ``sample`` (its ``.asi`` beside it) and ``direct_sample``, the ``.yace`` for ``validate``."""
+    from pace_worker.files.frames import PoolChunk, frame_offsets
+
+    worker, options = command_worker(command, potential, path)
+    pyace = pyace_loop(potential, projections=command != "validate")
+    offsets = frame_offsets(path)
+    starts = range(0, min(probe, len(offsets)) - CHUNK + 1, CHUNK)
+
+    def chunk(i: int) -> PoolChunk:
+        return PoolChunk(i, CHUNK, path=str(path), offset=int(offsets[i]), what="bench", options=options)
+
+    in_memory = {i: chunk(i).read() for i in starts}
+    best = {"worker": dict.fromkeys(starts, float("inf")), "pyace": dict.fromkeys(starts, float("inf"))}
+    for _ in range(repeats):
+        for i in starts:
+            for name, work in (("worker", lambda: worker(chunk(i))), ("pyace", lambda: pyace(in_memory[i]))):
+                start = time.perf_counter()
+                work()
+                best[name][i] = min(best[name][i], time.perf_counter() - start)
+    structures = CHUNK * len(starts)
+    return sum(best["worker"].values()) / structures, sum(best["pyace"].values()) / structures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--potential", type=Path, required=True, help="B-basis .yaml with its .asi and .yace beside it")
+    parser.add_argument("--pool", type=Path, required=True, help="an unlabelled extxyz pool (sample, direct_sample)")
+    parser.add_argument("--test-set", type=Path, required=True, help="a labelled extxyz test set (validate)")
+    parser.add_argument("--probe", type=int, default=1280)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    for command, path in (("sample", args.pool), ("direct_sample", args.pool), ("validate", args.test_set)):
+        potential = args.potential.with_suffix(".yace") if command == "validate" else args.potential
+        ours, pyace = worker_and_pyace_seconds(command, potential, path, args.probe, args.repeats)
+        print(f"{command:14s} worker {ours * 1e6:6.0f} us/structure, pyace {pyace * 1e6:6.0f}, "
+              f"ratio {ours / pyace:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
