@@ -61,7 +61,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from measure import run_measured  # noqa: E402
 from sample_vs_pace_select import make_pool  # noqa: E402
-from worker_overhead import worker_and_pyace_seconds  # noqa: E402
+from worker_overhead import pyace_loop, worker_and_pyace_seconds  # noqa: E402
 
 QUICK_CONFIG = """\
 seed: 42
@@ -106,23 +106,13 @@ def write_pool(path: Path, n: int, labelled: bool) -> list:
 
 
 def pyace_seconds_per_structure(potential: Path, structures: list, projections: bool) -> float:
-    """pyace's own work per structure on atoms in memory (best of three passes)."""
-    from pace_worker.stack import import_pyace
-
-    import_pyace()
-    from pyace import PyACECalculator
-
-    calc = PyACECalculator(str(potential))
+    """pyace's own work per structure on atoms in memory (:func:`worker_overhead.pyace_loop`; best of
+    three passes)."""
+    run = pyace_loop(potential, projections)
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
-        for atoms in structures:
-            calc.get_atomic_env(atoms)
-            calc.ace.compute(calc.ae, compute_projections=projections)
-            if projections:
-                np.asarray(calc.ace.projections)
-            else:
-                np.array(calc.ace.energy), np.array(calc.ace.forces)
+        run(structures)
         best = min(best, time.perf_counter() - start)
     return best / len(structures)
 

@@ -33,8 +33,9 @@ CHUNK = 64  # meta_config's default chunk_size
 
 
 def pyace_loop(potential: Path, projections: bool):
-    """The limit's per-structure work (``bench/limit.py``'s ``pyace_seconds_per_structure``) as a function of a
-    list of structures."""
+    """The limit's work (``bench/limit.py``) as a function of a list of structures: per structure,
+    pyace's neighbour environment (``PyACECalculator.get_atomic_env``) and ``ACECalculator.compute``
+    with the B-projections read out (``projections``) or energy and forces."""
     from pace_worker.stack import import_pyace
 
     import_pyace()
