@@ -183,3 +183,21 @@ def test_the_numpy_scan_finds_the_frames_and_elements_the_splitter_finds(tmp_pat
         if expected is not None:
             assert list(frame_offsets(path, "pool")) == expected
     assert fast > 450 and fast_with_elements > 375
+
+
+def test_a_read_error_during_the_numpy_scan_is_one_input_error(tmp_path, monkeypatch):
+    """A plain pool whose reading fails (an I/O error of the disk) is named in one line, as the
+    line-by-line splitter names it, not an internal error."""
+    import errno
+
+    from pace_worker.files import frame_text
+
+    path = tmp_path / "pool.xyz"
+    ase.io.write(path, fcc_cells(n=3, seed=0), format="extxyz")
+
+    def failing_read(f, found, block):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(frame_text, "_counted_off", failing_read)
+    with pytest.raises(InputError, match=r"pool '.*pool\.xyz' is damaged \(OSError"):
+        frame_offsets(path, "pool")

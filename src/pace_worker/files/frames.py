@@ -40,7 +40,8 @@ def frame_offsets(path: Path, what: str = "candidates", elements: Optional[set] 
     seekable)."""
 
     if not is_compressed(path):
-        offsets = regular_frame_offsets(path, elements)
+        with damaged_file(path, what):  # a read error (EIO) is one line, as the splitter's
+            offsets = regular_frame_offsets(path, elements)
         if offsets is not None:
             return offsets
     with open_with_compression(path, "rb") as f, damaged_file(path, what):
