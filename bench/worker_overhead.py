@@ -9,7 +9,8 @@ on the potential's basis; ``validate``: :func:`pace_worker.ace.labelled_evaluati
 what is sent back), against the limit's loop (``bench/limit.py``: pyace's environment and ``compute`` on
 the same chunk's structures already in memory). Both run in this process, chunk after chunk in turn, each
 chunk timed ``--repeats`` times and its best kept: the pace the VM drifts by over minutes (up to ~40 %
-here) meets both alike, so their ratio is steady to about ±2 % where single command runs move by ±15 %.
+here) meets both alike, so their ratio is steady to about ±5 % (six runs here) where single command runs move
+by ±15 %.
 
 The ratio is the part of a command's ``wall / limit`` that its workers cause per structure; the rest is the
 main process (start-up, the scan, selection, clustering, writing), the last chunks' imbalance and how much
@@ -58,7 +59,8 @@ def command_worker(command: str, potential: Path, path: Path):
     """``(worker, chunk options)``: the worker function of ``command`` loaded as its workers load it."""
     from pace_worker.config import WorkerConfig
 
-    min_distance = WorkerConfig().pacemaker.data.min_distance
+    data = WorkerConfig().pacemaker.data  # the config's defaults
+    min_distance = data.min_distance
     if command == "sample":
         from pace_worker.ace.gamma import load_scorer, score_chunk
 
@@ -74,7 +76,6 @@ def command_worker(command: str, potential: Path, path: Path):
     from pace_worker.commands.validate import SAME_POSITION_A
 
     elements = tuple(load_potential(str(potential)).basis.elements_name)
-    data = WorkerConfig().pacemaker.data
     test_set = TestSetFile(path, LabelKeys(data.energy_key, data.forces_key, data.stress_key),
                            min_distance=SAME_POSITION_A, elements=elements)
     return evaluate_chunk, {"settings": EvaluationSettings(), "test_set": test_set}
