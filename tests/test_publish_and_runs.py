@@ -147,6 +147,34 @@ def test_an_interrupted_run_of_the_same_inputs_resumes_in_place(tmp_path):
     assert run.path == folder and run.resume_from == folder / "resume_from_1.yaml" and run.attempt == 2
 
 
+
+def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp_path):
+    """pacemaker rewrites its interim potential in place at every step; a run stopped while it wrote
+    it leaves it cut short, and resuming from it failed ("bad conversion"): the run starts over."""
+    import re
+
+    from pace_worker.ace.descriptors import write_unfitted_basis
+    from pace_worker.ace.potentials import b_basis_problem
+    from pace_worker.config import DescriptorSettings
+
+    whole = tmp_path / "whole.yaml"
+    write_unfitted_basis(["Cu"], DescriptorSettings(), whole)
+    lines = whole.read_text().splitlines(keepends=True)
+    rank1 = [i for i, line in enumerate(lines) if re.search(r"nr: \[\d+\],", line)]
+    for name, text, resumed in (("iter_003", whole.read_text(), True), ("iter_004", "".join(lines[:rank1[-1]]), False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "interim_potential_0.yaml").write_text(text)
+        (folder / "state.json").write_text(json.dumps({"status": "running", "inputs": "same", "attempt": 1}))
+        run = IterationFolder.open(folder, "same", interim_problem=b_basis_problem)
+        assert run.path == folder
+        if resumed:
+            assert run.resume_from == folder / "resume_from_1.yaml" and run.attempt == 2
+        else:
+            assert run.resume_from is None and run.attempt == 1
+            assert not (folder / "interim_potential_0.yaml").exists()  # the new run's fit writes its own
+
+
 # ----------------------------------------------------------------------------- the pool rule
 def broken_frames() -> list:
     """Ten unusable structures of mixed kinds."""

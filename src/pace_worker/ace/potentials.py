@@ -51,9 +51,14 @@ def check_b_basis(path: Path, what: str) -> None:
     element has functions, every pair of elements a bond, every bond exactly ``nradbase``
     radial (rank-1) functions, every function one coefficient per density of its element.
     """
-    problem = _yaml_problem(path) or _basis_problem(path)
+    problem = b_basis_problem(path)
     if problem is not None:
         raise InputError(f"{what} '{path}' {problem}")
+
+
+def b_basis_problem(path: Path) -> Optional[str]:
+    """What :func:`check_b_basis` finds wrong with ``path`` (a phrase after the file's name), or None."""
+    return _yaml_problem(path) or _basis_problem(path)
 
 
 def _yaml_problem(path: Path) -> Optional[str]:

@@ -467,7 +467,8 @@ def open_iteration_folder(request: TrainRequest, work_root: Path, starts: Starti
     return IterationFolder.open(work_root / f"iter_{request.iteration:03d}", fingerprint({
         "dataset": dataset_sha, "config": request.config.model_dump(mode="json"), "iteration": request.iteration,
         "initial": file_sha256(starts.initial) if starts.initial else None,
-        "potential_yaml": file_sha256(starts.given_basis) if starts.given_basis else None}))
+        "potential_yaml": file_sha256(starts.given_basis) if starts.given_basis else None}),
+        interim_problem=potentials.b_basis_problem)
 
 
 def publish_fit(fitted: _Fitted, output_dir: Path, t_start: float) -> TrainResult:

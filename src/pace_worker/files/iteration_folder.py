@@ -8,7 +8,9 @@ logs and is removed by the next successful run.
 ``state.json`` records ``{"status": "running" | "completed", "inputs": <fingerprint>, "attempt": k}``
 (written atomically). A folder whose run was interrupted (status ``running``) with the same
 input fingerprint and an interim potential is resumed from that interim potential (copied to
-``resume_from_<k>.yaml``). An interrupted run of other inputs is started anew in place; a
+``resume_from_<k>.yaml``), unless the caller's check finds the interim potential unusable
+(pacemaker rewrites it at every step in place, so a run stopped at that moment leaves it cut
+short): that run, like an interrupted run of other inputs, is started anew in place; a
 ``state.json`` that cannot be read (a run killed while writing it) counts as "start this
 iteration over", without removing what the folder holds until the new run succeeded.
 """
@@ -21,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +60,22 @@ class IterationFolder:
         return self.path / "state.json"
 
     @classmethod
-    def open(cls, path: Path, inputs: str) -> "IterationFolder":
-        """Resume an interrupted run of the same inputs, or start anew (see the module docstring)."""
+    def open(cls, path: Path, inputs: str,
+             interim_problem: Optional[Callable[[Path], Optional[str]]] = None) -> "IterationFolder":
+        """Resume an interrupted run of the same inputs, or start anew (see the module docstring).
+        ``interim_problem``: what is wrong with an interim potential (None: it can be resumed from)."""
         path = Path(path)
         state = read_state(path) if path.exists() else {}
         if state is None:
             log.warning("%s/state.json is damaged (a run was killed while writing it): starting this iteration "
                         "over; the folder is replaced only if the new run succeeds", path)
-        if (state and state.get("status") == "running" and state.get("inputs") == inputs
-                and (path / INTERIM_POTENTIAL).is_file()):
+        interrupted = bool(state and state.get("status") == "running" and state.get("inputs") == inputs
+                           and (path / INTERIM_POTENTIAL).is_file())
+        problem = interim_problem(path / INTERIM_POTENTIAL) if interrupted and interim_problem else None
+        if problem is not None:
+            log.warning("%s was interrupted, but its %s %s (pacemaker was stopped while writing it): starting this "
+                        "iteration over", path.name, INTERIM_POTENTIAL, problem)
+        if interrupted and problem is None:
             attempt = int(state.get("attempt", 1))
             resume_from = path / f"resume_from_{attempt}.yaml"
             shutil.copyfile(path / INTERIM_POTENTIAL, resume_from)
@@ -83,7 +92,8 @@ class IterationFolder:
             folder = cls(work, path, inputs)
         else:
             if path.exists():
-                log.info("replacing %s (an interrupted run of other inputs)", path)
+                log.info("replacing %s (an interrupted run %s)", path,
+                         "that cannot be resumed" if problem is not None else "of other inputs")
                 shutil.rmtree(path)
             path.mkdir(parents=True)
             folder = cls(path, path, inputs)
