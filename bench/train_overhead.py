@@ -58,12 +58,27 @@ def ours(work: Path, dataset: Path, config: Path, iteration: int) -> tuple[float
     return t, out / "iterations" / f"iter_{iteration:03d}"
 
 
+def without_our_callback(input_yaml: Path) -> None:
+    """Raw pacemaker runs without pace-worker's step callback (its whole interim copy and budget)."""
+    import yaml
+
+    sys.path.insert(0, str(REPO / "src"))
+    from pace_worker.ace.pacemaker_child import STEP_CALLBACK
+
+    settings = yaml.safe_load(input_yaml.read_text())
+    callbacks = [c for c in settings["fit"].pop("callbacks", None) or [] if c != STEP_CALLBACK]
+    if callbacks:
+        settings["fit"]["callbacks"] = callbacks
+    input_yaml.write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
 def raw(work: Path, template: Path, tag: str) -> tuple[dict, Path]:
     folder = work / f"raw_{tag}"
     folder.mkdir()
     for name in ("input.yaml", "train.pckl.gzip", "test.pckl.gzip"):
         if (template / name).exists():
             shutil.copy(template / name, folder / name)
+    without_our_callback(folder / "input.yaml")
     env = {"OMP_NUM_THREADS": str(os.cpu_count())}
     times = {"pacemaker": run([str(BIN / "pacemaker"), "input.yaml"], cwd=folder, env=env)}
     times["pace_yaml2yace"] = run([str(BIN / "pace_yaml2yace"), "output_potential.yaml"], cwd=folder)

@@ -149,19 +149,18 @@ def test_wrong_values_in_our_sections_name_the_key(tmp_path, text, key):
         load_worker_config(path)
 
 
-def test_max_time_is_not_passed_to_pacemaker_but_a_budget_callback_is(tmp_path):
-    from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
+def test_max_time_is_not_passed_to_pacemaker_but_kept_by_the_step_callback(tmp_path):
+    from pace_worker.ace.pacemaker_child import STEP_CALLBACK
     from pace_worker.ace.pacemaker_input import build_input
 
     path = tmp_path / "config.yaml"
-    path.write_text("fit: {maxiter: 5, max_time: 30}\n")
-    fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
-                      seed=1, reference_energy=None)["fit"]
-    assert "max_time" not in fit and fit["callbacks"] == [BUDGET_CALLBACK]
-    path.write_text("fit: {maxiter: 5}\n")
-    fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
-                      seed=1, reference_energy=None)["fit"]
-    assert "callbacks" not in fit
+    for text, callbacks in (("fit: {maxiter: 5, max_time: 30}\n", [STEP_CALLBACK]),
+                            ("fit: {maxiter: 5}\n", [STEP_CALLBACK]),  # the whole interim copy, always
+                            ("fit: {maxiter: 5, callbacks: [my.module.cb]}\n", ["my.module.cb", STEP_CALLBACK])):
+        path.write_text(text)
+        fit = build_input(load_worker_config(path).pacemaker, potential="p.yaml", train_file="t", test_file=None,
+                          seed=1, reference_energy=None)["fit"]
+        assert "max_time" not in fit and fit["callbacks"] == callbacks
 
 
 def test_meta_config_slurm_block_is_read_with_dask_jobqueue_names(tmp_path):

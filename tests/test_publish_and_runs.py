@@ -161,18 +161,40 @@ def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp
     write_unfitted_basis(["Cu"], DescriptorSettings(), whole)
     lines = whole.read_text().splitlines(keepends=True)
     rank1 = [i for i, line in enumerate(lines) if re.search(r"nr: \[\d+\],", line)]
-    for name, text, resumed in (("iter_003", whole.read_text(), True), ("iter_004", "".join(lines[:rank1[-1]]), False)):
+    cut = "".join(lines[:rank1[-1]])
+    for name, text, whole_copy, resumed in (("iter_003", whole.read_text(), None, True),
+                                            ("iter_004", cut, None, False),
+                                            ("iter_005", cut, whole.read_text(), True)):  # the fit's whole copy
         folder = tmp_path / name
         folder.mkdir()
         (folder / "interim_potential_0.yaml").write_text(text)
+        if whole_copy is not None:
+            (folder / "interim_potential_0.whole.yaml").write_text(whole_copy)
         (folder / "state.json").write_text(json.dumps({"status": "running", "inputs": "same", "attempt": 1}))
         run = IterationFolder.open(folder, "same", interim_problem=b_basis_problem)
         assert run.path == folder
         if resumed:
             assert run.resume_from == folder / "resume_from_1.yaml" and run.attempt == 2
+            assert run.resume_from.read_text() == whole.read_text()
         else:
             assert run.resume_from is None and run.attempt == 1
             assert not (folder / "interim_potential_0.yaml").exists()  # the new run's fit writes its own
+
+
+def test_the_fit_keeps_a_whole_copy_of_its_interim_potential_after_each_step(tmp_path, monkeypatch):
+    """pacemaker's own callback rewrites the interim potential in place; the step callback after it
+    copies it under a temporary name and renames it, so the copy is whole whenever a run stops."""
+    from pace_worker.ace.pacemaker_child import step_callback
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PACE_WORKER_CHILD", raising=False)
+    step_callback(current_fit_iteration=0, current_fit_cycle=0)  # no interim potential yet: nothing to copy
+    assert not list(tmp_path.iterdir())
+    for step in range(3):
+        (tmp_path / "interim_potential_0.yaml").write_text(f"step {step}\n")
+        step_callback(current_fit_iteration=step, current_fit_cycle=0)
+        assert (tmp_path / "interim_potential_0.whole.yaml").read_text() == f"step {step}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interim_potential_0.whole.yaml", "interim_potential_0.yaml"]
 
 
 # ----------------------------------------------------------------------------- the pool rule

@@ -179,6 +179,7 @@ def test_interrupted_iteration_leaves_outputs_untouched_and_resumes(cold_run, tm
     assert {p.name: p.read_bytes() for p in out.glob("output_potential.*")} == before
     state = json.loads((out / "iterations" / "iter_003" / "state.json").read_text())
     assert state["status"] == "running"
+    assert (out / "iterations" / "iter_003" / "interim_potential_0.whole.yaml").is_file()  # the step callback's
 
     config.write_text(TINY_CONFIG.replace("maxiter: 12", "maxiter: 200"))  # same inputs
     proc = run_cli("train", "--config", config, "--dataset", cold_run["dataset"], "--iteration", 3,

@@ -12,7 +12,8 @@ what kind of module a file is:
 
 ``ace/`` — everything that talks to pyace or pacemaker.
     ``pacemaker_run.py`` runs a fit in a child process (``pacemaker_child.py``: threads, device,
-    the ``fit.max_time`` budget); ``pacemaker_input.py`` writes pacemaker's ``input.yaml``;
+    the ``fit.max_time`` budget, a whole copy of the interim potential after each step);
+    ``pacemaker_input.py`` writes pacemaker's ``input.yaml``;
     ``default_basis.py`` is the default basis and **its size rule**; ``pacemaker_metrics.py``
     reads pacemaker's own metrics files; ``potentials.py`` potential files (.yaml/.yace);
     ``activeset.py`` active sets (.asi); ``projections.py`` B-projections; on workers:

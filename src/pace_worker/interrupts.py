@@ -21,11 +21,15 @@ the step is complete. A handler's exception can also be lost: raised inside a ``
 callback, Python reports it as "Exception ignored" and goes on. So every signal is recorded;
 :func:`check` raises it again where work continues (each finished chunk, the start of a
 publish, the end of a command), and Python's report of such a lost exception is silenced.
+A library's event loop that reports its own callbacks' errors through a logger (Dask's client:
+Ctrl-C inside its ``sync`` schedules a ``cancel`` that can fail with a NameError of its own) is
+quieted after a signal with :func:`quiet_logger_after_a_signal`: the stop is the one line.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -80,6 +84,17 @@ def check() -> None:
     """Raise the exception of a signal already received (in case the first one was lost)."""
     if _received:
         raise _exception(_received[0])
+
+
+def _before_a_signal(record: logging.LogRecord) -> bool:
+    return not _received
+
+
+def quiet_logger_after_a_signal(name: str) -> None:
+    """The records of logger ``name`` (not its children) are dropped once a signal was received."""
+    logger = logging.getLogger(name)
+    if _before_a_signal not in logger.filters:
+        logger.addFilter(_before_a_signal)
 
 
 @contextlib.contextmanager

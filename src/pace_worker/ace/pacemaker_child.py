@@ -5,28 +5,45 @@ with the settings in the environment variable ``PACE_WORKER_CHILD`` (JSON). Writ
 devices TensorFlow saw to ``device.json`` in the working folder; exits with status 3 when a
 GPU was required (``device: gpu``) and TensorFlow sees none.
 
-A wall-time budget (``deadline`` in ``PACE_WORKER_CHILD``, seconds since the epoch) is kept by
-:func:`budget_callback`, which pacemaker calls after every optimizer step (``fit.callbacks``).
-Past the deadline it raises ``StopIteration``, which SciPy's ``minimize`` takes as "stop here"
-(the same way pacemaker's own early stopping ends a fit): pacemaker then finishes as after a
-normal fit (core repulsion, ``output_potential.yaml``, predictions). It records the stop in
-``budget_stop.json``.
+pacemaker calls :func:`step_callback` after every optimizer step (``fit.callbacks``, after its own
+callback that rewrote ``interim_potential_<cycle>.yaml`` in place). It keeps a whole copy of that
+interim potential (``interim_potential_<cycle>.whole.yaml``: copied under a temporary name, then
+renamed), so a run stopped at any moment, even while pacemaker wrote the interim potential, can be
+resumed from the last step's coefficients; and it keeps the wall-time budget (``deadline`` in
+``PACE_WORKER_CHILD``, seconds since the epoch): past the deadline it raises ``StopIteration``,
+which SciPy's ``minimize`` takes as "stop here" (the same way pacemaker's own early stopping ends
+a fit): pacemaker then finishes as after a normal fit (core repulsion, ``output_potential.yaml``,
+predictions). It records the stop in ``budget_stop.json``.
 """
 import importlib
 import json
 import os
+import shutil
 import sys
 import time
 
 NO_GPU_EXIT = 3
-BUDGET_CALLBACK = "pace_worker.ace.pacemaker_child.budget_callback"
+STEP_CALLBACK = "pace_worker.ace.pacemaker_child.step_callback"
 BUDGET_STOP_FILE = "budget_stop.json"
 DEVICE_LINE = "pace-worker device: "  # the fit process's device line, forwarded to the worker's log
 
 
-def budget_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,
-                    **_) -> None:
-    """pacemaker callback: stop the optimizer at the first step past the deadline."""
+def keep_whole_interim_copy(cycle: int) -> None:
+    """Copy the interim potential pacemaker has just written, under a temporary name, then rename."""
+    from pace_worker.files.iteration_folder import interim_name, whole_interim_name
+
+    if not os.path.isfile(interim_name(cycle)):
+        return
+    tmp = f".{whole_interim_name(cycle)}.tmp"
+    shutil.copyfile(interim_name(cycle), tmp)
+    os.replace(tmp, whole_interim_name(cycle))
+
+
+def step_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,
+                  **_) -> None:
+    """pacemaker callback after every optimizer step: keep a whole copy of the interim potential; stop
+    the optimizer at the first step past the deadline."""
+    keep_whole_interim_copy(int(current_fit_cycle))
     deadline = json.loads(os.environ.get("PACE_WORKER_CHILD", "{}")).get("deadline")
     if deadline is None or time.time() < float(deadline):
         return
@@ -63,7 +80,7 @@ def main() -> None:
         sys.exit(NO_GPU_EXIT)
     from pyace.cli.pacemaker import main as pacemaker_main
 
-    # this file runs as __main__: pacemaker finds the budget callback by its importable name
+    # this file runs as __main__: pacemaker finds the step callback by its importable name
     importlib.import_module("pace_worker.ace.pacemaker_child")
 
     pacemaker_main(sys.argv[1:])

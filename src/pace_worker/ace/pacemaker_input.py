@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from pace_worker.ace.default_basis import default_potential, functions_per_element_for
-from pace_worker.ace.pacemaker_child import BUDGET_CALLBACK
+from pace_worker.ace.pacemaker_child import STEP_CALLBACK
 from pace_worker.config import PacemakerSettings
 
 
@@ -57,8 +57,8 @@ def build_input(settings: PacemakerSettings, *, potential, train_file: str, test
         data["ignore_weights"] = settings.data.ignore_weights
     fit = _drop_none(settings.fit.model_dump(exclude={"max_time"}))  # max_time is pace-worker's
     fit["loss"] = _drop_none(fit["loss"])
-    if settings.fit.max_time is not None:  # the budget is kept by a callback after every optimizer step
-        fit["callbacks"] = [*(fit.get("callbacks") or []), BUDGET_CALLBACK]
+    # after every optimizer step: a whole copy of the interim potential, and the budget (max_time)
+    fit["callbacks"] = [*(fit.get("callbacks") or []), STEP_CALLBACK]
     backend = _drop_none(settings.backend.model_dump())
     return {
         "seed": int(seed),

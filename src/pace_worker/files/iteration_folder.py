@@ -7,10 +7,12 @@ logs and is removed by the next successful run.
 
 ``state.json`` records ``{"status": "running" | "completed", "inputs": <fingerprint>, "attempt": k}``
 (written atomically). A folder whose run was interrupted (status ``running``) with the same
-input fingerprint and an interim potential is resumed from that interim potential (copied to
-``resume_from_<k>.yaml``), unless the caller's check finds the interim potential unusable
-(pacemaker rewrites it at every step in place, so a run stopped at that moment leaves it cut
-short): that run, like an interrupted run of other inputs, is started anew in place; a
+input fingerprint and an interim potential is resumed from it (copied to ``resume_from_<k>.yaml``):
+from the whole copy the fit keeps after every optimizer step (``interim_potential_0.whole.yaml``,
+renamed into place: :mod:`pace_worker.ace.pacemaker_child`), or, without one, from pacemaker's
+``interim_potential_0.yaml``, which pacemaker rewrites in place at every step, so that a run
+stopped at that moment leaves it cut short. When the caller's check finds the chosen interim
+potential unusable, that run, like an interrupted run of other inputs, is started anew in place; a
 ``state.json`` that cannot be read (a run killed while writing it) counts as "start this
 iteration over", without removing what the folder holds until the new run succeeded.
 """
@@ -27,7 +29,19 @@ from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 
-INTERIM_POTENTIAL = "interim_potential_0.yaml"  # pacemaker rewrites it at every optimizer step
+
+def interim_name(cycle: int = 0) -> str:
+    """pacemaker's interim potential of fit cycle ``cycle``: it rewrites it in place at every optimizer step."""
+    return f"interim_potential_{cycle}.yaml"
+
+
+def whole_interim_name(cycle: int = 0) -> str:
+    """The whole copy of :func:`interim_name` the fit keeps after every step (renamed into place)."""
+    return f"interim_potential_{cycle}.whole.yaml"
+
+
+INTERIM_POTENTIAL = interim_name(0)
+WHOLE_INTERIM_POTENTIAL = whole_interim_name(0)
 STALE_AFTER_INTERRUPT = ("output_potential.yaml", "metrics.txt", "test_metrics.txt")
 
 
@@ -69,16 +83,18 @@ class IterationFolder:
         if state is None:
             log.warning("%s/state.json is damaged (a run was killed while writing it): starting this iteration "
                         "over; the folder is replaced only if the new run succeeds", path)
+        interim = next((path / name for name in (WHOLE_INTERIM_POTENTIAL, INTERIM_POTENTIAL)
+                        if (path / name).is_file()), None) if path.exists() else None
         interrupted = bool(state and state.get("status") == "running" and state.get("inputs") == inputs
-                           and (path / INTERIM_POTENTIAL).is_file())
-        problem = interim_problem(path / INTERIM_POTENTIAL) if interrupted and interim_problem else None
+                           and interim is not None)
+        problem = interim_problem(interim) if interrupted and interim_problem else None
         if problem is not None:
             log.warning("%s was interrupted, but its %s %s (pacemaker was stopped while writing it): starting this "
-                        "iteration over", path.name, INTERIM_POTENTIAL, problem)
+                        "iteration over", path.name, interim.name, problem)
         if interrupted and problem is None:
             attempt = int(state.get("attempt", 1))
             resume_from = path / f"resume_from_{attempt}.yaml"
-            shutil.copyfile(path / INTERIM_POTENTIAL, resume_from)
+            shutil.copyfile(interim, resume_from)
             for name in STALE_AFTER_INTERRUPT:
                 (path / name).unlink(missing_ok=True)
             log.info("%s was interrupted: resuming from %s", path.name, resume_from.name)

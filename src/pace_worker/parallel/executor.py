@@ -316,6 +316,10 @@ def connect(scheduler: str, timeout_s: float = 15.0):
         from distributed import Client
     except ImportError:
         raise InputError("--scheduler needs Dask distributed: pip install 'dask[distributed]'")
+    # the client's event loop reports its callbacks' errors there (after a Ctrl-C: distributed's
+    # own NameError in sync's cancel); after a signal the command's one line is the report
+    for name in ("tornado.application", "asyncio"):
+        interrupts.quiet_logger_after_a_signal(name)
     try:
         return Client(scheduler, timeout=f"{timeout_s}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
