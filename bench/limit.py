@@ -6,9 +6,11 @@ The limit is measured in the same run, on the same pool, on this machine: per st
 pyace itself does on atoms already in memory — its neighbour environment
 (``PyACECalculator.get_atomic_env``) and ``ACECalculator.compute`` with the B-projections read out
 (``sample``, and ``direct_sample`` given the same potential as its descriptor basis) or energy and
-forces read out (``validate``, from the ``.yace``) — timed over ``--probe`` structures, best of three
-passes, just before and just after each command (their mean: this VM's pace drifts within minutes,
-and a single probe before the commands was up to ~15 % off the pace they met), × structures ÷ cores.
+forces read out (``validate``, from the ``.yace``, by the evaluator ``validate`` uses: pyace's
+recursive one; the limit with ``PyACECalculator``'s default product evaluator is printed beside it)
+— timed over ``--probe`` structures, best of three passes, just before and just after each command
+(their mean: this VM's pace drifts within minutes, and a single probe before the commands was up to
+~15 % off the pace they met), × structures ÷ cores.
 Nothing else is in it: no parsing, no selection, no writing, no Python start-up. The commands run
 as the orchestrator runs them (``python src/main.py …``, all cores as workers, no progress bars,
 no plots), timed without memory polling; ``sample`` runs once more with polling for its peak
@@ -105,10 +107,11 @@ def write_pool(path: Path, n: int, labelled: bool) -> list:
     return pool
 
 
-def pyace_seconds_per_structure(potential: Path, structures: list, projections: bool) -> float:
+def pyace_seconds_per_structure(potential: Path, structures: list, projections: bool,
+                                default_evaluator: bool = False) -> float:
     """pyace's own work per structure on atoms in memory (:func:`worker_overhead.pyace_loop`; best of
     three passes)."""
-    run = pyace_loop(potential, projections)
+    run = pyace_loop(potential, projections, default_evaluator)
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
@@ -191,7 +194,7 @@ def main() -> None:
     parser.add_argument("--n-clusters", type=int, default=500, help="clusters of direct_sample")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    rows, memory, overhead = [], {}, {}
+    rows, memory, overhead, product = [], {}, {}, {}
     start_up = python_with_pyace_seconds()
     whole_pyace = python_with_pyace_seconds("import pyace")
     with tempfile.TemporaryDirectory(prefix="pace-limit-") as tmp:
@@ -240,6 +243,7 @@ def main() -> None:
                 labelled = write_pool(test_path, size, labelled=True)
                 probed = labelled[:args.probe]
                 del labelled
+                product_before = pyace_seconds_per_structure(yace_only / "p.yace", probed, False, True)
                 before = pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
                 busy = pyace_seconds_all_cores(yace_only / "p.yace", probed, False, cores) / before
                 parse = c_parse_seconds_per_structure(test_path, args.probe)
@@ -251,7 +255,9 @@ def main() -> None:
                                                  work / f"m_{size}.json", "--no-plots", "--no-progress"),
                                              work, memory=False)
                 after = pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
+                product_after = pyace_seconds_per_structure(yace_only / "p.yace", probed, False, True)
                 rows.append(limit_row("validate", size, cores, wall, before, after, busy, start_up, parse))
+                product[size] = ((product_before + product_after) / 2 * size / cores, wall)
                 del probed
                 test_path.unlink()
     print(f"\n{cores} cores; limit = pyace's work per structure (atoms in memory) × structures ÷ cores")
@@ -266,6 +272,9 @@ def main() -> None:
         print(f"{command:14s} {size:>7d} {pace:>27s} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
               f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
               f"{wall / (limit * busy):.2f}                 {overhead[command]:.2f}")
+    for size, (limit, wall) in sorted(product.items()):
+        print(f"validate {size}: the limit with PyACECalculator's default (product) evaluator of the .yace, "
+              f"which validate no longer uses: {limit:.1f} s, wall/that {wall / limit:.2f}")
     if len(memory) > 1:
         small, large = min(memory), max(memory)
         print(f"sample peak memory (PSS, MiB): {small}: {memory[small][0]:.0f}, {large}: {memory[large][0]:.0f}, "
@@ -275,7 +284,8 @@ def main() -> None:
                                          "pyace_all_cores_busy_ratio", "floor_s", "pyace_ms_before",
                                          "pyace_ms_after"), r)) for r in rows],
                       "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()},
-                      "worker_over_pyace_one_core": overhead}))
+                      "worker_over_pyace_one_core": overhead,
+                      "validate_limit_with_product_evaluator_s": {str(k): v[0] for k, v in product.items()}}))
 
 
 if __name__ == "__main__":

@@ -33,16 +33,19 @@ sys.path.insert(0, str(REPO / "src"))
 CHUNK = 64  # meta_config's default chunk_size
 
 
-def pyace_loop(potential: Path, projections: bool):
+def pyace_loop(potential: Path, projections: bool, default_evaluator: bool = False):
     """The limit's work (``bench/limit.py``) as a function of a list of structures: per structure,
     pyace's neighbour environment (``PyACECalculator.get_atomic_env``) and ``ACECalculator.compute``
-    with the B-projections read out (``projections``) or energy and forces."""
+    with the B-projections read out (``projections``) or energy and forces, by the evaluator the
+    commands use (``predictions.CALCULATOR_OPTIONS``: the recursive one for a .yace) or, with
+    ``default_evaluator``, by ``PyACECalculator``'s default (the product evaluator for a .yace)."""
+    from pace_worker.ace.predictions import CALCULATOR_OPTIONS
     from pace_worker.stack import import_pyace
 
     import_pyace()
     from pyace import PyACECalculator
 
-    calc = PyACECalculator(str(potential))
+    calc = PyACECalculator(str(potential), **({} if default_evaluator else CALCULATOR_OPTIONS))
 
     def run(structures: list) -> None:
         for atoms in structures:

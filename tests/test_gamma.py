@@ -132,7 +132,8 @@ def test_structure_key_is_the_fingerprints_first_128_bits_and_ignores_labels():
 def test_predictions_equal_pyace_calculator_bit_for_bit(potential_with_active_set, tmp_path):
     """validate's evaluator (pyace's compiled modules only, as PyACECalculator builds them) gives
     PyACECalculator's energy, forces, stress and γ exactly, from a .yaml with its active set and
-    from the .yace (random function coefficients: non-zero energies and forces)."""
+    from the .yace (random function coefficients: non-zero energies and forces); from the .yace (the
+    recursive evaluator) the same numbers as PyACECalculator's default product evaluator to 1e-12."""
     from pyace.basis import BBasisConfiguration
 
     from pace_worker.ace.potentials import write_yace
@@ -159,3 +160,14 @@ def test_predictions_equal_pyace_calculator_bit_for_bit(potential_with_active_se
             else:
                 np.testing.assert_array_equal(ours.gamma, calc.results["gamma"])
         assert np.abs(np.concatenate([p.forces for p in predictions])).max() > 0.1
+        if active_set is None:
+            from pyace import PyACECalculator
+
+            product = PyACECalculator(str(potential))  # pyace's default evaluator of a .yace
+            assert type(product.evaluator).__name__ == "ACECTildeEvaluator"
+            assert type(calc.evaluator).__name__ == "ACERecursiveEvaluator"
+            for atoms, ours in zip(structures, predictions):
+                product.calculate(atoms, properties=("energy", "forces", "stress"))
+                assert abs(ours.energy - product.results["energy"]) <= 1e-12 * max(1.0, abs(ours.energy))
+                np.testing.assert_allclose(ours.forces, product.results["forces"], rtol=0, atol=1e-12)
+                np.testing.assert_allclose(ours.stress, product.results["stress"], rtol=0, atol=1e-12)
