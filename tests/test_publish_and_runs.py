@@ -176,6 +176,9 @@ def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp
         if resumed:
             assert run.resume_from == folder / "resume_from_1.yaml" and run.attempt == 2
             assert run.resume_from.read_text() == whole.read_text()
+            run.commit()  # the archive keeps pacemaker's files, not the copy kept for resuming
+            assert not (folder / "interim_potential_0.whole.yaml").exists()
+            assert (folder / "interim_potential_0.yaml").read_text() == text
         else:
             assert run.resume_from is None and run.attempt == 1
             assert not (folder / "interim_potential_0.yaml").exists()  # the new run's fit writes its own

@@ -31,6 +31,7 @@ def test_cold_fit_writes_all_outputs_in_the_dataset_folder(cold_run):
     archive = root / "iterations" / "iter_001"
     for name in ("input.yaml", "log.txt", "pacemaker.out", "interim_potential_0.yaml", "metrics.txt"):
         assert (archive / name).is_file(), name
+    assert not list(archive.glob("*.whole.yaml")), "the copy kept for resuming stayed in the archive"
     assert not list(root.glob(".*.tmp-*")), "temporary files left behind"
     assert m["schema"] == "pace-worker/train_metrics/2"
     assert m["iteration"] == 1 and m["fit_seed"] == m["seed"] + 1 and m["mode"] == "cold"

@@ -29,14 +29,23 @@ DEVICE_LINE = "pace-worker device: "  # the fit process's device line, forwarded
 
 
 def keep_whole_interim_copy(cycle: int) -> None:
-    """Copy the interim potential pacemaker has just written, under a temporary name, then rename."""
+    """Copy the interim potential pacemaker has just written, under a temporary name, then rename.
+    A copy that cannot be written (a full disk) leaves the previous one and does not stop the fit."""
     from pace_worker.files.iteration_folder import interim_name, whole_interim_name
 
     if not os.path.isfile(interim_name(cycle)):
         return
     tmp = f".{whole_interim_name(cycle)}.tmp"
-    shutil.copyfile(interim_name(cycle), tmp)
-    os.replace(tmp, whole_interim_name(cycle))
+    try:
+        shutil.copyfile(interim_name(cycle), tmp)
+        os.replace(tmp, whole_interim_name(cycle))
+    except OSError as exc:
+        print(f"pace-worker: could not keep a whole copy of {interim_name(cycle)} ({exc.strerror or exc}); "
+              "the fit goes on", file=sys.stderr, flush=True)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def step_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,

@@ -35,8 +35,9 @@ def interim_name(cycle: int = 0) -> str:
     return f"interim_potential_{cycle}.yaml"
 
 
-def whole_interim_name(cycle: int = 0) -> str:
-    """The whole copy of :func:`interim_name` the fit keeps after every step (renamed into place)."""
+def whole_interim_name(cycle: "int | str" = 0) -> str:
+    """The whole copy of :func:`interim_name` the fit keeps after every step (renamed into place);
+    ``cycle="*"``: the pattern of all of them."""
     return f"interim_potential_{cycle}.whole.yaml"
 
 
@@ -117,7 +118,11 @@ class IterationFolder:
         return folder
 
     def commit(self) -> Path:
-        """Mark the run completed and give it the archive name (replacing the previous archive)."""
+        """Mark the run completed and give it the archive name (replacing the previous archive). The
+        whole copies of the interim potentials (only for resuming) are removed: the archive keeps
+        pacemaker's own files."""
+        for copy in self.path.glob(whole_interim_name("*")):
+            copy.unlink(missing_ok=True)
         self._write_state("completed")
         if self.path != self.final:
             old = self.final.with_name(f"{self.final.name}.old-{os.getpid()}")
