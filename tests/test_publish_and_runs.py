@@ -200,6 +200,31 @@ def test_the_fit_keeps_a_whole_copy_of_its_interim_potential_after_each_step(tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["interim_potential_0.whole.yaml", "interim_potential_0.yaml"]
 
 
+def test_a_whole_interim_copy_that_cannot_be_written_keeps_the_last_one_and_the_fit_goes_on(tmp_path, monkeypatch,
+                                                                                            capsys):
+    import errno
+    import shutil
+
+    from pace_worker.ace.pacemaker_child import step_callback
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PACE_WORKER_CHILD", raising=False)
+    (tmp_path / "interim_potential_0.yaml").write_text("step 0\n")
+    step_callback(current_fit_iteration=0, current_fit_cycle=0)
+    (tmp_path / "interim_potential_0.yaml").write_text("step 1\n")
+    real_copy = shutil.copyfile
+
+    def full_disk(src, dst):
+        real_copy(src, dst)  # the temporary file is there, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copyfile", full_disk)
+    step_callback(current_fit_iteration=1, current_fit_cycle=0)  # does not raise: the fit goes on
+    assert (tmp_path / "interim_potential_0.whole.yaml").read_text() == "step 0\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["interim_potential_0.whole.yaml", "interim_potential_0.yaml"]
+    assert "could not keep a whole copy of interim_potential_0.yaml" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- the pool rule
 def broken_frames() -> list:
     """Ten unusable structures of mixed kinds."""

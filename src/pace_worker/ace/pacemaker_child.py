@@ -29,23 +29,21 @@ DEVICE_LINE = "pace-worker device: "  # the fit process's device line, forwarded
 
 
 def keep_whole_interim_copy(cycle: int) -> None:
-    """Copy the interim potential pacemaker has just written, under a temporary name, then rename.
-    A copy that cannot be written (a full disk) leaves the previous one and does not stop the fit."""
+    """Copy the interim potential pacemaker has just written, under a temporary name, then rename
+    (:func:`pace_worker.files.atomic_io.atomic_output`). A copy that cannot be written (a full disk)
+    leaves the previous one and does not stop the fit."""
+    from pace_worker.errors import DiskFull
+    from pace_worker.files.atomic_io import atomic_output
     from pace_worker.files.iteration_folder import interim_name, whole_interim_name
 
     if not os.path.isfile(interim_name(cycle)):
         return
-    tmp = f".{whole_interim_name(cycle)}.tmp"
     try:
-        shutil.copyfile(interim_name(cycle), tmp)
-        os.replace(tmp, whole_interim_name(cycle))
-    except OSError as exc:
-        print(f"pace-worker: could not keep a whole copy of {interim_name(cycle)} ({exc.strerror or exc}); "
-              "the fit goes on", file=sys.stderr, flush=True)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        with atomic_output(whole_interim_name(cycle)) as tmp:
+            shutil.copyfile(interim_name(cycle), tmp)
+    except (OSError, DiskFull) as exc:
+        print(f"pace-worker: could not keep a whole copy of {interim_name(cycle)} ({exc}); the fit goes on",
+              file=sys.stderr, flush=True)
 
 
 def step_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=0, current_ladder_step=0,
@@ -56,11 +54,11 @@ def step_callback(basis_config=None, current_fit_iteration=0, current_fit_cycle=
     deadline = json.loads(os.environ.get("PACE_WORKER_CHILD", "{}")).get("deadline")
     if deadline is None or time.time() < float(deadline):
         return
-    with open(BUDGET_STOP_FILE + ".tmp", "w") as f:
-        json.dump({"optimizer_steps": int(current_fit_iteration) + 1, "fit_cycle": int(current_fit_cycle),
-                   "ladder_step": int(current_ladder_step), "seconds_past_deadline": time.time() - float(deadline)},
-                  f)
-    os.replace(BUDGET_STOP_FILE + ".tmp", BUDGET_STOP_FILE)
+    from pace_worker.files.atomic_io import write_json_atomic
+
+    write_json_atomic(BUDGET_STOP_FILE, {"optimizer_steps": int(current_fit_iteration) + 1,
+                                         "fit_cycle": int(current_fit_cycle), "ladder_step": int(current_ladder_step),
+                                         "seconds_past_deadline": time.time() - float(deadline)})
     print(f"pace-worker: the fit's time budget ran out after {int(current_fit_iteration) + 1} optimizer steps; "
           "stopping here", flush=True)
     raise StopIteration("pace-worker: time budget of the fit reached")
