@@ -148,9 +148,10 @@ def test_an_interrupted_run_of_the_same_inputs_resumes_in_place(tmp_path):
 
 
 
-def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp_path):
+def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp_path, caplog):
     """pacemaker rewrites its interim potential in place at every step; a run stopped while it wrote
-    it leaves it cut short, and resuming from it failed ("bad conversion"): the run starts over."""
+    it leaves it cut short, and resuming from it failed ("bad conversion"): the run resumes from the
+    fit's whole copy, else from pacemaker's file if that is whole, else starts over."""
     import re
 
     from pace_worker.ace.descriptors import write_unfitted_basis
@@ -162,16 +163,23 @@ def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp
     lines = whole.read_text().splitlines(keepends=True)
     rank1 = [i for i, line in enumerate(lines) if re.search(r"nr: \[\d+\],", line)]
     cut = "".join(lines[:rank1[-1]])
-    for name, text, whole_copy, resumed in (("iter_003", whole.read_text(), None, True),
-                                            ("iter_004", cut, None, False),
-                                            ("iter_005", cut, whole.read_text(), True)):  # the fit's whole copy
+    cases = (("iter_003", whole.read_text(), None, True, []),
+             ("iter_004", cut, None, False, ["its interim_potential_0.yaml "]),
+             ("iter_005", cut, whole.read_text(), True, []),  # the fit's whole copy
+             ("iter_006", whole.read_text(), cut, True,  # a copy damaged later: pacemaker's own file
+              ["its interim_potential_0.whole.yaml ", "resuming from interim_potential_0.yaml instead"]),
+             ("iter_007", cut, cut, False, ["its interim_potential_0.whole.yaml ", "; interim_potential_0.yaml "]))
+    for name, text, whole_copy, resumed, warned in cases:
         folder = tmp_path / name
         folder.mkdir()
         (folder / "interim_potential_0.yaml").write_text(text)
         if whole_copy is not None:
             (folder / "interim_potential_0.whole.yaml").write_text(whole_copy)
         (folder / "state.json").write_text(json.dumps({"status": "running", "inputs": "same", "attempt": 1}))
+        caplog.clear()
         run = IterationFolder.open(folder, "same", interim_problem=b_basis_problem)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == (1 if warned else 0) and all(part in warnings[0] for part in warned), warnings
         assert run.path == folder
         if resumed:
             assert run.resume_from == folder / "resume_from_1.yaml" and run.attempt == 2
@@ -181,6 +189,7 @@ def test_an_interrupted_run_whose_interim_potential_is_cut_short_starts_over(tmp
             assert (folder / "interim_potential_0.yaml").read_text() == text
         else:
             assert run.resume_from is None and run.attempt == 1
+            assert "starting this iteration over" in warnings[0]
             assert not (folder / "interim_potential_0.yaml").exists()  # the new run's fit writes its own
 
 

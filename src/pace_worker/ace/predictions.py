@@ -58,7 +58,7 @@ class LoadedPotential:
         import_pyace_core()
         from pyace.basis import ACEBBasisSet, ACECTildeBasisSet
         from pyace.calculator import ACECalculator
-        from pyace.evaluator import ACEBEvaluator, ACERecursiveEvaluator
+        from pyace.evaluator import ACEBEvaluator, ACECTildeEvaluator, ACERecursiveEvaluator
 
         potential = str(potential)
         if potential.endswith(".yaml"):
@@ -66,8 +66,11 @@ class LoadedPotential:
             evaluator = ACEBEvaluator(basis)
         elif potential.endswith((".ace", ".yace")):
             basis = ACECTildeBasisSet(potential)
-            evaluator = ACERecursiveEvaluator(basis)  # as PyACECalculator with CALCULATOR_OPTIONS
-            evaluator.set_recursive(CALCULATOR_OPTIONS["recursive"])
+            if CALCULATOR_OPTIONS["recursive_evaluator"]:  # as PyACECalculator chooses by these options
+                evaluator = ACERecursiveEvaluator(basis)
+                evaluator.set_recursive(CALCULATOR_OPTIONS["recursive"])
+            else:
+                evaluator = ACECTildeEvaluator(basis)
         else:
             raise ValueError("Unrecognized file format: " + potential)
         ace = ACECalculator()

@@ -9,10 +9,10 @@ logs and is removed by the next successful run.
 (written atomically). A folder whose run was interrupted (status ``running``) with the same
 input fingerprint and an interim potential is resumed from it (copied to ``resume_from_<k>.yaml``):
 from the whole copy the fit keeps after every optimizer step (``interim_potential_0.whole.yaml``,
-renamed into place: :mod:`pace_worker.ace.pacemaker_child`), or, without one, from pacemaker's
-``interim_potential_0.yaml``, which pacemaker rewrites in place at every step, so that a run
-stopped at that moment leaves it cut short. When the caller's check finds the chosen interim
-potential unusable, that run, like an interrupted run of other inputs, is started anew in place; a
+renamed into place: :mod:`pace_worker.ace.pacemaker_child`), or, without a usable one, from
+pacemaker's ``interim_potential_0.yaml``, which pacemaker rewrites in place at every step, so that a
+run stopped at that moment leaves it cut short. When the caller's check finds every interim
+potential there unusable, that run, like an interrupted run of other inputs, is started anew in place; a
 ``state.json`` that cannot be read (a run killed while writing it) counts as "start this
 iteration over", without removing what the folder holds until the new run succeeded.
 """
@@ -62,6 +62,25 @@ def read_state(path: Path) -> Optional[dict]:
         return None
 
 
+def _usable_interim(run: str, interims: list[Path],
+                    interim_problem: Optional[Callable[[Path], Optional[str]]]) -> tuple[Optional[Path], Optional[str]]:
+    """``(the first of interims that interim_problem finds usable, None)``, or ``(None, what is wrong
+    with each)`` when none is (each named in a warning)."""
+    problems = []
+    for interim in interims:
+        problem = interim_problem(interim) if interim_problem else None
+        if problem is None:
+            for skipped in problems:
+                log.warning("%s was interrupted; its %s (damaged after it was written): resuming from %s instead",
+                            run, skipped, interim.name)
+            return interim, None
+        problems.append(f"{interim.name} {problem}")
+    problem = "; ".join(problems)
+    log.warning("%s was interrupted, but its %s (a run stopped while it was written): starting this iteration over",
+                run, problem)
+    return None, problem
+
+
 @dataclass
 class IterationFolder:
     path: Path       # where this run works
@@ -84,14 +103,12 @@ class IterationFolder:
         if state is None:
             log.warning("%s/state.json is damaged (a run was killed while writing it): starting this iteration "
                         "over; the folder is replaced only if the new run succeeds", path)
-        interim = next((path / name for name in (WHOLE_INTERIM_POTENTIAL, INTERIM_POTENTIAL)
-                        if (path / name).is_file()), None) if path.exists() else None
+        interims = [path / name for name in (WHOLE_INTERIM_POTENTIAL, INTERIM_POTENTIAL)
+                    if path.exists() and (path / name).is_file()]
         interrupted = bool(state and state.get("status") == "running" and state.get("inputs") == inputs
-                           and interim is not None)
-        problem = interim_problem(interim) if interrupted and interim_problem else None
-        if problem is not None:
-            log.warning("%s was interrupted, but its %s %s (pacemaker was stopped while writing it): starting this "
-                        "iteration over", path.name, interim.name, problem)
+                           and interims)
+        interim, problem = (_usable_interim(path.name, interims, interim_problem) if interrupted
+                            else (None, None))
         if interrupted and problem is None:
             attempt = int(state.get("attempt", 1))
             resume_from = path / f"resume_from_{attempt}.yaml"
