@@ -1,6 +1,6 @@
 """How close ``sample``, ``direct_sample`` and ``validate`` come to the limit: pyace's own work ÷ cores.
 
-    .venv/bin/python bench/limit.py [--sizes 20000 100000] [--validate-sizes 20000] [--potential P.yaml]
+    .venv/bin/python bench/limit.py [--sizes 20000 100000] [--validate-sizes 20000] [--potential P.yaml] [--repeats K]
 
 The limit is measured in the same run, on the same pool, on this machine: per structure, the work
 pyace itself does on atoms already in memory — its neighbour environment
@@ -41,7 +41,10 @@ functions per element, body order 4) is fitted for 5 BFGS steps first (~1 min; t
 here, only the basis's cost). Pools: 32-atom diamond-Si cells, strained and rattled (seeded, as
 ``bench/sample_vs_pace_select.py``); the validate set carries zero forces and a constant energy
 per atom as labels (the errors do not matter here either). One machine's numbers: the ratios move
-with the machine's load and speed drift (this VM: up to ~15 % between minutes).
+with the machine's load and speed drift (this VM: up to ~15 % between minutes, ±40 % on some days);
+``--repeats K`` runs each command K times, each run between two probes of the pace (the probe after
+one run is the probe before the next), and prints every run's ratio and their median, the figure to
+judge a goal by where single runs scatter.
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -170,6 +174,29 @@ def limit_row(command: str, size: int, cores: int, wall: float, before: float, a
             before * 1e3, after * 1e3)
 
 
+def probed_runs(command: list, work: Path, probe, repeats: int, before: Optional[float] = None) \
+        -> list[tuple[float, float, float]]:
+    """``(wall, pace before, pace after)`` of ``repeats`` runs of ``command`` (no memory polling),
+    pyace's pace per structure probed (``probe()``) around each run; the probe after a run is the one
+    before the next. ``before``: a probe just taken (else one is taken first)."""
+    runs = []
+    before = probe() if before is None else before
+    for _ in range(repeats):
+        wall, _, _, _ = run_measured(command, work, memory=False)
+        after = probe()
+        runs.append((wall, before, after))
+        before = after
+    return runs
+
+
+def median_ratios(rows: list) -> dict:
+    """``{(command, pool): [wall/limit of each run]}`` of the table's rows."""
+    ratios: dict = {}
+    for command, size, _, limit, wall, *_ in rows:
+        ratios.setdefault((command, size), []).append(wall / limit)
+    return ratios
+
+
 def _timed_in_child(args) -> float:
     return pyace_seconds_per_structure(*args)
 
@@ -192,6 +219,7 @@ def main() -> None:
     parser.add_argument("--probe", type=int, default=1000, help="structures the limit is timed on")
     parser.add_argument("--n", type=int, default=50, help="structures sample picks")
     parser.add_argument("--n-clusters", type=int, default=500, help="clusters of direct_sample")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each command (their median ratio is printed)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     rows, memory, overhead, product = [], {}, {}, {}
@@ -220,22 +248,23 @@ def main() -> None:
                         overhead[command] = ours / pyace
                 common = ("--config", work / "config_run.yaml", "--meta-config", work / "meta_run.yaml")
                 (work / "config_run.yaml").write_text("sample: {}\n")
-                wall, _, _, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
-                                                 "--output", work / f"sel_{size}.xyz", "--potential", potential,
-                                                 "--no-progress"), work, memory=False)
-                after = pyace_seconds_per_structure(potential, probed, projections=True)
-                rows.append(limit_row("sample", size, cores, wall, before, after, busy, start_up, parse))
+
+                def probe():
+                    return pyace_seconds_per_structure(potential, probed, projections=True)
+                for wall, before, after in probed_runs(
+                        cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n, "--output",
+                            work / f"sel_{size}.xyz", "--potential", potential, "--no-progress"),
+                        work, probe, args.repeats, before):
+                    rows.append(limit_row("sample", size, cores, wall, before, after, busy, start_up, parse))
                 _, pss, rss, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
                                                   "--output", work / f"selm_{size}.xyz", "--potential", potential,
                                                   "--no-progress"), work, memory=True)
                 memory[size] = (pss, rss)
-                before = pyace_seconds_per_structure(potential, probed, projections=True)  # after the memory run
-                wall, _, _, _ = run_measured(cli("direct_sample", *common, "--input", pool_path, "--output",
-                                                 work / f"div_{size}.xyz", "--n_clusters", args.n_clusters,
-                                                 "--potential", potential, "--no-plots", "--no-progress"),
-                                             work, memory=False)
-                after = pyace_seconds_per_structure(potential, probed, projections=True)
-                rows.append(limit_row("direct_sample", size, cores, wall, before, after, busy, start_up, parse))
+                for wall, before, after in probed_runs(  # its first probe after the memory run
+                        cli("direct_sample", *common, "--input", pool_path, "--output", work / f"div_{size}.xyz",
+                            "--n_clusters", args.n_clusters, "--potential", potential, "--no-plots", "--no-progress"),
+                        work, probe, args.repeats):
+                    rows.append(limit_row("direct_sample", size, cores, wall, before, after, busy, start_up, parse))
                 del probed
                 pool_path.unlink()
             if size in args.validate_sizes:
@@ -250,14 +279,16 @@ def main() -> None:
                 if "validate" not in overhead:
                     ours, pyace = worker_and_pyace_seconds("validate", yace_only / "p.yace", test_path, args.probe)
                     overhead["validate"] = ours / pyace
-                wall, _, _, _ = run_measured(cli("validate", "--meta-config", work / "meta_run.yaml", "--potential",
-                                                 yace_only / "p.yace", "--test-set", test_path, "--output",
-                                                 work / f"m_{size}.json", "--no-plots", "--no-progress"),
-                                             work, memory=False)
-                after = pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
+                def probe():
+                    return pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
+                runs = probed_runs(cli("validate", "--meta-config", work / "meta_run.yaml", "--potential",
+                                       yace_only / "p.yace", "--test-set", test_path, "--output",
+                                       work / f"m_{size}.json", "--no-plots", "--no-progress"),
+                                   work, probe, args.repeats, before)
                 product_after = pyace_seconds_per_structure(yace_only / "p.yace", probed, False, True)
-                rows.append(limit_row("validate", size, cores, wall, before, after, busy, start_up, parse))
-                product[size] = ((product_before + product_after) / 2 * size / cores, wall)
+                for wall, before, after in runs:
+                    rows.append(limit_row("validate", size, cores, wall, before, after, busy, start_up, parse))
+                product[size] = ((product_before + product_after) / 2 * size / cores, runs[0][0])  # around all runs
                 del probed
                 test_path.unlink()
     print(f"\n{cores} cores; limit = pyace's work per structure (atoms in memory) × structures ÷ cores")
@@ -272,17 +303,25 @@ def main() -> None:
         print(f"{command:14s} {size:>7d} {pace:>27s} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
               f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
               f"{wall / (limit * busy):.2f}                 {overhead[command]:.2f}")
+    ratios = median_ratios(rows)
+    if args.repeats > 1:
+        for (command, size), values in ratios.items():
+            print(f"{command:14s} {size:>7d} wall/limit over {len(values)} runs: median {np.median(values):.2f} "
+                  f"(runs: {', '.join(f'{v:.2f}' for v in values)}; goal {goals[command]})")
     for size, (limit, wall) in sorted(product.items()):
-        print(f"validate {size}: the limit with PyACECalculator's default (product) evaluator of the .yace, "
-              f"which validate no longer uses: {limit:.1f} s, wall/that {wall / limit:.2f}")
+        print(f"validate {size}: the limit with PyACECalculator's default (product) evaluator of the .yace "
+              f"(probed before the first run and after the last), which validate no longer uses: {limit:.1f} s, "
+              f"the first run's wall/that {wall / limit:.2f}")
     if len(memory) > 1:
         small, large = min(memory), max(memory)
         print(f"sample peak memory (PSS, MiB): {small}: {memory[small][0]:.0f}, {large}: {memory[large][0]:.0f}, "
               f"ratio {memory[large][0] / memory[small][0]:.2f} (goal <= 1.2)")
-    print(json.dumps({"cores": cores, "python_with_pyace_core_s": start_up, "python_with_all_of_pyace_s": whole_pyace,
+    print(json.dumps({"cores": cores, "repeats": args.repeats, "python_with_pyace_core_s": start_up,
+                      "python_with_all_of_pyace_s": whole_pyace,
                       "rows": [dict(zip(("command", "pool", "pyace_ms_per_structure", "limit_s", "wall_s",
                                          "pyace_all_cores_busy_ratio", "floor_s", "pyace_ms_before",
                                          "pyace_ms_after"), r)) for r in rows],
+                      "median_wall_over_limit": {f"{c} {n}": float(np.median(v)) for (c, n), v in ratios.items()},
                       "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()},
                       "worker_over_pyace_one_core": overhead,
                       "validate_limit_with_product_evaluator_s": {str(k): v[0] for k, v in product.items()}}))
