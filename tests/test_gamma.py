@@ -171,3 +171,26 @@ def test_predictions_equal_pyace_calculator_bit_for_bit(potential_with_active_se
                 assert abs(ours.energy - product.results["energy"]) <= 1e-12 * max(1.0, abs(ours.energy))
                 np.testing.assert_allclose(ours.forces, product.results["forces"], rtol=0, atol=1e-12)
                 np.testing.assert_allclose(ours.stress, product.results["stress"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("recursive_evaluator", [True, False])
+def test_the_workers_evaluator_of_a_yace_follows_the_calculator_options(potential_with_active_set, tmp_path,
+                                                                        monkeypatch, recursive_evaluator):
+    """The workers build a .yace's evaluator as PyACECalculator does with CALCULATOR_OPTIONS: with
+    the options changed, the same evaluator and the same numbers as that calculator's."""
+    from pace_worker.ace import predictions
+    from pace_worker.ace.potentials import write_yace
+
+    monkeypatch.setitem(predictions.CALCULATOR_OPTIONS, "recursive_evaluator", recursive_evaluator)
+    yaml, _ = potential_with_active_set
+    write_yace(yaml, tmp_path / "p.yace")
+    loaded = predictions.load_potential(str(tmp_path / "p.yace"))  # this path: loaded anew, by these options
+    calc = make_calculator(str(tmp_path / "p.yace"))
+    assert type(loaded.evaluator).__name__ == type(calc.evaluator).__name__ == (
+        "ACERecursiveEvaluator" if recursive_evaluator else "ACECTildeEvaluator")
+    atoms = probes()[0]
+    ours = predictions.predict_chunk([atoms])[0]
+    atoms.calc = calc
+    calc.calculate(atoms, properties=("energy", "forces"))
+    assert ours.energy == calc.results["energy"]
+    np.testing.assert_array_equal(ours.forces, calc.results["forces"])
