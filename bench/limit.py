@@ -189,7 +189,7 @@ def probed_runs(command: list, work: Path, probe, repeats: int, before: Optional
     return runs
 
 
-def median_ratios(rows: list) -> dict:
+def ratios_per_command_and_pool(rows: list) -> dict:
     """``{(command, pool): [wall/limit of each run]}`` of the table's rows."""
     ratios: dict = {}
     for command, size, _, limit, wall, *_ in rows:
@@ -303,7 +303,7 @@ def main() -> None:
         print(f"{command:14s} {size:>7d} {pace:>27s} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
               f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
               f"{wall / (limit * busy):.2f}                 {overhead[command]:.2f}")
-    ratios = median_ratios(rows)
+    ratios = ratios_per_command_and_pool(rows)
     if args.repeats > 1:
         for (command, size), values in ratios.items():
             print(f"{command:14s} {size:>7d} wall/limit over {len(values)} runs: median {np.median(values):.2f} "

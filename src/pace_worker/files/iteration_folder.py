@@ -103,8 +103,7 @@ class IterationFolder:
         if state is None:
             log.warning("%s/state.json is damaged (a run was killed while writing it): starting this iteration "
                         "over; the folder is replaced only if the new run succeeds", path)
-        interims = [path / name for name in (WHOLE_INTERIM_POTENTIAL, INTERIM_POTENTIAL)
-                    if path.exists() and (path / name).is_file()]
+        interims = [path / name for name in (WHOLE_INTERIM_POTENTIAL, INTERIM_POTENTIAL) if (path / name).is_file()]
         interrupted = bool(state and state.get("status") == "running" and state.get("inputs") == inputs
                            and interims)
         interim, problem = (_usable_interim(path.name, interims, interim_problem) if interrupted
