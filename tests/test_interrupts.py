@@ -33,3 +33,38 @@ def test_a_quieted_logger_drops_its_records_once_a_signal_came():
     assert proc.stderr.splitlines() == ["tornado.application before the signal",
                                         "tornado.application.child a child logger keeps its records",
                                         "pace_worker.x other loggers too"]
+
+
+WARNINGS_AFTER_A_SIGNAL = textwrap.dedent("""
+    import gc, os, signal, warnings
+    from pace_worker import interrupts
+
+    async def result():
+        return 1
+
+    interrupts.install()
+    result()  # a coroutine never awaited: Python warns when it is collected
+    gc.collect()
+    warnings.warn("a warning of the work")
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    result()
+    gc.collect()
+    warnings.warn("a warning of the unwinding")
+""")
+
+
+def test_warnings_are_not_shown_once_a_signal_came():
+    """Ctrl-C inside Dask's client can leave a coroutine never awaited; Python's RuntimeWarning about it
+    (two lines, one a tracemalloc hint) came before the command's one line. After a signal warnings
+    are ignored; before it they are shown."""
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", WARNINGS_AFTER_A_SIGNAL],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "coroutine 'result' was never awaited" in proc.stderr
+    assert "a warning of the work" in proc.stderr
+    assert proc.stderr.count("was never awaited") == 1, proc.stderr
+    assert "unwinding" not in proc.stderr, proc.stderr

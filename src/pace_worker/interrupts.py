@@ -23,7 +23,10 @@ callback, Python reports it as "Exception ignored" and goes on. So every signal 
 publish, the end of a command), and Python's report of such a lost exception is silenced.
 A library's event loop that reports its own callbacks' errors through a logger (Dask's client:
 Ctrl-C inside its ``sync`` schedules a ``cancel`` that can fail with a NameError of its own) is
-quieted after a signal with :func:`quiet_logger_after_a_signal`: the stop is the one line.
+quieted after a signal with :func:`quiet_logger_after_a_signal`: the stop is the one line. For the
+same reason Python's warnings are ignored once a signal came: they come from the unwinding (Ctrl-C
+inside Dask's ``sync`` can leave the coroutine it was about to run never awaited, and Python reports
+that as a RuntimeWarning with a "tracemalloc" hint when the coroutine is collected).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from typing import Iterator, Optional
 
 
@@ -54,6 +58,7 @@ def _handler(signum, frame) -> None:
     if os.getpid() != _main_pid:  # a forked worker before quiet_worker(): its parent stops it
         return
     _received.append(signum)
+    warnings.simplefilter("ignore")  # the unwinding's warnings: the command's one line is the report
     if not _deferring:
         raise _exception(signum)
 
