@@ -258,7 +258,7 @@ def main() -> None:
                     rows.append(limit_row("sample", size, cores, wall, before, after, busy, start_up, parse))
                 _, pss, rss, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
                                                   "--output", work / f"selm_{size}.xyz", "--potential", potential,
-                                                  "--no-progress"), work, memory=True)
+                                                  "--no-progress"), work, memory=True, poll_s=0.1)
                 memory[size] = (pss, rss)
                 for wall, before, after in probed_runs(  # its first probe after the memory run
                         cli("direct_sample", *common, "--input", pool_path, "--output", work / f"div_{size}.xyz",

@@ -109,8 +109,8 @@ def main() -> None:
             print(f"pool {size}: time ours / pace_select per round: " + ", ".join(f"{r:.2f}" for r in ratios),
                   flush=True)
             t_ours, t_ref = float(np.median(times_ours)), float(np.median(times_ref))
-            _, pss_ours, rss_ours, _ = run_measured(ours_cmd, work)  # memory in runs of their own: polling
-            _, pss_ref, rss_ref, _ = run_measured(ref_cmd, work)     # PSS takes CPU from the timed command
+            _, pss_ours, rss_ours, _ = run_measured(ours_cmd, work, poll_s=0.1)  # memory in runs of their own:
+            _, pss_ref, rss_ref, _ = run_measured(ref_cmd, work, poll_s=0.1)     # polling PSS takes a timed run's CPU
             ours = ase.io.read(work / "ours.xyz", index=":")
             ref = list(pd.read_pickle(work / "ref.pkl.gz")["ase_atoms"])
             d_ours, d_ref = d_optimality(potential, asi, ours), d_optimality(potential, asi, ref)
