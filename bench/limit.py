@@ -65,7 +65,7 @@ MAIN = REPO / "src" / "main.py"
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from measure import run_measured  # noqa: E402
+from measure import MEMORY_RUN_POLL_S, run_measured  # noqa: E402
 from sample_vs_pace_select import make_pool  # noqa: E402
 from worker_overhead import pyace_loop, worker_and_pyace_seconds  # noqa: E402
 
@@ -258,7 +258,7 @@ def main() -> None:
                     rows.append(limit_row("sample", size, cores, wall, before, after, busy, start_up, parse))
                 _, pss, rss, _ = run_measured(cli("sample", *common, "--candidates", pool_path, "--n_samples", args.n,
                                                   "--output", work / f"selm_{size}.xyz", "--potential", potential,
-                                                  "--no-progress"), work, memory=True, poll_s=0.1)
+                                                  "--no-progress"), work, memory=True, poll_s=MEMORY_RUN_POLL_S)
                 memory[size] = (pss, rss)
                 for wall, before, after in probed_runs(  # its first probe after the memory run
                         cli("direct_sample", *common, "--input", pool_path, "--output", work / f"div_{size}.xyz",

@@ -8,14 +8,18 @@ import time
 from pathlib import Path
 
 
+# the polls' spacing in a run made for its memory alone (its wall time is not used): a short peak
+# can fall between polls 0.3 s apart (``sample``'s, in its selection at the end: its 20k peak read
+# 180 or 226 MiB every 0.3 s, 226 in each of three runs every 0.1 s)
+MEMORY_RUN_POLL_S = 0.1
+
+
 def run_measured(cmd, cwd, memory: bool = True, poll_s: float = 0.3) -> tuple[float, float, float, str]:
     """Wall seconds, peak PSS and peak RSS (MiB, summed over the process tree; 0 without
     ``memory``), output. Polling PSS reads every process's smaps (~15 ms of CPU per poll of 3
     processes): on a machine whose cores the command keeps busy that CPU is taken from it, so
-    time a multi-process command with ``memory=False``. ``poll_s``: the polls' spacing; a peak
-    shorter than it can fall between two polls (``sample``'s, during its selection at the end:
-    every 0.3 s its 20k peak read 180 or 226 MiB, every 0.1 s 226 in each of three runs), so a run
-    for memory alone polls every 0.1 s."""
+    time a multi-process command with ``memory=False``. ``poll_s``: the polls' spacing (a run
+    for memory alone: :data:`MEMORY_RUN_POLL_S`)."""
     import psutil
 
     start = time.perf_counter()

@@ -41,7 +41,7 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from measure import run_measured  # noqa: E402
+from measure import MEMORY_RUN_POLL_S, run_measured  # noqa: E402
 
 
 def make_pool(n: int, seed: int = 0):
@@ -109,8 +109,9 @@ def main() -> None:
             print(f"pool {size}: time ours / pace_select per round: " + ", ".join(f"{r:.2f}" for r in ratios),
                   flush=True)
             t_ours, t_ref = float(np.median(times_ours)), float(np.median(times_ref))
-            _, pss_ours, rss_ours, _ = run_measured(ours_cmd, work, poll_s=0.1)  # memory in runs of their own:
-            _, pss_ref, rss_ref, _ = run_measured(ref_cmd, work, poll_s=0.1)     # polling PSS takes a timed run's CPU
+            # memory in runs of their own: polling PSS takes a timed run's CPU
+            _, pss_ours, rss_ours, _ = run_measured(ours_cmd, work, poll_s=MEMORY_RUN_POLL_S)
+            _, pss_ref, rss_ref, _ = run_measured(ref_cmd, work, poll_s=MEMORY_RUN_POLL_S)
             ours = ase.io.read(work / "ours.xyz", index=":")
             ref = list(pd.read_pickle(work / "ref.pkl.gz")["ase_atoms"])
             d_ours, d_ref = d_optimality(potential, asi, ours), d_optimality(potential, asi, ref)
