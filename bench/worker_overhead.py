@@ -17,6 +17,12 @@ main process (start-up, the scan, selection, clustering, writing), the last chun
 slower pyace runs when every core is busy (``bench/limit.py`` prints that as its busy factor). The
 commands' defaults: min_distance 0.5 Å, chunks of 64, ``sample`` sending every structure back (its first
 chunks; later ones send back fewer), ``validate`` without plots (no force sample) and without an active set.
+
+Beside it, timed in the same turns, the least worker (:func:`least_loop`): the chunk's text read and parsed by
+libAtoms' C parser, pyace's environment and ``compute``, and nothing else (no ASE structure, no check, no
+result). Its ratio to pyace's loop is what a worker that reads the text with Python and calls pyace pays at
+the least; the commands' ratio above it is what their ASE structures, checks and results cost. (The bench's
+pools are periodic cells: the least loop takes every frame as one.)
 """
 from __future__ import annotations
 
@@ -58,6 +64,54 @@ def pyace_loop(potential: Path, projections: bool, default_evaluator: bool = Fal
     return run
 
 
+def least_loop(potential: Path, projections: bool):
+    """The least any worker on this stack does per chunk, as a function of a
+    :class:`~pace_worker.files.frames.PoolChunk`: the chunk's frames read from the file, parsed by
+    libAtoms' C parser into its dictionaries (through an in-memory file, as the commands parse them),
+    each frame's pyace environment built from its positions, cell and species indices (the builder the
+    commands use) and ``ACECalculator.compute`` with the B-projections or energy and forces read out
+    (:func:`pyace_loop`'s). No ASE structure, no check of anything, nothing sent back: a worker that
+    reads the text with Python and calls pyace cannot cost less; what the commands' workers cost
+    beyond it is theirs (building ASE ``Atoms``, the checks, the results)."""
+    import os
+
+    from extxyz import cextxyz
+    from extxyz.core import extract_lattice
+
+    from pace_worker.ace.predictions import LoadedPotential
+    from pace_worker.ace.projections import species_indices
+    from pace_worker.files.c_extxyz import _atomic_numbers
+    from pace_worker.files.structures import _build_atomic_env
+
+    loaded = LoadedPotential.load(str(potential))
+    species_of_number = species_indices({el: i for i, el in enumerate(loaded.basis.elements_name)})
+    build, cutoff = _build_atomic_env(), loaded.cutoff
+
+    def run(chunk) -> None:
+        texts = chunk.texts()
+        fd = os.memfd_create("least")
+        try:
+            with open(fd, "wb", closefd=False) as memory_file:
+                memory_file.write(b"".join(texts))
+            fp = cextxyz.cfopen(f"/proc/self/fd/{fd}", "r")
+            try:
+                for _ in texts:
+                    _, info, arrays = cextxyz.read_frame_dicts(fp)
+                    lattice = extract_lattice(dict(info))
+                    species = species_of_number[_atomic_numbers(arrays["species"])]
+                    env = build(arrays["pos"], lattice.T, species, True, cutoff)
+                    loaded.ace.compute(env, compute_projections=projections)
+                    if projections:
+                        np.asarray(loaded.ace.projections)
+                    else:
+                        np.array(loaded.ace.energy), np.array(loaded.ace.forces)
+            finally:
+                cextxyz.cfclose(fp)
+        finally:
+            os.close(fd)
+    return run
+
+
 def command_worker(command: str, potential: Path, path: Path):
     """``(worker, chunk options)``: the worker function of ``command`` loaded as its workers load it."""
     from pace_worker.config import WorkerConfig
@@ -85,14 +139,16 @@ def command_worker(command: str, potential: Path, path: Path):
 
 
 def worker_and_pyace_seconds(command: str, potential: Path, path: Path, probe: int, repeats: int = 5) \
-        -> tuple[float, float]:
-    """``(worker, pyace)`` seconds per structure on the first ``probe`` frames of ``path`` (whole chunks),
-    chunk after chunk in turn, best of ``repeats`` per chunk. ``potential``: the B-basis ``.yaml`` for
-    ``sample`` (its ``.asi`` beside it) and ``direct_sample``, the ``.yace`` for ``validate``."""
+        -> tuple[float, float, float]:
+    """``(worker, pyace, least)`` seconds per structure on the first ``probe`` frames of ``path`` (whole
+    chunks), chunk after chunk in turn, best of ``repeats`` per chunk; ``least``: :func:`least_loop`'s.
+    ``potential``: the B-basis ``.yaml`` for ``sample`` (its ``.asi`` beside it) and ``direct_sample``,
+    the ``.yace`` for ``validate``."""
     from pace_worker.files.frames import PoolChunk, frame_offsets
 
     worker, options = command_worker(command, potential, path)
     pyace = pyace_loop(potential, projections=command != "validate")
+    least = least_loop(potential, projections=command != "validate")
     offsets = frame_offsets(path)
     starts = range(0, min(probe, len(offsets)) - CHUNK + 1, CHUNK)
 
@@ -100,15 +156,17 @@ def worker_and_pyace_seconds(command: str, potential: Path, path: Path, probe: i
         return PoolChunk(i, CHUNK, path=str(path), offset=int(offsets[i]), what="bench", options=options)
 
     in_memory = {i: chunk(i).read() for i in starts}
-    best = {"worker": dict.fromkeys(starts, float("inf")), "pyace": dict.fromkeys(starts, float("inf"))}
+    best = {name: dict.fromkeys(starts, float("inf")) for name in ("worker", "pyace", "least")}
     for _ in range(repeats):
         for i in starts:
-            for name, work in (("worker", lambda: worker(chunk(i))), ("pyace", lambda: pyace(in_memory[i]))):
+            for name, work in (("worker", lambda: worker(chunk(i))), ("pyace", lambda: pyace(in_memory[i])),
+                               ("least", lambda: least(chunk(i)))):
                 start = time.perf_counter()
                 work()
                 best[name][i] = min(best[name][i], time.perf_counter() - start)
     structures = CHUNK * len(starts)
-    return sum(best["worker"].values()) / structures, sum(best["pyace"].values()) / structures
+    worker_s, pyace_s, least_s = (sum(best[name].values()) / structures for name in ("worker", "pyace", "least"))
+    return worker_s, pyace_s, least_s
 
 
 def main() -> None:
@@ -121,9 +179,9 @@ def main() -> None:
     args = parser.parse_args()
     for command, path in (("sample", args.pool), ("direct_sample", args.pool), ("validate", args.test_set)):
         potential = args.potential.with_suffix(".yace") if command == "validate" else args.potential
-        ours, pyace = worker_and_pyace_seconds(command, potential, path, args.probe, args.repeats)
+        ours, pyace, least = worker_and_pyace_seconds(command, potential, path, args.probe, args.repeats)
         print(f"{command:14s} worker {ours * 1e6:6.0f} us/structure, pyace {pyace * 1e6:6.0f}, "
-              f"ratio {ours / pyace:.3f}", flush=True)
+              f"ratio {ours / pyace:.3f}; the least worker {least * 1e6:6.0f}, ratio {least / pyace:.3f}", flush=True)
 
 
 if __name__ == "__main__":
