@@ -70,7 +70,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from measure import MEMORY_RUN_POLL_S, run_measured  # noqa: E402
 from sample_vs_pace_select import make_pool  # noqa: E402
-from worker_overhead import pyace_loop, worker_and_pyace_seconds  # noqa: E402
+from worker_overhead import pyace_loop, worker_pyace_least_seconds  # noqa: E402
 
 QUICK_CONFIG = """\
 seed: 42
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command (their median ratio is printed)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    rows, memory, overhead, product = [], {}, {}, {}
+    rows, memory, overhead, least_overhead, product = [], {}, {}, {}, {}
     start_up = python_with_pyace_seconds()
     whole_pyace = python_with_pyace_seconds("import pyace")
     with tempfile.TemporaryDirectory(prefix="pace-limit-") as tmp:
@@ -247,8 +247,8 @@ def main() -> None:
                 parse = c_parse_seconds_per_structure(pool_path, args.probe)
                 for command in ("sample", "direct_sample"):
                     if command not in overhead:
-                        ours, pyace, least = worker_and_pyace_seconds(command, potential, pool_path, args.probe)
-                        overhead[command] = (ours / pyace, least / pyace)
+                        ours, pyace, least = worker_pyace_least_seconds(command, potential, pool_path, args.probe)
+                        overhead[command], least_overhead[command] = ours / pyace, least / pyace
                 common = ("--config", work / "config_run.yaml", "--meta-config", work / "meta_run.yaml")
                 (work / "config_run.yaml").write_text("sample: {}\n")
 
@@ -280,9 +280,9 @@ def main() -> None:
                 busy = pyace_seconds_all_cores(yace_only / "p.yace", probed, False, cores) / before
                 parse = c_parse_seconds_per_structure(test_path, args.probe)
                 if "validate" not in overhead:
-                    ours, pyace, least = worker_and_pyace_seconds("validate", yace_only / "p.yace", test_path,
-                                                                  args.probe)
-                    overhead["validate"] = (ours / pyace, least / pyace)
+                    ours, pyace, least = worker_pyace_least_seconds("validate", yace_only / "p.yace", test_path,
+                                                                    args.probe)
+                    overhead["validate"], least_overhead["validate"] = ours / pyace, least / pyace
                 def probe():
                     return pyace_seconds_per_structure(yace_only / "p.yace", probed, projections=False)
                 runs = probed_runs(cli("validate", "--meta-config", work / "meta_run.yaml", "--potential",
@@ -306,8 +306,8 @@ def main() -> None:
         pace = f"{per_ms:.3f} ({before_ms:.3f}-{after_ms:.3f})"
         print(f"{command:14s} {size:>7d} {pace:>27s} {limit:>8.1f} {floor / limit:>11.2f} {wall:>8.1f} "
               f"{wall / limit:>10.2f}  {goals[command]:29s} {busy:.2f}x its time alone     "
-              f"{wall / (limit * busy):.2f}                 {overhead[command][0]:.2f}                   "
-              f"{overhead[command][1]:.2f}")
+              f"{wall / (limit * busy):.2f}                 {overhead[command]:.2f}                   "
+              f"{least_overhead[command]:.2f}")
     ratios = ratios_per_command_and_pool(rows)
     if args.repeats > 1:
         for (command, size), values in ratios.items():
@@ -328,8 +328,8 @@ def main() -> None:
                                          "pyace_ms_after"), r)) for r in rows],
                       "median_wall_over_limit": {f"{c} {n}": float(np.median(v)) for (c, n), v in ratios.items()},
                       "sample_peak_pss_mib": {str(k): v[0] for k, v in memory.items()},
-                      "worker_over_pyace_one_core": {c: v[0] for c, v in overhead.items()},
-                      "least_worker_over_pyace_one_core": {c: v[1] for c, v in overhead.items()},
+                      "worker_over_pyace_one_core": overhead,
+                      "least_worker_over_pyace_one_core": least_overhead,
                       "validate_limit_with_product_evaluator_s": {str(k): v[0] for k, v in product.items()}}))
 
 

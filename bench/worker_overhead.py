@@ -67,20 +67,18 @@ def pyace_loop(potential: Path, projections: bool, default_evaluator: bool = Fal
 def least_loop(potential: Path, projections: bool):
     """The least any worker on this stack does per chunk, as a function of a
     :class:`~pace_worker.files.frames.PoolChunk`: the chunk's frames read from the file, parsed by
-    libAtoms' C parser into its dictionaries (through an in-memory file, as the commands parse them),
-    each frame's pyace environment built from its positions, cell and species indices (the builder the
-    commands use) and ``ACECalculator.compute`` with the B-projections or energy and forces read out
-    (:func:`pyace_loop`'s). No ASE structure, no check of anything, nothing sent back: a worker that
-    reads the text with Python and calls pyace cannot cost less; what the commands' workers cost
-    beyond it is theirs (building ASE ``Atoms``, the checks, the results)."""
-    import os
-
-    from extxyz import cextxyz
+    libAtoms' C parser into its dictionaries (:func:`pace_worker.files.c_extxyz.frame_dicts`, as the
+    commands parse them), each frame's pyace environment built from its positions, cell and species
+    indices (the builder the commands use) and ``ACECalculator.compute`` with the B-projections or
+    energy and forces read out (:func:`pyace_loop`'s). No ASE structure, no check of anything,
+    nothing sent back: a worker that reads the text with Python and calls pyace cannot cost less;
+    what the commands' workers cost beyond it is theirs (building ASE ``Atoms``, the checks, the
+    results)."""
     from extxyz.core import extract_lattice
 
     from pace_worker.ace.predictions import LoadedPotential
     from pace_worker.ace.projections import species_indices
-    from pace_worker.files.c_extxyz import _atomic_numbers
+    from pace_worker.files.c_extxyz import _atomic_numbers, frame_dicts
     from pace_worker.files.structures import _build_atomic_env
 
     loaded = LoadedPotential.load(str(potential))
@@ -89,26 +87,15 @@ def least_loop(potential: Path, projections: bool):
 
     def run(chunk) -> None:
         texts = chunk.texts()
-        fd = os.memfd_create("least")
-        try:
-            with open(fd, "wb", closefd=False) as memory_file:
-                memory_file.write(b"".join(texts))
-            fp = cextxyz.cfopen(f"/proc/self/fd/{fd}", "r")
-            try:
-                for _ in texts:
-                    _, info, arrays = cextxyz.read_frame_dicts(fp)
-                    lattice = extract_lattice(dict(info))
-                    species = species_of_number[_atomic_numbers(arrays["species"])]
-                    env = build(arrays["pos"], lattice.T, species, True, cutoff)
-                    loaded.ace.compute(env, compute_projections=projections)
-                    if projections:
-                        np.asarray(loaded.ace.projections)
-                    else:
-                        np.array(loaded.ace.energy), np.array(loaded.ace.forces)
-            finally:
-                cextxyz.cfclose(fp)
-        finally:
-            os.close(fd)
+        for _, info, arrays in frame_dicts(b"".join(texts), len(texts)):
+            lattice = extract_lattice(dict(info))
+            species = species_of_number[_atomic_numbers(arrays["species"])]
+            env = build(arrays["pos"], lattice.T, species, True, cutoff)
+            loaded.ace.compute(env, compute_projections=projections)
+            if projections:
+                np.asarray(loaded.ace.projections)
+            else:
+                np.array(loaded.ace.energy), np.array(loaded.ace.forces)
     return run
 
 
@@ -138,7 +125,7 @@ def command_worker(command: str, potential: Path, path: Path):
     return evaluate_chunk, {"settings": EvaluationSettings(), "test_set": test_set}
 
 
-def worker_and_pyace_seconds(command: str, potential: Path, path: Path, probe: int, repeats: int = 5) \
+def worker_pyace_least_seconds(command: str, potential: Path, path: Path, probe: int, repeats: int = 5) \
         -> tuple[float, float, float]:
     """``(worker, pyace, least)`` seconds per structure on the first ``probe`` frames of ``path`` (whole
     chunks), chunk after chunk in turn, best of ``repeats`` per chunk; ``least``: :func:`least_loop`'s.
@@ -179,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     for command, path in (("sample", args.pool), ("direct_sample", args.pool), ("validate", args.test_set)):
         potential = args.potential.with_suffix(".yace") if command == "validate" else args.potential
-        ours, pyace, least = worker_and_pyace_seconds(command, potential, path, args.probe, args.repeats)
+        ours, pyace, least = worker_pyace_least_seconds(command, potential, path, args.probe, args.repeats)
         print(f"{command:14s} worker {ours * 1e6:6.0f} us/structure, pyace {pyace * 1e6:6.0f}, "
               f"ratio {ours / pyace:.3f}; the least worker {least * 1e6:6.0f}, ratio {least / pyace:.3f}", flush=True)
 

@@ -93,22 +93,27 @@ def parse_frames_c(texts: Sequence[bytes], label_snapshots: bool = True) -> Opti
     if any(":I:" in line for line in comments) and has_long_integer(data):  # 32-bit integers in C
         return None
     try:
-        fd = os.memfd_create("pace-worker-frames")  # the C parser reads a FILE*: the frames as an in-memory file
-    except OSError:  # out of file descriptors: ASE
-        return None
+        return [_as_ase_atoms(*frame, label_snapshots) for frame in frame_dicts(data, len(texts))]
+    except Exception:  # no in-memory file, the C parser's errors (EOFError included), a frame not for this path
+        return None  # ASE decides
+
+
+def frame_dicts(data: bytes, count: int) -> list[tuple[int, dict, dict]]:
+    """``(atoms, info, arrays)`` of each of the first ``count`` frames of extxyz ``data``, as libAtoms'
+    C parser reads them (no check that ASE would read them alike: :func:`parse_frames_c` does that).
+    The C parser reads a ``FILE*``: the frames go through an in-memory file. Raises OSError when
+    there is none (out of file descriptors) and the parser's own errors."""
+    fd = os.memfd_create("pace-worker-frames")
     try:
         with open(fd, "wb", closefd=False) as memory_file:  # writes all of it (os.write may write part)
             memory_file.write(data)
         fp = cextxyz.cfopen(f"/proc/self/fd/{fd}", "r")
         if not fp.value:
-            return None
+            raise OSError("the C parser could not open the in-memory file")
         try:
-            frames = [_as_ase_atoms(*cextxyz.read_frame_dicts(fp), label_snapshots) for _ in texts]
+            return [cextxyz.read_frame_dicts(fp) for _ in range(count)]
         finally:
             cextxyz.cfclose(fp)
-        return frames
-    except Exception:  # the C parser's errors (EOFError included), a frame not for this path: ASE decides
-        return None
     finally:
         os.close(fd)
 
